@@ -1,0 +1,57 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create or update .venv.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+export YOLO_OFFLINE := 1
+export HF_HUB_OFFLINE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test lint typecheck pytest install-runtime install-dev browser demo-bundle bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Runtime only: what a Pi gets.
+$(VENV)/.runtime-stamp: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e .
+	touch $@
+
+# Everything: training extra (torch, ultralytics, ...) and dev tools.
+$(VENV)/.dev-stamp: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e '.[train,dev]'
+	touch $@ $(VENV)/.runtime-stamp
+
+install-runtime: $(VENV)/.runtime-stamp
+install-dev: $(VENV)/.dev-stamp
+
+# Debian's chromium for the web page test (Playwright's own browser download cannot work offline).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: browser tests will skip"; \
+	  else echo "chromium missing and not root: browser tests will skip"; fi; }
+
+demo: $(VENV)/.runtime-stamp
+	$(BIN)/cardedge serve --bundle models/demo --source synthetic: --host 127.0.0.1 --port 8080
+
+lint: $(VENV)/.dev-stamp
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.dev-stamp
+	$(BIN)/mypy --strict edge/
+
+pytest: $(VENV)/.dev-stamp browser
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck pytest
+
+demo-bundle: $(VENV)/.dev-stamp
+	$(BIN)/cardedge-train demo-bundle --out models/demo --reference reference_db/demo
+
+bench: $(VENV)/.runtime-stamp
+	$(BIN)/cardedge bench --bundle models/demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
