@@ -77,10 +77,10 @@ class Settings(BaseSettings):
         env_prefix="CARDEDGE_", env_nested_delimiter="__", extra="forbid"
     )
 
-    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)  # type: ignore[arg-type]
-    limits: LimitSettings = Field(default_factory=LimitSettings)  # type: ignore[arg-type]
-    server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
-    source: SourceSettings = Field(default_factory=SourceSettings)  # type: ignore[arg-type]
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    source: SourceSettings = Field(default_factory=SourceSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -130,4 +130,6 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     try:
         return Settings(**data)
     except ValidationError as e:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(format_validation_error(e))) from e
+        raise ConfigError(
+            "invalid configuration:\n  " + "\n  ".join(format_validation_error(e))
+        ) from e

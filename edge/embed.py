@@ -65,4 +65,5 @@ def l2_normalize(vectors: FloatArray, eps: float = 1e-12) -> FloatArray:
     """Row-wise L2 normalisation; zero rows stay zero rather than becoming NaN."""
     v = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return (v / np.maximum(norms, eps)).astype(np.float32)
+    out: FloatArray = (v / np.maximum(norms, eps)).astype(np.float32)
+    return out

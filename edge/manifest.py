@@ -28,7 +28,9 @@ class InputSpec(_Strict):
     height: int = Field(gt=0, description="Input height in pixels.")
     width: int = Field(gt=0, description="Input width in pixels.")
     layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="Tensor layout of the input.")
-    color_order: Literal["RGB", "BGR"] = Field("RGB", description="Channel order the model expects.")
+    color_order: Literal["RGB", "BGR"] = Field(
+        "RGB", description="Channel order the model expects."
+    )
     dtype: Literal["float32", "uint8"] = Field("float32", description="Input element type.")
     mean: tuple[float, float, float] = Field(
         (0.0, 0.0, 0.0), description="Per-channel mean in 0-255 units, in color_order."
@@ -53,7 +55,9 @@ class HefSpec(_Strict):
         True, description="Mean/std are applied inside the HEF; the host feeds raw uint8 RGB NHWC."
     )
     output_names: tuple[str, ...] = Field((), description="Output stream names, in decode order.")
-    latency_ms: float | None = Field(None, description="Measured or published latency per batch item.")
+    latency_ms: float | None = Field(
+        None, description="Measured or published latency per batch item."
+    )
 
 
 class ModelSpec(_Strict):
@@ -70,7 +74,9 @@ class DetectorSpec(ModelSpec):
     task: Literal["obb"] = Field("obb", description="Detector task; only oriented boxes.")
     num_classes: int = Field(1, ge=1, description="Number of detector classes.")
     strides: tuple[int, ...] = Field((8, 16, 32), description="Head strides.")
-    reg_max: int = Field(16, description="DFL bins of the box head (for host decode of cut graphs).")
+    reg_max: int = Field(
+        16, description="DFL bins of the box head (for host decode of cut graphs)."
+    )
 
 
 class EmbedderSpec(ModelSpec):
@@ -96,7 +102,9 @@ class CatalogueSpec(_Strict):
 
 class Thresholds(_Strict):
     unknown_score: float = Field(0.5, description="Top-1 cosine below this -> unknown.")
-    unknown_margin: float = Field(0.02, description="Margin to the best different card below this -> unknown.")
+    unknown_margin: float = Field(
+        0.02, description="Margin to the best different card below this -> unknown."
+    )
     det_conf: float = Field(0.25, ge=0, le=1, description="Detector confidence threshold.")
     det_iou: float = Field(0.7, ge=0, le=1, description="Rotated NMS IoU threshold (probiou).")
     max_det: int = Field(300, ge=1, description="Most detections kept per frame.")
@@ -123,7 +131,9 @@ class Manifest(_Strict):
     selftest: dict[str, str] = Field(
         default_factory=dict, description="Self-test image file -> the card_id it must identify as."
     )
-    lineage: dict[str, Any] = Field(default_factory=dict, description="Checkpoints, datasets, tools.")
+    lineage: dict[str, Any] = Field(
+        default_factory=dict, description="Checkpoints, datasets, tools."
+    )
 
 
 def load_manifest(path: Path) -> Manifest:
@@ -131,7 +141,9 @@ def load_manifest(path: Path) -> Manifest:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
-        raise BundleSchemaError(f"no manifest at {path.name}", "a bundle needs manifest.json") from e
+        raise BundleSchemaError(
+            f"no manifest at {path.name}", "a bundle needs manifest.json"
+        ) from e
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleSchemaError(f"manifest is not valid JSON: {e}") from e
     if isinstance(raw, dict) and raw.get("schema_version") not in (None, SCHEMA_VERSION):
