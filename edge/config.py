@@ -70,6 +70,30 @@ class SourceSettings(_Section):
     height: int = Field(720, gt=0, description="Capture height.")
 
 
+class HailoSettings(_Section):
+    """Hailo-8/8L backend (HailoRT 4.x). One VDevice per process, shared by every model."""
+
+    multi_process_service: bool = Field(
+        False,
+        description="Share the chip with other processes through hailort_service "
+        "(needs the service running); off: this process owns the device.",
+    )
+    group_id: str = Field(
+        "SHARED", description="VDevice group id; processes sharing one chip use the same id."
+    )
+    timeout_ms: int = Field(
+        1000, gt=0, description="Longest wait for one inference before it counts as a timeout."
+    )
+    output_format: Literal["float32", "uint8"] = Field(
+        "float32",
+        description="float32: HailoRT dequantises outputs; uint8: the host dequantises "
+        "(q - zero_point) * scale from the stream's quant info.",
+    )
+    max_restarts: int = Field(
+        3, ge=0, description="Backend restarts after timeouts before the error is final."
+    )
+
+
 class Settings(BaseSettings):
     """Everything the device runtime reads at start-up."""
 
@@ -81,6 +105,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
+    hailo: HailoSettings = Field(default_factory=HailoSettings)
 
     @classmethod
     def settings_customise_sources(
