@@ -46,19 +46,46 @@ def preprocess(
                 for img in batch
             ]
         )
-    if spec.color_order == "BGR":
-        batch = batch[..., ::-1]
     if spec.dtype == "uint8":
-        out: npt.NDArray[Any] = np.ascontiguousarray(batch, dtype=np.uint8)
-    elif not normalize:
-        return np.ascontiguousarray(batch, dtype=np.float32)
-    else:
-        mean = np.asarray(spec.mean, dtype=np.float32)
-        inv_std = 1.0 / np.asarray(spec.std, dtype=np.float32)
-        out = (batch.astype(np.float32) - mean) * inv_std
-    if spec.layout == "NCHW":
-        out = out.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(out)
+        if spec.color_order == "BGR":
+            batch = batch[..., ::-1]
+        out: npt.NDArray[Any] = batch.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else batch
+        return np.ascontiguousarray(out, dtype=np.uint8)
+    if not normalize:
+        return np.ascontiguousarray(
+            batch[..., ::-1] if spec.color_order == "BGR" else batch, np.float32
+        )
+    return _normalize(batch, spec)
+
+
+def _normalize(batch: npt.NDArray[np.uint8], spec: InputSpec) -> FloatArray:
+    """(pixel - mean) / std per channel, written once into the output layout.
+
+    Same float32 arithmetic as the textbook `(x.astype(f32) - mean) * (1 / std)`, but one plane at a
+    time from contiguous channel planes: a 640x640 detector input costs well under a millisecond
+    instead of several full-tensor temporaries.
+    """
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    inv_std = np.float32(1.0) / np.asarray(spec.std, dtype=np.float32)
+    src_channel = (2, 1, 0) if spec.color_order == "BGR" else (0, 1, 2)
+    n, h, w, _ = batch.shape
+    if spec.layout == "NHWC":
+        nhwc = batch[..., list(src_channel)] if spec.color_order == "BGR" else batch
+        out_hwc = np.empty((n, h, w, 3), dtype=np.float32)
+        np.subtract(nhwc, mean, out=out_hwc, dtype=np.float32)
+        np.multiply(out_hwc, inv_std, out=out_hwc)
+        return out_hwc
+    out = np.empty((n, 3, h, w), dtype=np.float32)
+    for i in range(n):
+        planes = cv2.split(np.ascontiguousarray(batch[i]))
+        for c in range(3):
+            dst = out[i, c]
+            if mean[c] == 0.0:  # x - 0 is exact: skip the pass
+                np.multiply(planes[src_channel[c]], inv_std[c], out=dst, dtype=np.float32)
+            else:
+                np.subtract(planes[src_channel[c]], mean[c], out=dst, dtype=np.float32)
+                np.multiply(dst, inv_std[c], out=dst)
+    return out
 
 
 def l2_normalize(vectors: FloatArray, eps: float = 1e-12) -> FloatArray:
