@@ -15,12 +15,17 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
+from edge.bundle_errors import (
+    BundleLinkError,
+    BundleMissingFileError,
+    BundlePathError,
+    BundleSizeMismatchError,
+    BundleUnlistedFileError,
+)
 from edge.errors import (
-    BundleError,
     BundleHashMismatchError,
     BundleNotFoundError,
     BundleSchemaError,
-    BundleUnsafeError,
 )
 from edge.manifest import (
     MANIFEST_NAME,
@@ -37,24 +42,6 @@ _CHUNK = 1 << 20
 _M = TypeVar("_M", bound=ModelSpec)
 # Files the runtime loads by type; one on disk that the manifest does not list is refused.
 _LOADABLE_SUFFIXES = (".onnx", ".hef", ".usearch", ".sqlite")
-
-
-class BundleFileMissingError(BundleError):
-    """A file the manifest lists is not in the bundle directory."""
-
-    code = "bundle_file_missing"
-
-
-class BundleSizeMismatchError(BundleHashMismatchError):
-    """A file's size differs from the manifest's (cheap check before hashing)."""
-
-    code = "bundle_size_mismatch"
-
-
-class BundleUnlistedFileError(BundleSchemaError):
-    """A model, index, catalogue or selftest file is not in the manifest's files table."""
-
-    code = "bundle_unlisted_file"
 
 
 def sha256_file(path: Path) -> str:
@@ -87,7 +74,7 @@ def refresh_hashes(bundle_dir: Path, manifest: Manifest) -> Manifest:
 
     def digest(name: str) -> str:
         if name not in files:
-            raise BundleFileMissingError(f"{name} is not in the bundle directory")
+            raise BundleMissingFileError(f"{name} is not in the bundle directory")
         return files[name].sha256
 
     def model(spec: _M) -> _M:
@@ -142,7 +129,7 @@ def _check_name(name: str) -> None:
     """Refuse absolute paths, '..' and backslashes in file names the manifest lists."""
     p = PurePosixPath(name)
     if not name or p.is_absolute() or ".." in p.parts or "\\" in name or str(p) != name:
-        raise BundleUnsafeError(f"manifest lists an unsafe file name {name!r}")
+        raise BundlePathError(f"manifest lists an unsafe file name {name!r}")
 
 
 def _check_listed(bundle_dir: Path, manifest: Manifest) -> None:
@@ -162,9 +149,9 @@ def _check_listed(bundle_dir: Path, manifest: Manifest) -> None:
 def _check_file(bundle_dir: Path, name: str, entry: FileEntry) -> None:
     path = bundle_dir / name
     if path.is_symlink():
-        raise BundleUnsafeError(f"{name} is a symbolic link")
+        raise BundleLinkError(f"{name} is a symbolic link")
     if not path.is_file():
-        raise BundleFileMissingError(f"{name} is listed in the manifest but missing")
+        raise BundleMissingFileError(f"{name} is listed in the manifest but missing")
     size = path.stat().st_size
     if size != entry.size:
         raise BundleSizeMismatchError(f"{name}: {size} bytes, manifest says {entry.size}")
