@@ -1,0 +1,269 @@
+"""Recognizer: one frame -> every card in it (box, card id, score, margin, known), with timings.
+
+detect (letterbox -> detector forward -> OBB decode + NMS) -> rectify (perspective warp of every
+box) -> embed (ALL crops of the frame in one batch, chunked by the manifest's max_batch, one
+vectorised preprocess) -> search (all vectors in one index call) -> unknown decision.
+
+Thread-safe for concurrent `identify` calls: the detector keeps per-thread buffers, ONNX Runtime
+sessions and usearch searches are reentrant, the catalogue serialises its SQLite access.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.backends import Backend
+from edge.backends.select import Role, select_backend
+from edge.bundle import verify_bundle
+from edge.bundle_errors import BundleDimensionError
+from edge.config import HailoSettings, RuntimeSettings
+from edge.detect import Detector
+from edge.embed import l2_normalize
+from edge.embed import preprocess as model_input
+from edge.errors import BackendError, BadImageError
+from edge.index import CardIndex, Catalogue, decide
+from edge.manifest import Manifest, ModelSpec
+from edge.rectify import rectify
+from edge.types import Candidate, CardCrop, CardMatch, ImageRGB, Match, OrientedBox, StageTimings
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class IdentifyResult:
+    """Every card found in one image, which bundle said so, and how long each stage took."""
+
+    bundle_id: str
+    cards: list[CardMatch]
+    timings: StageTimings
+
+    def with_decode(self, decode_ms: float) -> IdentifyResult:
+        """The same result with the caller's decode time added to `decode` and `total`."""
+        t = replace(self.timings, decode=decode_ms, total=self.timings.total + decode_ms)
+        return replace(self, timings=t)
+
+
+def _ms(t0: float, t1: float) -> float:
+    return (t1 - t0) * 1000.0
+
+
+def check_image(image: npt.NDArray[Any]) -> ImageRGB:
+    """Refuse anything that is not an H x W x 3 uint8 RGB array (typed error, not a traceback)."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise BadImageError("image must be a uint8 numpy array")
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 2 or image.shape[1] < 2:
+        raise BadImageError(f"image must be H x W x 3 RGB, got shape {image.shape}")
+    return image
+
+
+def _load_backends(
+    bundle_dir: Path, manifest: Manifest, settings: RuntimeSettings, hailo: HailoSettings | None
+) -> tuple[dict[str, Backend], dict[str, str]]:
+    """Pick and load a backend per model; close what was loaded if the second one fails."""
+    loaded: dict[str, Backend] = {}
+    reasons: dict[str, str] = {}
+    try:
+        models: tuple[tuple[Role, ModelSpec], ...] = (
+            ("detector", manifest.detector),
+            ("embedder", manifest.embedder),
+        )
+        for role, spec in models:
+            backend, reason = select_backend(role, spec, bundle_dir, settings, hailo=hailo)
+            loaded[role], reasons[role] = backend, reason
+    except BaseException:
+        for backend in loaded.values():
+            backend.close()
+        raise
+    return loaded, reasons
+
+
+class Recognizer:
+    """A loaded, verified, warmed bundle that identifies cards in RGB frames."""
+
+    def __init__(
+        self,
+        bundle_dir: Path,
+        manifest: Manifest,
+        backends: dict[str, Backend],
+        reasons: dict[str, str],
+        index: CardIndex,
+        *,
+        top_k: int = 5,
+    ) -> None:
+        self.bundle_dir = bundle_dir
+        self.manifest = manifest
+        self.bundle_id = manifest.bundle_id
+        self.backends = dict(reasons)  # role -> human reason, for /v1/status
+        self.top_k = top_k
+        self.index = index
+        self.catalogue: Catalogue = index.catalogue
+        self._detector_backend = backends["detector"]
+        self._embedder_backend = backends["embedder"]
+        self.detector = Detector(backends["detector"], manifest.detector, manifest.thresholds)
+        self._crop_hw = (manifest.embedder.input.height, manifest.embedder.input.width)
+
+    @classmethod
+    def from_bundle(
+        cls, bundle_dir: Path, settings: RuntimeSettings, *, hailo: HailoSettings | None = None
+    ) -> Recognizer:
+        """Verify the bundle's files, open its index, load and warm both models."""
+        manifest = verify_bundle(bundle_dir)
+        if manifest.embedder.embedding_dim != manifest.index.dim:
+            raise BundleDimensionError(
+                f"embedder outputs {manifest.embedder.embedding_dim} dims, "
+                f"index holds {manifest.index.dim}"
+            )
+        index = CardIndex.open(bundle_dir, manifest)
+        try:
+            backends, reasons = _load_backends(bundle_dir, manifest, settings, hailo)
+        except BaseException:
+            index.close()
+            raise
+        rec = cls(bundle_dir, manifest, backends, reasons, index, top_k=settings.top_k)
+        try:
+            rec.warm_up()
+        except BaseException:
+            rec.close()
+            raise
+        logger.info("bundle %s loaded: %s", rec.bundle_id, reasons)
+        return rec
+
+    def warm_up(self) -> None:
+        """One blank frame through every stage and one full embedder batch, so the first real
+        request pays no allocation cost; also proves the embedder's output matches the index."""
+        h, w = self._crop_hw
+        blank = np.full((h * 2, w * 3, 3), 114, np.uint8)
+        self.detect(blank)
+        box = OrientedBox(corners=np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32), conf=1.0)
+        crops = self.crops(blank, [box] * min(4, self.manifest.embedder.max_batch))
+        self.match(self.embed(crops))
+
+    # --- stages ---------------------------------------------------------------------------
+
+    def detect(self, image: ImageRGB) -> list[OrientedBox]:
+        """Every card's oriented box in the frame, best first."""
+        return self._detect(check_image(image))[0]
+
+    def _detect(self, image: ImageRGB) -> tuple[list[OrientedBox], float]:
+        tensor, info = self.detector.preprocess(image)
+        t0 = time.perf_counter()
+        raw = self.detector.forward(tensor)
+        forward_ms = _ms(t0, time.perf_counter())
+        boxes = self.detector.postprocess(raw, info, (image.shape[0], image.shape[1]))
+        return boxes, forward_ms
+
+    def crops(self, image: ImageRGB, boxes: list[OrientedBox]) -> list[CardCrop]:
+        """Each box warped upright to the embedder's input size."""
+        h, w = self._crop_hw
+        return [rectify(image, box, h, w) for box in boxes]
+
+    def embed(self, crops: list[CardCrop]) -> FloatArray:
+        """N x D L2-normalised embeddings: one preprocess, forward in chunks of max_batch."""
+        return self._embed(crops)[0]
+
+    def _embed(self, crops: list[CardCrop]) -> tuple[FloatArray, float]:
+        spec = self.manifest.embedder
+        if not crops:
+            return np.zeros((0, spec.embedding_dim), np.float32), 0.0
+        batch = model_input(np.stack([c.image for c in crops]), spec.input)
+        parts: list[FloatArray] = []
+        forward_ms = 0.0
+        for start in range(0, len(batch), spec.max_batch):
+            t0 = time.perf_counter()
+            out = self._embedder_backend.run(batch[start : start + spec.max_batch])
+            forward_ms += _ms(t0, time.perf_counter())
+            parts.append(self._embedding_output(out))
+        vectors = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if vectors.shape != (len(crops), spec.embedding_dim):
+            raise BackendError(
+                f"embedder returned shape {vectors.shape}, "
+                f"expected ({len(crops)}, {spec.embedding_dim})",
+                "the embedder model does not match the manifest's embedding_dim",
+            )
+        return l2_normalize(vectors), forward_ms
+
+    def _embedding_output(self, outputs: dict[str, FloatArray]) -> FloatArray:
+        name = self.manifest.embedder.output_name
+        if name in outputs:
+            return outputs[name]
+        if len(outputs) == 1:
+            return next(iter(outputs.values()))
+        raise BackendError(
+            f"embedder produced no output {name!r}", f"outputs were {sorted(outputs)}"
+        )
+
+    def match(self, vectors: FloatArray) -> list[tuple[Match, tuple[Candidate, ...]]]:
+        """Per vector: the unknown decision and the top-k distinct cards (one index call)."""
+        hits = self.index.search(vectors, max(self.top_k, 2))
+        thresholds = self.manifest.thresholds
+        return [(decide(c, thresholds), tuple(c[: self.top_k])) for c in hits]
+
+    # --- whole frame ------------------------------------------------------------------------
+
+    def identify(self, image: ImageRGB) -> IdentifyResult:
+        """Every card in an RGB frame. An image without cards gives an empty list."""
+        image = check_image(image)
+        t0 = time.perf_counter()
+        boxes, det_fwd = self._detect(image)
+        t1 = time.perf_counter()
+        crops = self.crops(image, boxes)
+        t2 = time.perf_counter()
+        vectors, emb_fwd = self._embed(crops)
+        t3 = time.perf_counter()
+        matches = self.match(vectors) if boxes else []
+        t4 = time.perf_counter()
+        cards = [
+            CardMatch(box=box, match=m, top_k=top)
+            for box, (m, top) in zip(boxes, matches, strict=True)
+        ]
+        timings = StageTimings(
+            detect=_ms(t0, t1),
+            rectify=_ms(t1, t2),
+            embed=_ms(t2, t3),
+            search=_ms(t3, t4),
+            total=_ms(t0, t4),
+            detect_forward=det_fwd,
+            embed_forward=emb_fwd,
+        )
+        return IdentifyResult(bundle_id=self.bundle_id, cards=cards, timings=timings)
+
+    def describe(self) -> dict[str, Any]:
+        """Bundle, catalogue, backends (with why each was chosen), index and thresholds."""
+        return {
+            "bundle_id": self.bundle_id,
+            "bundle_dir": str(self.bundle_dir),
+            "catalogue": {"name": self.manifest.catalogue.name, "cards": len(self.catalogue)},
+            "backends": {
+                "detector": {
+                    "reason": self.backends["detector"],
+                    **self._detector_backend.describe(),
+                },
+                "embedder": {
+                    "reason": self.backends["embedder"],
+                    **self._embedder_backend.describe(),
+                },
+            },
+            "index": {
+                "vectors": len(self.index),
+                "dtype": self.manifest.index.dtype,
+                "dim": self.manifest.index.dim,
+                "exact": self.index.exact,
+            },
+            "thresholds": self.manifest.thresholds.model_dump(),
+            "top_k": self.top_k,
+        }
+
+    def close(self) -> None:
+        """Release both backends and the catalogue."""
+        self._detector_backend.close()
+        self._embedder_backend.close()
+        self.index.close()
