@@ -1,0 +1,325 @@
+"""Card detector: letterbox -> forward -> YOLO-OBB decode + rotated Fast-NMS, in pure numpy.
+
+The decode reproduces what `ultralytics.YOLO(model).predict` does for an OBB model (letterbox
+geometry, confidence filter, Fast-NMS over probabilistic IoU, scaling back to the frame), so a
+bundle's detector gives the same boxes here as in training and evaluation. Only
+`Detector.forward` touches a backend; the Hailo path feeds the same raw tensor to `postprocess`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge.backends import Backend
+from edge.embed import preprocess as model_input
+from edge.errors import BackendError, BadImageError
+from edge.manifest import DetectorSpec, Thresholds
+from edge.rectify import order_corners
+from edge.types import ImageRGB, OrientedBox
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.intp]
+
+PAD_VALUE = 114  # ultralytics' letterbox grey
+MAX_NMS = 30_000  # most candidates ultralytics hands to NMS
+MAX_WH = 7680  # ultralytics' per-class coordinate offset for class-aware NMS
+PROBIOU_EPS = 1e-7
+
+
+@dataclass(frozen=True, slots=True)
+class LetterboxInfo:
+    """How a frame was placed in the letterboxed model input.
+
+    `gain_x`/`gain_y` are the resized size over the frame size per axis: equal to `scale` up to
+    the rounding of the resized image to whole pixels, which ultralytics also undoes per axis.
+    """
+
+    scale: float  # input px per frame px before rounding
+    pad_x: int  # left padding, input px
+    pad_y: int  # top padding, input px
+    gain_x: float  # resized width / frame width
+    gain_y: float  # resized height / frame height
+
+    def to_frame(self, xy: FloatArray) -> FloatArray:
+        """Points (..., 2) in input pixels -> frame pixels."""
+        pts = np.asarray(xy, dtype=np.float32)
+        return ((pts - (self.pad_x, self.pad_y)) / (self.gain_x, self.gain_y)).astype(np.float32)
+
+    def to_input(self, xy: FloatArray) -> FloatArray:
+        """Points (..., 2) in frame pixels -> input pixels."""
+        pts = np.asarray(xy, dtype=np.float32)
+        return (pts * (self.gain_x, self.gain_y) + (self.pad_x, self.pad_y)).astype(np.float32)
+
+
+def letterbox_geometry(
+    frame_hw: tuple[int, int], input_hw: tuple[int, int]
+) -> tuple[tuple[int, int], LetterboxInfo]:
+    """Resized (w, h) and placement of a frame in the input, rounded exactly as ultralytics does."""
+    h0, w0 = frame_hw
+    h1, w1 = input_hw
+    r = min(h1 / h0, w1 / w0)
+    new_w, new_h = max(round(w0 * r), 1), max(round(h0 * r), 1)
+    left = round((w1 - new_w) / 2 - 0.1)
+    top = round((h1 - new_h) / 2 - 0.1)
+    return (new_w, new_h), LetterboxInfo(r, left, top, new_w / w0, new_h / h0)
+
+
+def letterbox(
+    img: ImageRGB, shape: tuple[int, int], *, out: npt.NDArray[np.uint8] | None = None
+) -> tuple[npt.NDArray[np.uint8], LetterboxInfo]:
+    """Resize keeping aspect (bilinear), centre, pad with 114 to `shape` (h, w).
+
+    With `out` (h x w x 3 uint8) the result is written into it and no image-sized memory is
+    allocated: the resize lands directly in the centre view of the buffer.
+    """
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise BadImageError(f"expected an H x W x 3 RGB image, got shape {img.shape}")
+    h1, w1 = shape
+    (new_w, new_h), info = letterbox_geometry((img.shape[0], img.shape[1]), shape)
+    if out is None:
+        out = np.empty((h1, w1, 3), dtype=np.uint8)
+    elif out.shape != (h1, w1, 3) or out.dtype != np.uint8:
+        raise ValueError(f"out must be {(h1, w1, 3)} uint8, got {out.shape} {out.dtype}")
+    top, left = info.pad_y, info.pad_x
+    bottom, right = top + new_h, left + new_w
+    out[:top] = PAD_VALUE
+    out[bottom:] = PAD_VALUE
+    out[top:bottom, :left] = PAD_VALUE
+    out[top:bottom, right:] = PAD_VALUE
+    centre = out[top:bottom, left:right]
+    if (img.shape[1], img.shape[0]) == (new_w, new_h):
+        centre[...] = img
+    else:
+        cv2.resize(img, (new_w, new_h), dst=centre, interpolation=cv2.INTER_LINEAR)
+    return out, info
+
+
+def xywhr_to_corners(xywhr: FloatArray) -> FloatArray:
+    """(K, 5) centre x, centre y, w, h, angle (rad) -> (K, 4, 2) corners, in ultralytics' order."""
+    b = np.asarray(xywhr, dtype=np.float32).reshape(-1, 5)
+    ctr = b[:, None, 0:2]
+    cos, sin = np.cos(b[:, 4]), np.sin(b[:, 4])
+    half_w, half_h = b[:, 2] / 2, b[:, 3] / 2
+    v1 = np.stack([half_w * cos, half_w * sin], axis=-1)[:, None, :]
+    v2 = np.stack([-half_h * sin, half_h * cos], axis=-1)[:, None, :]
+    signs = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]], dtype=np.float32)[None, :, :, None]
+    return (ctr + signs[:, :, 0] * v1 + signs[:, :, 1] * v2).astype(np.float32)
+
+
+def _f32(fn: np.ufunc, x: FloatArray) -> FloatArray:
+    """A transcendental ufunc evaluated in float64 and rounded to float32.
+
+    Correctly rounded results, which is what torch's float32 kernels return almost always;
+    numpy's float32 SIMD kernels may differ by an ulp, enough to move 1 - exp(-1e-7) by 50%.
+    """
+    out: FloatArray = fn(np.asarray(x, dtype=np.float64)).astype(np.float32)
+    return out
+
+
+def _covariance(b: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Gaussian covariance (a, b, c) of rotated boxes, as ultralytics' _get_covariance_matrix."""
+    a = b[:, 2] ** 2 / 12
+    bb = b[:, 3] ** 2 / 12
+    cos, sin = _f32(np.cos, b[:, 4]), _f32(np.sin, b[:, 4])
+    cos2, sin2 = cos**2, sin**2
+    va: FloatArray = a * cos2 + bb * sin2
+    vb: FloatArray = a * sin2 + bb * cos2
+    vc: FloatArray = np.asarray((a - bb) * cos * sin, dtype=np.float32)
+    return va, vb, vc
+
+
+def batch_probiou(obb1: FloatArray, obb2: FloatArray) -> FloatArray:
+    """(N, M) probabilistic IoU (1 - Hellinger distance of box Gaussians) of xywhr boxes.
+
+    Term by term the float32 arithmetic of ultralytics.utils.metrics.batch_probiou, so that
+    suppression decisions near the threshold agree with ultralytics.
+    """
+    b1 = np.asarray(obb1, dtype=np.float32)
+    b2 = np.asarray(obb2, dtype=np.float32)
+    x1: FloatArray = b1[:, 0:1]
+    y1: FloatArray = b1[:, 1:2]
+    x2: FloatArray = b2[None, :, 0]
+    y2: FloatArray = b2[None, :, 1]
+    a1, bb1, c1 = (v[:, None] for v in _covariance(b1))
+    a2, bb2, c2 = (v[None, :] for v in _covariance(b2))
+    sa, sb, sc = a1 + a2, bb1 + bb2, c1 + c2
+    det = sa * sb - sc**2
+    t1 = ((sa * (y1 - y2) ** 2 + sb * (x1 - x2) ** 2) / (det + PROBIOU_EPS)) * 0.25
+    t2 = ((sc * (x2 - x1) * (y1 - y2)) / (det + PROBIOU_EPS)) * 0.5
+    d1 = np.maximum(a1 * bb1 - c1**2, 0)
+    d2 = np.maximum(a2 * bb2 - c2**2, 0)
+    t3 = _f32(np.log, det / (4 * np.sqrt(d1 * d2) + PROBIOU_EPS) + PROBIOU_EPS) * 0.5
+    bd = np.clip(t1 + t2 + t3, PROBIOU_EPS, 100.0)
+    hd = np.sqrt(1.0 - _f32(np.exp, -bd) + PROBIOU_EPS)
+    iou: FloatArray = np.asarray(1 - hd, dtype=np.float32)
+    return iou
+
+
+def nms_rotated(xywhr: FloatArray, scores: FloatArray, iou: float) -> IntArray:
+    """Fast-NMS over probabilistic IoU: indices of the kept boxes, by descending score.
+
+    A box is dropped when any higher-scoring box overlaps it by more than `iou`, even one that was
+    itself dropped (that is Fast-NMS, and what ultralytics does for OBB).
+    """
+    if len(scores) == 0:
+        return np.empty(0, dtype=np.intp)
+    order = np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")
+    boxes = np.asarray(xywhr, dtype=np.float32)[order]
+    ious = np.triu(batch_probiou(boxes, boxes), k=1)
+    keep = ~(ious > iou).any(axis=0)
+    return order[keep].astype(np.intp)
+
+
+def decode_obb(
+    raw: FloatArray, conf: float, iou: float, max_det: int, *, agnostic: bool = False
+) -> tuple[FloatArray, FloatArray, IntArray]:
+    """Raw YOLO-OBB output (1, 4+nc+1, N) -> kept (xywhr Kx5, scores K, classes K), input px.
+
+    Rows are cx, cy, w, h, nc class scores (already sigmoid), angle (rad). Thresholds first,
+    so the geometry work runs on the few candidates above `conf`, never on all N anchors.
+    """
+    pred = np.asarray(raw, dtype=np.float32)
+    if pred.ndim == 3:
+        if pred.shape[0] != 1:
+            raise ValueError(f"decode_obb takes one image, got batch {pred.shape[0]}")
+        pred = pred[0]
+    nc = pred.shape[0] - 5
+    if pred.ndim != 2 or nc < 1:
+        raise ValueError(f"expected (1, 4+nc+1, N) with nc >= 1, got {raw.shape}")
+    if nc == 1:
+        cand = np.flatnonzero(pred[4] > conf)
+        scores = pred[4, cand]
+        classes = np.zeros(len(cand), dtype=np.intp)
+    else:
+        best = pred[4 : 4 + nc].max(axis=0)
+        cand = np.flatnonzero(best > conf)
+        scores = best[cand]
+        classes = pred[4 : 4 + nc, cand].argmax(axis=0).astype(np.intp)
+    rows = np.array([0, 1, 2, 3, 4 + nc], dtype=np.intp)
+    boxes = pred[np.ix_(rows, cand)].T
+    if len(cand) > MAX_NMS:
+        top = np.argsort(-scores, kind="stable")[:MAX_NMS]
+        boxes, scores, classes = boxes[top], scores[top], classes[top]
+    nms_boxes = boxes
+    if not agnostic and nc > 1:  # keep classes apart, as ultralytics does
+        nms_boxes = boxes.copy()
+        nms_boxes[:, :2] += classes[:, None].astype(np.float32) * MAX_WH
+    keep = nms_rotated(nms_boxes, scores, iou)[:max_det]
+    return (
+        np.ascontiguousarray(boxes[keep], dtype=np.float32),
+        scores[keep].astype(np.float32),
+        classes[keep],
+    )
+
+
+def scale_xywhr(xywhr: FloatArray, info: LetterboxInfo) -> FloatArray:
+    """Boxes in input pixels -> frame pixels (centre unpadded, sizes divided per axis)."""
+    out = np.array(xywhr, dtype=np.float32).reshape(-1, 5)
+    out[:, 0] = (out[:, 0] - info.pad_x) / info.gain_x
+    out[:, 1] = (out[:, 1] - info.pad_y) / info.gain_y
+    out[:, 2] /= info.gain_x
+    out[:, 3] /= info.gain_y
+    return out
+
+
+def boxes_in_frame(
+    xywhr: FloatArray, scores: FloatArray, classes: IntArray, frame_hw: tuple[int, int]
+) -> list[OrientedBox]:
+    """Frame-pixel xywhr -> OrientedBoxes: card-ordered corners, then clipped to the frame."""
+    h, w = frame_hw
+    boxes = []
+    for corners, score, cls in zip(xywhr_to_corners(xywhr), scores, classes, strict=True):
+        ordered = order_corners(corners)
+        np.clip(ordered[:, 0], 0, w, out=ordered[:, 0])
+        np.clip(ordered[:, 1], 0, h, out=ordered[:, 1])
+        boxes.append(OrientedBox(corners=ordered, conf=float(score), class_id=int(cls)))
+    return boxes
+
+
+class Detector:
+    """preprocess -> forward -> postprocess around one detector backend.
+
+    Thread-safe: each thread letterboxes into its own reusable buffer. `last_*_ms` report the
+    latest call's stage times (for benchmarks and /v1/status, not for accounting under load).
+    """
+
+    def __init__(self, backend: Backend, spec: DetectorSpec, thresholds: Thresholds) -> None:
+        self.backend = backend
+        self.spec = spec
+        self.thresholds = thresholds
+        self.input_hw = (spec.input.height, spec.input.width)
+        self._local = threading.local()
+        self.last_pre_ms = 0.0
+        self.last_forward_ms = 0.0
+        self.last_post_ms = 0.0
+
+    def _buffer(self) -> npt.NDArray[np.uint8]:
+        """This thread's letterbox buffer."""
+        buf: npt.NDArray[np.uint8] | None = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = np.empty((*self.input_hw, 3), dtype=np.uint8)
+            self._local.buf = buf
+        return buf
+
+    def preprocess(self, image: ImageRGB) -> tuple[npt.NDArray[Any], LetterboxInfo]:
+        """RGB frame -> model input batch of one, per the manifest's input spec."""
+        padded, info = letterbox(image, self.input_hw, out=self._buffer())
+        return model_input(padded[None], self.spec.input), info
+
+    def forward(self, tensor: npt.NDArray[Any]) -> FloatArray:
+        """The backend call: returns the raw (1, 4+nc+1, N) output."""
+        outputs = self.backend.run(tensor)
+        raw = outputs.get(self.spec.output_name)
+        if raw is None and len(outputs) == 1:
+            raw = next(iter(outputs.values()))
+        if raw is None:
+            raise BackendError(
+                f"detector produced no output {self.spec.output_name!r}",
+                f"outputs were {sorted(outputs)}; fix output_name in the manifest",
+            )
+        rows = 4 + self.spec.num_classes + 1
+        if raw.ndim != 3 or raw.shape[0] != 1 or raw.shape[1] != rows:
+            raise BackendError(
+                f"detector output has shape {raw.shape}, expected (1, {rows}, N)",
+                "the model is not a YOLO-OBB export matching the manifest's num_classes",
+            )
+        return raw
+
+    def postprocess(
+        self, raw: FloatArray, info: LetterboxInfo, frame_hw: tuple[int, int]
+    ) -> list[OrientedBox]:
+        """Raw output -> boxes in frame pixels, best first."""
+        t = self.thresholds
+        xywhr, scores, classes = decode_obb(raw, t.det_conf, t.det_iou, t.max_det)
+        return boxes_in_frame(scale_xywhr(xywhr, info), scores, classes, frame_hw)
+
+    def __call__(self, image: ImageRGB) -> list[OrientedBox]:
+        """Detect every card in an RGB frame, timing each stage."""
+        t0 = time.perf_counter()
+        tensor, info = self.preprocess(image)
+        t1 = time.perf_counter()
+        raw = self.forward(tensor)
+        t2 = time.perf_counter()
+        boxes = self.postprocess(raw, info, (image.shape[0], image.shape[1]))
+        t3 = time.perf_counter()
+        self.last_pre_ms = (t1 - t0) * 1000.0
+        self.last_forward_ms = (t2 - t1) * 1000.0
+        self.last_post_ms = (t3 - t2) * 1000.0
+        logger.debug(
+            "detect: %d boxes, pre %.2f ms, forward %.2f ms, post %.2f ms",
+            len(boxes),
+            self.last_pre_ms,
+            self.last_forward_ms,
+            self.last_post_ms,
+        )
+        return boxes
