@@ -1,0 +1,50 @@
+"""The FastAPI application factory: create_app(settings, runtime)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from edge.api.deps import ApiContext, resolve_token
+from edge.api.errors import install_error_handlers
+from edge.api.routes import cards, health, identify, metrics, scene, status, web
+from edge.api.routes.status import _version
+from edge.config import Settings
+from edge.errors import ConfigError
+from edge.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
+    """An app serving `runtime`; its lifespan starts the live loop and closes the runtime."""
+    token = resolve_token(settings)
+    if settings.server.protect_reads and token is None:
+        raise ConfigError("server.protect_reads needs a token", "set server.token or token_file")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        runtime.start()
+        logger.info("serving bundle %s", runtime.current_bundle_id)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(runtime.close)
+
+    app = FastAPI(
+        title="cardedge",
+        version=_version(),
+        description="Trading-card recognition on the edge. Errors are JSON {code, message, hint}.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ApiContext(settings=settings, runtime=runtime, token=token)
+    install_error_handlers(app)
+    for module in (health, status, identify, scene, cards, metrics, web):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,39 @@
+"""/v1/status: which bundle, which backend per model and why, camera, fps, per-stage latency."""
+
+from __future__ import annotations
+
+import logging
+from importlib import metadata
+
+from fastapi import APIRouter
+
+from edge.api.deps import ReadAccess, RuntimeDep
+from edge.api.schemas import BackendOut, LiveOut, StatusOut
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["status"], dependencies=[ReadAccess])
+
+
+def _version() -> str:
+    try:
+        return metadata.version("cardedge")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@router.get("/v1/status", response_model=StatusOut, summary="Runtime status")
+async def status(runtime: RuntimeDep) -> StatusOut:
+    rec = runtime.peek()
+    ready, checks = runtime.health()
+    live = runtime.live
+    return StatusOut(
+        version=_version(),
+        bundle_id=rec.bundle_id if rec else None,
+        catalogue=rec.manifest.catalogue.name if rec else None,
+        card_count=rec.manifest.catalogue.card_count if rec else None,
+        backends=[BackendOut(role=k, reason=v) for k, v in rec.backends.items()] if rec else [],
+        camera=LiveOut(**live.status()) if live else None,
+        ready=ready,
+        checks=checks,
+    )

@@ -1,0 +1,126 @@
+"""Response models of the HTTP API (requests are images or query parameters, validated in place)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+Polygon = list[list[float]]  # 4 x [x, y] pixels, clockwise from the card's top-left
+
+
+class ErrorOut(BaseModel):
+    code: str = Field(description="Stable machine-readable error code.")
+    message: str = Field(description="What went wrong, for a human.")
+    hint: str | None = Field(None, description="How to fix it, when known.")
+
+
+class HealthOut(BaseModel):
+    status: str = Field(description="Always 'ok' while the process serves HTTP.")
+
+
+class ReadyOut(BaseModel):
+    ready: bool = Field(description="Bundle loaded, backends warm, camera delivering (if any).")
+    checks: dict[str, str] = Field(description="Per check: 'ok...' or why it fails.")
+
+
+class NotReadyOut(ErrorOut):
+    checks: dict[str, str] = Field(description="Per check: 'ok...' or why it fails.")
+
+
+class CardOut(BaseModel):
+    card_id: str
+    name: str
+    set_id: str
+    set_name: str
+    number: str
+    rarity: str
+    image_ref: str | None = None
+
+
+class CardsOut(BaseModel):
+    query: str
+    cards: list[CardOut]
+
+
+class CandidateOut(BaseModel):
+    card_id: str
+    score: float
+    name: str | None = None
+
+
+class IdentifiedCardOut(BaseModel):
+    """One card in an uploaded image: what it is and where."""
+
+    card_id: str | None = Field(description="Best card id; null when judged unknown.")
+    best_card_id: str = Field(description="Nearest catalogue card even when unknown.")
+    name: str | None = None
+    set_id: str | None = None
+    set_name: str | None = None
+    number: str | None = None
+    rarity: str | None = None
+    score: float = Field(description="Cosine similarity of the best reference.")
+    margin: float = Field(description="Best score minus the best score of a different card.")
+    known: bool = Field(description="Passed the bundle's unknown-card thresholds.")
+    conf: float = Field(description="Detector confidence.")
+    polygon: Polygon
+    top_k: list[CandidateOut]
+
+
+class IdentifyOut(BaseModel):
+    bundle_id: str
+    width: int
+    height: int
+    cards: list[IdentifiedCardOut]
+    timings_ms: dict[str, float]
+
+
+class SceneCardOut(BaseModel):
+    track_id: int
+    card_id: str | None
+    name: str | None
+    set_name: str | None
+    number: str | None
+    score: float
+    known: bool
+    identified: bool = Field(description="The track's vote has settled (known or unknown).")
+    conf: float
+    polygon: Polygon
+
+
+class SceneOut(BaseModel):
+    bundle_id: str | None
+    frame_id: int | None
+    t_capture: float | None
+    width: int
+    height: int
+    source: str | None
+    cards: list[SceneCardOut]
+
+
+class BackendOut(BaseModel):
+    role: str
+    reason: str = Field(description="Which backend runs this model and why.")
+
+
+class LiveOut(BaseModel):
+    uri: str
+    state: str
+    ready: bool
+    reason: str
+    fps: float
+    capture_fps: float
+    frames: int
+    dropped: int
+    restarts: int
+    embeddings_per_frame: float
+    stage_ms: dict[str, float]
+
+
+class StatusOut(BaseModel):
+    version: str
+    bundle_id: str | None
+    catalogue: str | None
+    card_count: int | None
+    backends: list[BackendOut]
+    camera: LiveOut | None
+    ready: bool
+    checks: dict[str, str]

@@ -1,0 +1,271 @@
+"""Track cards across frames so the embedder only runs when it has something new to say.
+
+Boxes are associated with existing tracks by oriented-box (polygon) IoU plus closeness to the
+track's predicted centre (constant-velocity motion). Each track keeps a sliding window of index
+verdicts and votes a card id from them. A box is re-embedded only when its track is new, still
+uncertain, moved or changed shape a lot since its last embedding, or every `refresh_every` frames;
+on a static scene the embeddings per frame therefore fall to about zero.
+Events: card_appeared (a track is confirmed), card_identified (its vote settles or changes),
+card_left (a confirmed track is lost).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge.types import Candidate, Corners, Match, OrientedBox
+
+logger = logging.getLogger(__name__)
+
+EventKind = Literal["card_appeared", "card_identified", "card_left"]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerConfig:
+    """Association gates, vote window and re-embedding policy (frames, not seconds)."""
+
+    min_iou: float = 0.1  # below this a box only matches on motion, if close enough
+    max_centre_jump: float = 0.6  # gate: centre distance / box diagonal
+    min_hits: int = 2  # frames seen before a track is announced
+    max_misses: int = 8  # frames unseen before a track is dropped
+    window: int = 7  # votes kept per track
+    min_votes: int = 3  # votes needed before a track counts as identified
+    min_share: float = 0.6  # share of the window's weight the winner needs
+    refresh_every: int = 30  # re-embed a stable track at least this often
+    reembed_iou: float = 0.6  # re-embed when IoU with the box at the last embedding drops below
+
+
+@dataclass(frozen=True, slots=True)
+class TrackEvent:
+    kind: EventKind
+    track_id: int
+    frame_id: int
+    t: float  # monotonic seconds of the frame's capture
+    card_id: str | None  # voted card id; None while unknown
+    score: float  # mean cosine of the winning votes, 0 when unknown
+    known: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedCard:
+    """A snapshot of one confirmed track for /v1/scene."""
+
+    track_id: int
+    box: OrientedBox
+    card_id: str | None
+    score: float
+    known: bool
+    identified: bool
+    votes: int
+    age_frames: int
+    top_k: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The outcome of association for one frame: box i belongs to track_ids[i]."""
+
+    frame_id: int
+    t: float
+    boxes: tuple[OrientedBox, ...]
+    track_ids: tuple[int, ...]
+    to_embed: tuple[int, ...]  # indices into boxes that need an embedding this frame
+
+
+@dataclass(slots=True)
+class _Track:
+    track_id: int
+    box: OrientedBox
+    first_frame: int
+    velocity: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(2, np.float32))
+    hits: int = 1
+    misses: int = 0
+    announced: bool = False
+    votes: deque[tuple[str, float, bool]] = field(default_factory=deque)
+    last_embed_frame: int = -(10**9)
+    embed_box: OrientedBox | None = None
+    identity: tuple[str | None, float, bool] = (None, 0.0, False)
+    identified: bool = False
+    top_k: tuple[Candidate, ...] = ()
+
+
+def centre(corners: Corners) -> npt.NDArray[np.float32]:
+    mean: npt.NDArray[np.float32] = np.asarray(corners, dtype=np.float32).mean(axis=0)
+    return mean
+
+
+def diagonal(corners: Corners) -> float:
+    pts = np.asarray(corners, dtype=np.float32)
+    return float(np.linalg.norm(pts.max(axis=0) - pts.min(axis=0)))
+
+
+def polygon_iou(a: Corners, b: Corners) -> float:
+    """IoU of two convex quadrilaterals (corner order irrelevant as long as it is convex)."""
+    pa = cv2.convexHull(np.asarray(a, dtype=np.float32))
+    pb = cv2.convexHull(np.asarray(b, dtype=np.float32))
+    inter, _ = cv2.intersectConvexConvex(pa, pb)
+    union = cv2.contourArea(pa) + cv2.contourArea(pb) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def vote(
+    votes: deque[tuple[str, float, bool]], min_votes: int, min_share: float
+) -> tuple[tuple[str | None, float, bool], bool]:
+    """Score-weighted vote over known verdicts -> ((card_id, mean score, known), settled)."""
+    weights: dict[str, list[float]] = {}
+    total = 0.0
+    for card_id, score, known in votes:
+        w = max(score, 0.0)
+        total += w
+        if known:
+            weights.setdefault(card_id, []).append(w)
+    if not weights or total <= 0:
+        return (None, 0.0, False), len(votes) >= min_votes
+    winner, scores = max(weights.items(), key=lambda kv: sum(kv[1]))
+    share = sum(scores) / total
+    settled = len(votes) >= min_votes and share >= min_share
+    known = share >= min_share
+    return ((winner if known else None), float(np.mean(scores)), known), settled
+
+
+class Tracker:
+    """Two phases per frame: `plan` (associate, choose what to embed) then `commit` (votes)."""
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self._tracks: dict[int, _Track] = {}
+        self._next_id = 1
+
+    def __len__(self) -> int:
+        return len(self._tracks)
+
+    def plan(self, boxes: list[OrientedBox], frame_id: int, t: float) -> Plan:
+        """Associate `boxes` with tracks (creating new ones) and pick the boxes to embed."""
+        assigned = self._associate(boxes)
+        track_ids: list[int] = []
+        to_embed: list[int] = []
+        for i, box in enumerate(boxes):
+            tid = assigned.get(i)
+            if tid is None:
+                track = _Track(self._next_id, box, frame_id)
+                self._tracks[track.track_id] = track
+                self._next_id += 1
+            else:
+                track = self._tracks[tid]
+                new_c, old_c = centre(box.corners), centre(track.box.corners)
+                track.velocity = (0.5 * track.velocity + 0.5 * (new_c - old_c)).astype(np.float32)
+                track.box, track.hits, track.misses = box, track.hits + 1, 0
+            track_ids.append(track.track_id)
+            if self._needs_embedding(track, frame_id):
+                to_embed.append(i)
+        return Plan(frame_id, t, tuple(boxes), tuple(track_ids), tuple(to_embed))
+
+    def commit(
+        self, plan: Plan, verdicts: dict[int, tuple[Match, tuple[Candidate, ...]]]
+    ) -> list[TrackEvent]:
+        """Record the verdicts of the embedded boxes, age unseen tracks, and return the events."""
+        cfg, events = self.config, []
+        seen = set(plan.track_ids)
+        for i, tid in enumerate(plan.track_ids):
+            track = self._tracks[tid]
+            if i in verdicts:
+                match, top_k = verdicts[i]
+                track.votes.append((match.card_id, match.score, match.known))
+                while len(track.votes) > cfg.window:
+                    track.votes.popleft()
+                track.last_embed_frame, track.embed_box, track.top_k = (
+                    plan.frame_id,
+                    track.box,
+                    top_k,
+                )
+            if not track.announced and track.hits >= cfg.min_hits:
+                track.announced = True
+                events.append(self._event("card_appeared", track, plan))
+            identity, settled = vote(track.votes, cfg.min_votes, cfg.min_share)
+            changed = identity[0] != track.identity[0] or identity[2] != track.identity[2]
+            track.identity = identity
+            if track.announced and settled and (changed or not track.identified):
+                track.identified = True
+                events.append(self._event("card_identified", track, plan))
+        for tid in [t for t in self._tracks if t not in seen]:
+            track = self._tracks[tid]
+            track.misses += 1
+            if track.misses > cfg.max_misses:
+                del self._tracks[tid]
+                if track.announced:
+                    events.append(self._event("card_left", track, plan))
+        return events
+
+    def snapshot(self) -> list[TrackedCard]:
+        """Confirmed tracks seen in the latest frame, oldest first."""
+        return [
+            TrackedCard(
+                track_id=tr.track_id,
+                box=tr.box,
+                card_id=tr.identity[0],
+                score=tr.identity[1],
+                known=tr.identity[2],
+                identified=tr.identified,
+                votes=len(tr.votes),
+                age_frames=tr.hits,
+                top_k=tr.top_k,
+            )
+            for tr in sorted(self._tracks.values(), key=lambda tr: tr.track_id)
+            if tr.announced and tr.misses == 0
+        ]
+
+    def reset(self) -> list[TrackEvent]:
+        """Forget every track (e.g. after a bundle swap); announced ones leave."""
+        gone = [tr for tr in self._tracks.values() if tr.announced]
+        self._tracks.clear()
+        return [
+            TrackEvent(
+                "card_left", tr.track_id, -1, 0.0, tr.identity[0], tr.identity[1], tr.identity[2]
+            )
+            for tr in gone
+        ]
+
+    def _needs_embedding(self, track: _Track, frame_id: int) -> bool:
+        cfg = self.config
+        if track.embed_box is None:
+            return True
+        _, settled = vote(track.votes, cfg.min_votes, cfg.min_share)
+        if not settled or frame_id - track.last_embed_frame >= cfg.refresh_every:
+            return True
+        return polygon_iou(track.box.corners, track.embed_box.corners) < cfg.reembed_iou
+
+    def _associate(self, boxes: list[OrientedBox]) -> dict[int, int]:
+        """Greedy one-to-one matching on IoU plus predicted-centre closeness; box -> track id."""
+        cfg = self.config
+        pairs: list[tuple[float, int, int]] = []
+        for tid, track in self._tracks.items():
+            predicted = centre(track.box.corners) + track.velocity
+            gate = cfg.max_centre_jump * diagonal(track.box.corners)
+            for i, box in enumerate(boxes):
+                dist = float(np.linalg.norm(centre(box.corners) - predicted))
+                iou = polygon_iou(track.box.corners, box.corners)
+                if iou < cfg.min_iou and dist > gate:
+                    continue
+                closeness = max(0.0, 1.0 - dist / gate) if gate > 0 else 0.0
+                pairs.append((iou + 0.5 * closeness, i, tid))
+        pairs.sort(reverse=True)
+        used_boxes: set[int] = set()
+        result: dict[int, int] = {}
+        for _, i, tid in pairs:
+            if i in used_boxes or tid in result.values():
+                continue
+            used_boxes.add(i)
+            result[i] = tid
+        return result
+
+    @staticmethod
+    def _event(kind: EventKind, track: _Track, plan: Plan) -> TrackEvent:
+        card_id, score, known = track.identity
+        return TrackEvent(kind, track.track_id, plan.frame_id, plan.t, card_id, score, known)
