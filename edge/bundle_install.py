@@ -22,6 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.backends.select import hef_mismatch, probe_hailo
+from edge.bundle import verify_bundle
 from edge.bundle_archive import FileDigest, Limits, extract
 from edge.bundle_errors import (
     BundleArchMismatchError,
@@ -94,6 +95,7 @@ def check_staged(
     check_schema_version(staging / MANIFEST_NAME)
     manifest = load_manifest(staging / MANIFEST_NAME)
     check_files(manifest, digests)
+    verify_bundle(staging)  # CORE's gate, the same one every loader passes through
     check_hef_arch(manifest, policy.device_arch)
     check_dimensions(manifest, staging, check_models=policy.check_models)
     return manifest, signer

@@ -176,17 +176,20 @@ class BundleStore:
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
-        """A fresh staging directory, flock-ed while in use and removed afterwards unless committed."""
-        path = self.staging_dir / f"{uuid.uuid4().hex}"
-        path.mkdir()
-        fd = os.open(path / STAGING_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        """A fresh staging directory, removed afterwards unless committed. Its sibling
+        `<name>.lock` is flock-ed while in use, so `recover` can tell live installs from dead ones."""
+        path = self.staging_dir / uuid.uuid4().hex
+        lock = path.with_name(path.name + STAGING_LOCK)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            path.mkdir()
             yield path
         finally:
-            os.close(fd)
             if path.exists():
                 shutil.rmtree(path, ignore_errors=True)
+            lock.unlink(missing_ok=True)
+            os.close(fd)
 
     def commit(self, staging: Path, bundle_id: str) -> tuple[Path, bool]:
         """Move a fully checked staging directory to bundles/<id> (one rename). Returns the path and
@@ -204,7 +207,6 @@ class BundleStore:
                     f"another bundle with id {bundle_id!r} is already installed",
                     "bundle ids are immutable: build the new bundle under a new id",
                 )
-            (staging / STAGING_LOCK).unlink(missing_ok=True)
             fsync_tree(staging)
             os.rename(staging, final)
             os.utime(final)  # installed_at, used by retention
@@ -290,9 +292,15 @@ class BundleStore:
         """Remove what crashed installs left: unlocked staging dirs, temp links, trash."""
         removed: list[Path] = []
         with self.lock():
-            for path in self.staging_dir.iterdir():
-                if _staging_is_stale(path):
-                    shutil.rmtree(path, ignore_errors=True)
+            # Directories first, each with its lock; then locks whose directory is gone.
+            entries = sorted(self.staging_dir.iterdir(), key=lambda p: not p.is_dir())
+            for path in entries:
+                if path.exists() and _staging_is_stale(path):
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                        path.with_name(path.name + STAGING_LOCK).unlink(missing_ok=True)
+                    else:
+                        path.unlink(missing_ok=True)
                     removed.append(path)
             for path in self.state_dir.glob(".*.tmp"):
                 path.unlink(missing_ok=True)
@@ -304,15 +312,13 @@ class BundleStore:
 
 
 def _staging_is_stale(path: Path) -> bool:
-    """A staging dir is stale when nobody holds the flock on its lock file (or it has none)."""
-    lock = path / STAGING_LOCK
-    if not path.is_dir():
-        return True
+    """Staging entries are stale when no process holds the flock on their `.lock` sibling."""
+    lock = path if path.name.endswith(STAGING_LOCK) else path.with_name(path.name + STAGING_LOCK)
     try:
         fd = os.open(lock, os.O_RDWR)
     except FileNotFoundError:
-        # Just created and not yet locked, or left by a crash: only the second if it has aged.
-        return time.time() - path.stat().st_mtime > _STAGING_GRACE_S
+        # A dir whose lock is gone: left by a crash, or created this instant (lock made first).
+        return time.time() - path.lstat().st_mtime > _STAGING_GRACE_S
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
