@@ -268,7 +268,8 @@ class CardIndex:
         hits: Any = self._index.search(q, raw_k, exact=self.exact, threads=1)
         keys = np.asarray(hits.keys).reshape(q.shape[0], -1)
         scores = 1.0 - np.asarray(hits.distances, dtype=np.float32).reshape(q.shape[0], -1)
-        counts = np.asarray(hits.counts).reshape(-1)
+        # usearch answers a single query with Matches (no counts), a batch with BatchMatches.
+        counts = np.asarray(getattr(hits, "counts", [keys.shape[1]])).reshape(-1)
         return [
             self._dedupe(keys[i, : counts[i]], scores[i, : counts[i]], k) for i in range(len(q))
         ]
