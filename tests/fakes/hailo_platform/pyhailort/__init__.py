@@ -1,0 +1,1 @@
+"""TEST DOUBLE: mirrors the layout of HailoRT's hailo_platform.pyhailort package."""
