@@ -26,8 +26,8 @@ def yolo_graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     pytest.importorskip("ultralytics")
     ort = pytest.importorskip("onnxruntime")
     import torch
-    from ultralytics import YOLO
     import yaml
+    from ultralytics import YOLO
     from ultralytics.nn.tasks import yaml_model_load
 
     from training.hailo_compile import cut_detector_onnx
