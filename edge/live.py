@@ -190,7 +190,8 @@ class LiveLoop:
             self._source = source
         try:
             source.open()
-            self._set_source("running", "ok")
+            self._last_capture = time.monotonic()
+            self._set_source("opened", "waiting for the first frame")
             while not self._stop.is_set() and gen == self._gen:
                 frame = source.read()
                 now = time.monotonic()
@@ -366,7 +367,8 @@ class LiveLoop:
             self._beats["watchdog"] = time.monotonic()
             self._stop.wait(min(1.0, self.config.stall_s / 4))
             now = time.monotonic()
-            if self.source_state == "running" and now - self._last_capture > self.config.stall_s:
+            delivering = self.source_state in ("running", "opened")
+            if delivering and now - self._last_capture > self.config.stall_s:
                 self._restart_capture(now - self._last_capture)
 
     def _restart_capture(self, silent_s: float) -> None:

@@ -51,8 +51,8 @@ class Pacer:
         if self._next > now:
             time.sleep(self._next - now)
             now = self._next
-        # Never try to catch up after a stall: a late frame resets the schedule.
-        self._next = max(self._next + self.period, now)
+        # Never try to catch up after a stall: the schedule restarts from the late frame.
+        self._next = now + self.period
 
 
 def parse_options(rest: str) -> tuple[str, dict[str, str]]:

@@ -1,0 +1,154 @@
+"""Tracker: association across frames, voting, re-embedding policy, events."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.track import Tracker, TrackerConfig, polygon_iou, vote
+from edge.types import Candidate, Match, OrientedBox
+from tests.fakes.recognizer import FakeRecognizer, Placement, compose, make_cards, placement_corners
+
+
+def box(cx: float, cy: float, angle: float = 0.0, height: float = 150.0) -> OrientedBox:
+    return OrientedBox(placement_corners(Placement("x", cx, cy, angle, height)), 0.9)
+
+
+def verdict(
+    card_id: str, score: float = 0.95, known: bool = True
+) -> tuple[Match, tuple[Candidate, ...]]:
+    return Match(card_id, score, 0.1, known), (Candidate(card_id, score),)
+
+
+def step(tracker: Tracker, boxes: list[OrientedBox], frame_id: int, ids: list[str]):
+    plan = tracker.plan(boxes, frame_id, frame_id / 30)
+    events = tracker.commit(plan, {i: verdict(ids[i]) for i in plan.to_embed})
+    return plan, events
+
+
+def test_polygon_iou_of_identical_boxes_is_one_and_of_disjoint_boxes_zero() -> None:
+    a, b = box(100, 100), box(400, 100)
+    assert polygon_iou(a.corners, a.corners) == pytest.approx(1.0, abs=1e-6)
+    assert polygon_iou(a.corners, b.corners) == 0.0
+
+
+def test_polygon_iou_of_half_shifted_square() -> None:
+    sq = np.float32([[0, 0], [10, 0], [10, 10], [0, 10]])
+    assert polygon_iou(sq, sq + np.float32([5, 0])) == pytest.approx(50 / 150, abs=1e-6)
+
+
+def test_moving_box_keeps_its_track_id() -> None:
+    tracker = Tracker()
+    ids = []
+    for f in range(20):
+        plan, _ = step(tracker, [box(100 + 12 * f, 200, angle=f)], f, ["card-a"])
+        ids.append(plan.track_ids[0])
+    assert set(ids) == {ids[0]}
+
+
+def test_fast_motion_is_associated_by_predicted_centre() -> None:
+    # given a card moving 60 px/frame: IoU with the previous box is low, but the motion fits
+    tracker = Tracker()
+    ids = [
+        step(tracker, [box(100 + 60 * f, 200, height=120)], f, ["a"])[0].track_ids[0]
+        for f in range(6)
+    ]
+    assert len(set(ids)) == 1
+
+
+def test_two_cards_swapping_nothing_stay_apart() -> None:
+    tracker = Tracker()
+    for f in range(5):
+        plan, _ = step(tracker, [box(100, 200), box(400, 200)], f, ["a", "b"])
+    assert len(set(plan.track_ids)) == 2
+
+
+def test_static_scene_embeddings_per_frame_fall_towards_zero() -> None:
+    # given three static cards and a refresh every 30 frames
+    tracker = Tracker(TrackerConfig(refresh_every=30))
+    boxes = [box(100, 200), box(300, 200), box(500, 200)]
+    embedded = []
+    for f in range(300):
+        plan, _ = step(tracker, boxes, f, ["a", "b", "c"])
+        embedded.append(len(plan.to_embed))
+    # then: every card is embedded until its vote settles (3 frames), then only on refresh
+    assert sum(embedded[:3]) == 9
+    steady = np.mean(embedded[100:])
+    assert steady == pytest.approx(3 / 30, abs=0.02)
+
+
+def test_uncertain_track_is_re_embedded_every_frame() -> None:
+    tracker = Tracker()
+    b = [box(200, 200)]
+    counts = []
+    for f in range(10):
+        plan = tracker.plan(b, f, 0.0)
+        counts.append(len(plan.to_embed))
+        card = "abc"[f % 3]  # three-way disagreement never reaches the winning share
+        tracker.commit(plan, {i: verdict(card, 0.9) for i in plan.to_embed})
+    assert counts == [1] * 10
+
+
+def test_large_move_since_last_embedding_triggers_re_embedding() -> None:
+    tracker = Tracker(TrackerConfig(refresh_every=1000))
+    for f in range(5):
+        step(tracker, [box(200, 200)], f, ["a"])
+    plan = tracker.plan([box(260, 200)], 5, 0.0)
+    assert plan.to_embed == (0,)
+
+
+def test_events_appeared_identified_left_in_order() -> None:
+    tracker = Tracker(TrackerConfig(min_hits=2, min_votes=3, max_misses=2))
+    kinds = []
+    for f in range(5):
+        _, ev = step(tracker, [box(200, 200)], f, ["card-a"])
+        kinds += [(e.kind, e.card_id) for e in ev]
+    for f in range(5, 9):
+        _, ev = step(tracker, [], f, [])
+        kinds += [(e.kind, e.card_id) for e in ev]
+    # appeared carries the provisional identity; identified follows once the vote settles
+    assert kinds == [
+        ("card_appeared", "card-a"),
+        ("card_identified", "card-a"),
+        ("card_left", "card-a"),
+    ]
+
+
+def test_vote_prefers_the_majority_and_marks_a_minority_winner_unknown() -> None:
+    from collections import deque
+
+    (card, _, known), settled = vote(deque([("a", 0.9, True)] * 4 + [("b", 0.9, True)]), 3, 0.6)
+    assert (card, known, settled) == ("a", True, True)
+    (card, _, known), _ = vote(
+        deque([("a", 0.9, True), ("b", 0.9, True), ("c", 0.9, True)]), 3, 0.6
+    )
+    assert (card, known) == (None, False)
+
+
+def test_unknown_verdicts_vote_unknown() -> None:
+    from collections import deque
+
+    (card, _, known), settled = vote(deque([("a", 0.4, False)] * 3), 3, 0.6)
+    assert (card, known, settled) == (None, False, True)
+
+
+def test_tracker_on_fake_recognizer_frames_identifies_each_card() -> None:
+    # given real detections of two cards drifting slowly across 40 frames
+    cards = make_cards(4, seed=1)
+    rec = FakeRecognizer(cards)
+    tracker = Tracker()
+    for f in range(40):
+        frame = compose(
+            cards,
+            [
+                Placement("card-001", 150 + f, 240, f / 2),
+                Placement("card-003", 450, 240 - f, -f / 3),
+            ],
+        )
+        boxes = rec.detect(frame)
+        plan = tracker.plan(boxes, f, f / 30)
+        idx = list(plan.to_embed)
+        res = rec.match(rec.embed(rec.crops(frame, [boxes[i] for i in idx]))) if idx else []
+        tracker.commit(plan, dict(zip(idx, res, strict=True)))
+    # then both tracks vote their true identity
+    assert sorted(t.card_id for t in tracker.snapshot()) == ["card-001", "card-003"]
