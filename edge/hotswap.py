@@ -7,6 +7,7 @@ Swaps are serialised: one at a time per process, and the store's flock guards ot
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -62,6 +63,7 @@ class SwapResult:
     previous_bundle_id: str | None
     error: EdgeError | None = None
     installed: bool = False  # a new bundle was added to the store
+    swapped: bool = False  # the bundle is now being served
     selftest: tuple[SelfTestCase, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -71,6 +73,7 @@ class SwapResult:
             "bundle_id": self.bundle_id,
             "previous_bundle_id": self.previous_bundle_id,
             "installed": self.installed,
+            "swapped": self.swapped,
             "error": self.error.to_dict() if self.error else None,
             "selftest": [
                 {
@@ -147,6 +150,17 @@ class HotSwapper:
             result = self._swap_to(installed.bundle_id, timings)
             return _with_installed(result, installed.added)
 
+    def install_only(self, source: Path) -> SwapResult:
+        """Install `source` into the store without serving it (activate it later by id)."""
+        with self._lock:
+            previous = self.runtime.current_bundle_id
+            try:
+                installed = install_bundle(self.store, source, self.policy)
+            except EdgeError as e:
+                logger.warning("bundle install refused: %s", e)
+                return SwapResult(False, None, previous, error=e)
+            return SwapResult(True, installed.bundle_id, previous, installed=installed.added)
+
     def activate(self, bundle_id: str) -> SwapResult:
         """Load an installed bundle beside the current one, self-test it, swap, record as current."""
         with self._lock:
@@ -193,7 +207,9 @@ class HotSwapper:
         self.store.activate(bundle_id)
         self.store.gc()
         logger.info("hot swap %s -> %s done (%s)", previous, bundle_id, timings)
-        return SwapResult(True, bundle_id, previous, selftest=tuple(cases), timings_ms=timings)
+        return SwapResult(
+            True, bundle_id, previous, swapped=True, selftest=tuple(cases), timings_ms=timings
+        )
 
 
 def _raise_on_failures(bundle_id: str, cases: list[SelfTestCase]) -> None:
@@ -211,12 +227,4 @@ def _raise_on_failures(bundle_id: str, cases: list[SelfTestCase]) -> None:
 
 
 def _with_installed(result: SwapResult, added: bool) -> SwapResult:
-    return SwapResult(
-        result.ok,
-        result.bundle_id,
-        result.previous_bundle_id,
-        result.error,
-        added,
-        result.selftest,
-        result.timings_ms,
-    )
+    return dataclasses.replace(result, installed=added)
