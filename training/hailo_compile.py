@@ -14,6 +14,7 @@ import argparse
 import importlib
 import logging
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,7 +209,12 @@ def compile_model(
         emulated = runner.infer(ctx, sample)
     emulated = emulated if isinstance(emulated, list) else [emulated]
     normalized = _normalized_from_raw(sample, spec.input)
-    reference = _onnx_reference(onnx_path, normalized, cut.tensor_names if cut else None)
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = onnx_path
+        if cut is not None:  # the reference for the cut outputs is the cut graph
+            graph = Path(tmp) / "cut.onnx"
+            cut_detector_onnx(onnx_path, graph, spec.input_name)
+        reference = _onnx_reference(graph, normalized, cut.tensor_names if cut else None)
     worst = min(
         float(cosine_rows(_to_nchw_like(e, r), r).min())
         for e, r in zip(emulated, reference, strict=True)
