@@ -123,8 +123,11 @@ class LiveLoop:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        if self.started:
+        """Start (or restart after stop) the capture, inference and watchdog threads."""
+        if self.started and not self._stop.is_set():
             return
+        self._stop.clear()
+        self._threads = []
         self.started = True
         now = time.monotonic()
         self._last_capture = self._last_done = now

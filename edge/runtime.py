@@ -43,10 +43,11 @@ class NotReadyError(EdgeError):
 
 
 class NoFrameError(EdgeError):
-    """The live loop has not produced a frame (no camera configured, or not yet)."""
+    """The live loop has not produced a frame (no camera configured, or not yet): no such
+    resource (404), not a server fault."""
 
     code = "no_frame"
-    http_status = 503
+    http_status = 404
 
 
 class CardInfoLike(Protocol):
@@ -306,10 +307,14 @@ class Runtime:
         if self.live is not None:
             self.live.start()
 
-    def close(self) -> None:
-        """Stop the loop and close the current recognizer (process shutdown)."""
+    def stop(self) -> None:
+        """Stop the live loop (the app's shutdown); the recognizer stays loaded."""
         if self.live is not None:
             self.live.stop()
+
+    def close(self) -> None:
+        """Stop the loop and close the current recognizer (process shutdown)."""
+        self.stop()
         with self._lock:
             slot, self._slot = self._slot, None
         if slot is not None:

@@ -163,6 +163,7 @@ def run_serve(args: argparse.Namespace) -> int:
     finally:
         stop.set()
         notifier.send("STOPPING=1")
+        runtime.close()
     return 0
 
 

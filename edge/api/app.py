@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
-    """An app serving `runtime`; its lifespan starts the live loop and closes the runtime."""
+    """An app serving `runtime`; its lifespan starts and stops the live loop. The caller owns
+    the runtime and closes it (edge.serve does, after the server exits)."""
     token = resolve_token(settings)
     if settings.server.protect_reads and token is None:
         raise ConfigError("server.protect_reads needs a token", "set server.token or token_file")
@@ -34,7 +35,7 @@ def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
         try:
             yield
         finally:
-            await run_in_threadpool(runtime.close)
+            await run_in_threadpool(runtime.stop)
 
     app = FastAPI(
         title="cardedge",

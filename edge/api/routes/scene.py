@@ -84,7 +84,7 @@ async def events(
     response_class=Response,
     responses={
         200: {"content": {"image/jpeg": {}}, "description": "Latest annotated frame"},
-        503: {"model": ErrorOut, "description": "No live frame"},
+        404: {"model": ErrorOut, "description": "No live frame (no camera, or none yet)"},
     },
     summary="Latest annotated camera frame",
 )
