@@ -70,24 +70,31 @@ def _paste(
     frame[mask > 0] = warped[mask > 0]
 
 
-def synthetic_frames(
-    cards: Sequence[ImageRGB], n: int, *, per_frame: int = 4, seed: int = 0
-) -> list[ImageRGB]:
-    """n 1280x720 scenes with `per_frame` cards each, one per grid cell, seeded."""
-    rng = np.random.default_rng(seed)
+def compose_scene(
+    cards: Sequence[ImageRGB], rng: np.random.Generator, *, per_frame: int = 4
+) -> tuple[ImageRGB, list[int]]:
+    """One 1280x720 scene with `per_frame` cards, one per grid cell; returns the frame and which
+    card (index into `cards`) sits in each cell."""
     h, w = FRAME_HW
     cols = 2 if per_frame > 1 else 1
     rows = int(np.ceil(per_frame / cols))
-    frames = []
-    for _ in range(n):
-        frame = _background(rng, h, w)
-        for i in range(per_frame):
-            cx = (i % cols + 0.5) * w / cols + rng.uniform(-30, 30)
-            cy = (i // cols + 0.5) * h / rows + rng.uniform(-15, 15)
-            card = cards[int(rng.integers(len(cards)))]
-            _paste(frame, card, (cx, cy), h / rows * rng.uniform(0.75, 0.9), rng)
-        frames.append(frame)
-    return frames
+    frame = _background(rng, h, w)
+    chosen = []
+    for i in range(per_frame):
+        cx = (i % cols + 0.5) * w / cols + rng.uniform(-30, 30)
+        cy = (i // cols + 0.5) * h / rows + rng.uniform(-15, 15)
+        k = int(rng.integers(len(cards)))
+        _paste(frame, cards[k], (cx, cy), h / rows * rng.uniform(0.75, 0.9), rng)
+        chosen.append(k)
+    return frame, chosen
+
+
+def synthetic_frames(
+    cards: Sequence[ImageRGB], n: int, *, per_frame: int = 4, seed: int = 0
+) -> list[ImageRGB]:
+    """n seeded 1280x720 scenes with `per_frame` cards each."""
+    rng = np.random.default_rng(seed)
+    return [compose_scene(cards, rng, per_frame=per_frame)[0] for _ in range(n)]
 
 
 def load_frames(
@@ -131,24 +138,21 @@ def measure_identify(
     return out
 
 
-def measure_detector_prepost(rec: Recognizer, frames: Sequence[ImageRGB]) -> list[float]:
-    """Our detector's preprocess + postprocess milliseconds per frame (forward excluded)."""
+def _ours_prepost_ms(rec: Recognizer, frame: ImageRGB) -> float:
+    """Our detector's preprocess + postprocess milliseconds for one frame (forward excluded)."""
     det = rec.detector
-    times = []
-    for frame in frames:
-        t0 = time.perf_counter()
-        tensor, info = det.preprocess(frame)
-        t1 = time.perf_counter()
-        raw = det.forward(tensor)
-        t2 = time.perf_counter()
-        det.postprocess(raw, info, (frame.shape[0], frame.shape[1]))
-        t3 = time.perf_counter()
-        times.append((t1 - t0 + t3 - t2) * 1000.0)
-    return times
+    t0 = time.perf_counter()
+    tensor, info = det.preprocess(frame)
+    t1 = time.perf_counter()
+    raw = det.forward(tensor)
+    t2 = time.perf_counter()
+    det.postprocess(raw, info, (frame.shape[0], frame.shape[1]))
+    t3 = time.perf_counter()
+    return (t1 - t0 + t3 - t2) * 1000.0
 
 
-def measure_ultralytics_prepost(rec: Recognizer, frames: Sequence[ImageRGB]) -> list[float] | None:
-    """ultralytics' own preprocess + postprocess ms for the same detector ONNX and frames."""
+def _ultralytics_predictor(rec: Recognizer) -> Any | None:
+    """A callable frame -> ultralytics' preprocess + postprocess ms, or None without ultralytics."""
     if importlib.util.find_spec("ultralytics") is None:
         return None
     ultralytics: Any = importlib.import_module("ultralytics")  # heavy (torch): only here
@@ -162,14 +166,32 @@ def measure_ultralytics_prepost(rec: Recognizer, frames: Sequence[ImageRGB]) -> 
         "verbose": False,
         "device": "cpu",
     }
-    bgr = [np.ascontiguousarray(f[:, :, ::-1]) for f in frames]
-    for frame in bgr[:3]:
-        model.predict(frame, **kwargs)
-    times = []
-    for frame in bgr:
-        speed = model.predict(frame, **kwargs)[0].speed
-        times.append(float(speed["preprocess"]) + float(speed["postprocess"]))
-    return times
+
+    def prepost_ms(frame: ImageRGB) -> float:
+        speed = model.predict(np.ascontiguousarray(frame[:, :, ::-1]), **kwargs)[0].speed
+        return float(speed["preprocess"]) + float(speed["postprocess"])
+
+    return prepost_ms
+
+
+def measure_prepost(
+    rec: Recognizer, frames: Sequence[ImageRGB], n: int
+) -> tuple[list[float], list[float] | None]:
+    """Detector pre+post ms, ours and ultralytics' (None without it), interleaved frame by frame
+    over the same frames so that load on a shared machine hits both alike."""
+    theirs_fn = _ultralytics_predictor(rec)
+    for frame in frames[:3]:  # warm-up
+        _ours_prepost_ms(rec, frame)
+        if theirs_fn is not None:
+            theirs_fn(frame)
+    ours: list[float] = []
+    theirs: list[float] = []
+    for i in range(n):
+        frame = frames[i % len(frames)]
+        ours.append(_ours_prepost_ms(rec, frame))
+        if theirs_fn is not None:
+            theirs.append(theirs_fn(frame))
+    return ours, (theirs if theirs_fn is not None else None)
 
 
 def run_bench(rec: Recognizer, frames: Sequence[ImageRGB], n: int) -> dict[str, Any]:
@@ -203,8 +225,7 @@ def run_bench(rec: Recognizer, frames: Sequence[ImageRGB], n: int) -> dict[str, 
         "identify_over_forward": round(float(np.median(total) / np.median(forward)), 4),
         "backends": rec.backends,
     }
-    ours = measure_detector_prepost(rec, frames)
-    theirs = measure_ultralytics_prepost(rec, frames)
+    ours, theirs = measure_prepost(rec, frames, n)
     report["detector_prepost_ms_median"] = round(float(np.median(ours)), 3)
     if theirs is None:
         report["prepost_vs_ultralytics"] = None

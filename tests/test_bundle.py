@@ -25,7 +25,11 @@ from edge.errors import (
 )
 from edge.index import CardIndex
 from edge.manifest import load_manifest
-from tests.bundle_factory import bundle_copy, factory_bundle  # noqa: F401  (fixtures)
+from tests import bundle_factory
+
+# The project-wide fixtures (tests/conftest.py may also import them: the bundle is built once).
+factory_bundle = bundle_factory.factory_bundle
+bundle_copy = bundle_factory.bundle_copy
 
 
 def _edit_manifest(bundle: Path, edit: Callable[[dict[str, Any]], None]) -> None:
@@ -36,7 +40,7 @@ def _edit_manifest(bundle: Path, edit: Callable[[dict[str, Any]], None]) -> None
     path.write_text(json.dumps(raw))
 
 
-def test_factory_bundle_verifies(factory_bundle: Path) -> None:  # noqa: F811
+def test_factory_bundle_verifies(factory_bundle: Path) -> None:
     # when a freshly built bundle is verified
     manifest = verify_bundle(factory_bundle)
     # then every model, index, catalogue and selftest file is in its files table
@@ -52,13 +56,13 @@ def test_missing_directory_is_not_found(tmp_path: Path) -> None:
         verify_bundle(tmp_path / "absent")
 
 
-def test_missing_file_is_reported(bundle_copy: Path) -> None:  # noqa: F811
+def test_missing_file_is_reported(bundle_copy: Path) -> None:
     (bundle_copy / "embedder.onnx").unlink()
     with pytest.raises(BundleMissingFileError, match=r"embedder\.onnx"):
         verify_bundle(bundle_copy)
 
 
-def test_same_size_tampering_is_a_hash_mismatch(bundle_copy: Path) -> None:  # noqa: F811
+def test_same_size_tampering_is_a_hash_mismatch(bundle_copy: Path) -> None:
     # given one byte of the index flipped (size unchanged)
     path = bundle_copy / "index.usearch"
     data = bytearray(path.read_bytes())
@@ -71,32 +75,32 @@ def test_same_size_tampering_is_a_hash_mismatch(bundle_copy: Path) -> None:  # n
     assert not isinstance(err.value, BundleSizeMismatchError)
 
 
-def test_truncated_file_is_a_size_mismatch(bundle_copy: Path) -> None:  # noqa: F811
+def test_truncated_file_is_a_size_mismatch(bundle_copy: Path) -> None:
     path = bundle_copy / "detector.onnx"
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(BundleSizeMismatchError, match=r"detector\.onnx"):
         verify_bundle(bundle_copy)
 
 
-def test_unlisted_model_on_disk_is_refused(bundle_copy: Path) -> None:  # noqa: F811
+def test_unlisted_model_on_disk_is_refused(bundle_copy: Path) -> None:
     (bundle_copy / "extra.onnx").write_bytes(b"not listed")
     with pytest.raises(BundleUnlistedFileError, match=r"extra\.onnx"):
         verify_bundle(bundle_copy)
 
 
-def test_model_missing_from_files_table_is_refused(bundle_copy: Path) -> None:  # noqa: F811
+def test_model_missing_from_files_table_is_refused(bundle_copy: Path) -> None:
     _edit_manifest(bundle_copy, lambda m: m["files"].pop("embedder.onnx"))
     with pytest.raises(BundleUnlistedFileError, match=r"embedder\.onnx"):
         verify_bundle(bundle_copy)
 
 
-def test_spec_hash_disagreeing_with_files_table_is_a_schema_error(bundle_copy: Path) -> None:  # noqa: F811
+def test_spec_hash_disagreeing_with_files_table_is_a_schema_error(bundle_copy: Path) -> None:
     _edit_manifest(bundle_copy, lambda m: m["detector"].update(sha256="0" * 64))
     with pytest.raises(BundleSchemaError, match=r"detector\.onnx"):
         verify_bundle(bundle_copy)
 
 
-def test_path_trick_in_files_table_is_refused(bundle_copy: Path) -> None:  # noqa: F811
+def test_path_trick_in_files_table_is_refused(bundle_copy: Path) -> None:
     _edit_manifest(
         bundle_copy, lambda m: m["files"].update({"../escape.txt": {"sha256": "0" * 64, "size": 1}})
     )
@@ -104,7 +108,7 @@ def test_path_trick_in_files_table_is_refused(bundle_copy: Path) -> None:  # noq
         verify_bundle(bundle_copy)
 
 
-def test_symlinked_file_is_refused(bundle_copy: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_symlinked_file_is_refused(bundle_copy: Path, tmp_path: Path) -> None:
     # given the catalogue replaced by a link to an identical file outside the bundle
     outside = tmp_path / "outside.sqlite"
     outside.write_bytes((bundle_copy / "catalogue.sqlite").read_bytes())
@@ -115,13 +119,13 @@ def test_symlinked_file_is_refused(bundle_copy: Path, tmp_path: Path) -> None:  
         verify_bundle(bundle_copy)
 
 
-def test_invalid_json_manifest_is_a_schema_error(bundle_copy: Path) -> None:  # noqa: F811
+def test_invalid_json_manifest_is_a_schema_error(bundle_copy: Path) -> None:
     (bundle_copy / "manifest.json").write_text("{not json")
     with pytest.raises(BundleSchemaError):
         verify_bundle(bundle_copy)
 
 
-def test_write_manifest_round_trips(bundle_copy: Path) -> None:  # noqa: F811
+def test_write_manifest_round_trips(bundle_copy: Path) -> None:
     # given a loaded manifest
     manifest = load_manifest(bundle_copy / "manifest.json")
     # when written and read back
@@ -131,14 +135,14 @@ def test_write_manifest_round_trips(bundle_copy: Path) -> None:  # noqa: F811
     assert verify_bundle(bundle_copy) == manifest
 
 
-def test_files_table_excludes_manifest_and_signature(bundle_copy: Path) -> None:  # noqa: F811
+def test_files_table_excludes_manifest_and_signature(bundle_copy: Path) -> None:
     (bundle_copy / "manifest.sig").write_bytes(b"sig")
     table = build_files_table(bundle_copy)
     assert "manifest.json" not in table and "manifest.sig" not in table
     assert table["catalogue.sqlite"].size == (bundle_copy / "catalogue.sqlite").stat().st_size
 
 
-def test_index_dimension_mismatch_is_incompatible(factory_bundle: Path) -> None:  # noqa: F811
+def test_index_dimension_mismatch_is_incompatible(factory_bundle: Path) -> None:
     # given a manifest claiming a different index dimension than the file holds
     manifest = verify_bundle(factory_bundle)
     wrong = manifest.model_copy(update={"index": manifest.index.model_copy(update={"dim": 65})})
@@ -147,7 +151,7 @@ def test_index_dimension_mismatch_is_incompatible(factory_bundle: Path) -> None:
         CardIndex.open(factory_bundle, wrong)
 
 
-def test_index_dtype_mismatch_is_incompatible(factory_bundle: Path) -> None:  # noqa: F811
+def test_index_dtype_mismatch_is_incompatible(factory_bundle: Path) -> None:
     manifest = verify_bundle(factory_bundle)
     wrong = manifest.model_copy(update={"index": manifest.index.model_copy(update={"dtype": "i8"})})
     with pytest.raises(BundleIncompatibleError, match="i8"):
