@@ -1,0 +1,90 @@
+"""`cardedge-train`: one subcommand per training stage, plus `demo-bundle` (all of them, end to end).
+
+Each stage module exposes `add_arguments(parser)` and `main(args) -> int`; stage modules are
+imported only when their subcommand runs, so `--help` stays fast. Other owners contribute
+subcommands through `register(subparsers)` functions (synth, calib, compile-hef).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+logger = logging.getLogger(__name__)
+
+# subcommand -> (module, help)
+STAGES: dict[str, tuple[str, str]] = {
+    "teacher": ("training.teacher", "train the DINOv3 teacher (ArcFace, frozen then partial)"),
+    "distill": ("training.distill", "distil a timm student from the teacher's embeddings"),
+    "detector": ("training.detector", "train YOLO11n-OBB on the synthetic scenes (+ ONNX export)"),
+    "index": ("training.index_build", "embed the catalogue (both views), calibrate thresholds"),
+    "export": ("training.export", "export the student to ONNX with a parity check"),
+    "bundle": ("training.bundle_build", "assemble (and sign) a bundle with its lineage"),
+    "evaluate": ("training.evaluate", "evaluate a bundle on held-out scenes (+ pHash baseline)"),
+    "demo-bundle": ("training.demo", "regenerate the demo bundle end to end"),
+}
+
+# Owners' register(subparsers) hooks, used when their module is present.
+REGISTERS = ("training.synth.cli", "training.calib", "training.hailo_compile")
+
+
+def _stage_parser(sub: argparse._SubParsersAction, name: str, module: str, text: str) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(name, help=text, description=text)
+    mod = importlib.import_module(module)
+    mod.add_arguments(p)
+    p.set_defaults(func=mod.main)
+
+
+def _register_optional(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    for module in REGISTERS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and module.startswith(e.name):
+                logger.debug("%s not present; its subcommands are absent", module)
+                continue
+            raise
+        register: Callable[[argparse._SubParsersAction], None] | None = getattr(
+            mod, "register", None
+        )  # type: ignore[type-arg]
+        if register is not None:
+            register(sub)
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The full parser; only the chosen stage's module (if any) is imported."""
+    parser = argparse.ArgumentParser(prog="cardedge-train", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, text) in STAGES.items():
+        if chosen == name:
+            _stage_parser(sub, name, module, text)
+        else:
+            sub.add_parser(name, help=text)
+    _register_optional(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.error(f"{args.command}: nothing to run")
+    return func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

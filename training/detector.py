@@ -1,0 +1,170 @@
+"""Card detector: ultralytics YOLO11n-OBB trained on the synthetic OBB dataset, exported to ONNX.
+
+Built from `yolo11n-obb.yaml` (random init, offline) or from `--weights` for users who have
+pretrained ones. Ultralytics keeps its own run folder (`<out>/ultralytics/`); this module mirrors
+its per-epoch metrics into the project's run format (metrics.jsonl, logs.md) and copies
+best.pt / last.pt to the run directory. The ONNX export is what edge.detect decodes:
+(1, 4 + nc + 1, N) at the chosen input size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training import runs
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+logger = logging.getLogger(__name__)
+
+ULTRA_DIR = "ultralytics"
+
+
+@dataclass
+class DetectorConfig:
+    """Everything a detector run depends on; written to the run's config.yaml."""
+
+    data: Path = Path("data/synth")  # synth output with obb/data.yaml
+    out: Path = Path("runs/detector")
+    model: str = "yolo11n-obb.yaml"
+    weights: Path | None = None
+    imgsz: int = 320
+    epochs: int = 30
+    batch: int = 16
+    workers: int = 0
+    device: str = ""  # "" = cuda:0 when present, else cpu
+    patience: int = 100
+    mosaic: float = 1.0
+    close_mosaic: int = 5
+    seed: int = 0
+    resume: bool = False
+    mlflow: Path | None = None
+
+
+def _data_yaml(data: Path) -> Path:
+    """Accept the synth root, its obb/ folder or the data.yaml itself."""
+    for candidate in (data, data / "data.yaml", data / "obb" / "data.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no OBB data.yaml under {data}")
+
+
+def _device(cfg: DetectorConfig) -> str:
+    if cfg.device:
+        return cfg.device
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def _epoch_logger(run: runs.RunDir) -> Any:
+    """An ultralytics on_fit_epoch_end callback writing our metrics.jsonl / logs.md rows."""
+
+    seen: set[int] = set()
+
+    def on_fit_epoch_end(trainer: Any) -> None:
+        # ultralytics fires this once more after the final validation; log each epoch once.
+        if trainer.epoch in seen or trainer.epoch >= trainer.epochs:
+            return
+        seen.add(int(trainer.epoch))
+        losses = trainer.label_loss_items(trainer.tloss, prefix="train")
+        row: dict[str, Any] = {"epoch": int(trainer.epoch)}
+        for key, value in {**losses, **trainer.metrics}.items():
+            name = key.replace("metrics/", "").replace("(B)", "").replace("/", "_")
+            row[name] = round(float(value), 5)
+        run.log_epoch(row)
+
+    return on_fit_epoch_end
+
+
+def train(cfg: DetectorConfig) -> Path:
+    """Train YOLO11n-OBB; returns the run's best.pt."""
+    from ultralytics import YOLO
+
+    runs.seed_everything(cfg.seed)
+    run = runs.RunDir(cfg.out, cfg, resume=cfg.resume, mlflow_store=cfg.mlflow)
+    ultra = cfg.out / ULTRA_DIR
+    last = ultra / "weights" / "last.pt"
+    if cfg.resume and last.exists():
+        model = YOLO(str(last))
+        model.add_callback("on_fit_epoch_end", _epoch_logger(run))
+        model.train(resume=True)
+    else:
+        model = YOLO(cfg.model)
+        if cfg.weights is not None:
+            model = model.load(str(cfg.weights))
+        model.add_callback("on_fit_epoch_end", _epoch_logger(run))
+        model.train(
+            data=str(_data_yaml(cfg.data).resolve()),
+            imgsz=cfg.imgsz,
+            epochs=cfg.epochs,
+            batch=cfg.batch,
+            workers=cfg.workers,
+            device=_device(cfg),
+            patience=cfg.patience,
+            mosaic=cfg.mosaic,
+            close_mosaic=cfg.close_mosaic,
+            seed=cfg.seed,
+            deterministic=True,
+            project=str(cfg.out.resolve()),
+            name=ULTRA_DIR,
+            exist_ok=True,
+            plots=False,
+            verbose=False,
+            amp=False,
+        )
+    for name in ("best.pt", "last.pt"):
+        src = ultra / "weights" / name
+        if src.exists():
+            shutil.copy2(src, cfg.out / name)
+    run.close()
+    return cfg.out / "best.pt"
+
+
+def export_onnx(weights: Path, out: Path, imgsz: int) -> Path:
+    """YOLO checkpoint -> ONNX (static 1 x 3 x imgsz x imgsz, opset 17) at `out`."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights))
+    produced = model.export(format="onnx", imgsz=imgsz, opset=17, dynamic=False, simplify=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(produced, out)
+    logger.info("detector exported to %s at %d px", out, imgsz)
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = DetectorConfig()
+    p.add_argument("--data", type=Path, default=None, help="synth output or obb/data.yaml")
+    p.add_argument("--out", type=Path, default=None, help="run dir (SM_MODEL_DIR if set)")
+    p.add_argument("--model", default=d.model, help="model yaml (random init)")
+    p.add_argument("--weights", type=Path, default=None, help="pretrained YOLO11n-OBB .pt")
+    for name in ("imgsz", "epochs", "batch", "workers", "patience", "close_mosaic", "seed"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    p.add_argument("--mosaic", type=float, default=d.mosaic)
+    p.add_argument("--device", default=d.device, help="'' auto, cpu, 0, 0,1 (ultralytics DDP)")
+    p.add_argument("--export", type=Path, default=None, help="also export best.pt to this ONNX")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last.pt")
+    p.add_argument("--mlflow", type=Path, default=None, help="log to a local MLflow store")
+
+
+def config_from_args(args: argparse.Namespace) -> DetectorConfig:
+    sm = runs.sagemaker_paths()
+    values = {k: v for k, v in vars(args).items() if k in DetectorConfig.__dataclass_fields__}
+    values["data"] = args.data or sm.get("train") or DetectorConfig.data
+    values["out"] = args.out or sm.get("model_dir") or DetectorConfig.out
+    return DetectorConfig(**values)
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    best = train(cfg)
+    if args.export is not None:
+        export_onnx(best, args.export, cfg.imgsz)
+    return 0

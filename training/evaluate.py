@@ -1,0 +1,350 @@
+"""End-to-end evaluation of a bundle on held-out scenes, through the device's own Recognizer.
+
+Detection: recall and precision at polygon IoU >= 0.5 (cv2.intersectConvexConvex), greedy
+matching by IoU. Identification: top-1 on detected known cards, overall, for reprints and by card
+size, tilt and glare bins; unknown rejection (unknown cards flagged, known cards wrongly
+flagged); the worst confusions; and a perceptual-hash baseline (imagehash pHash, nearest by
+Hamming distance over both views of every catalogue scan) on the very same rectified crops.
+Writes report.json and report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import imagehash
+import numpy as np
+from PIL import Image
+
+from edge.config import RuntimeSettings
+from edge.pipeline import Recognizer
+from edge.rectify import rotate180
+from edge.types import ImageRGB, OrientedBox
+from training.data import read_catalogue, read_rgb
+
+logger = logging.getLogger(__name__)
+
+IOU_MATCH = 0.5
+TILT_EDGES = (0.0, 15.0, 30.0, 45.0, 90.0)
+TARGETS = {
+    "detection_recall": (">=", 0.95),
+    "identification_top1": (">=", 0.95),
+    "unknown_flagged": (">=", 0.90),
+    "known_wrongly_flagged": ("<=", 0.05),
+}
+
+
+@dataclass
+class GtCard:
+    card_id: str
+    corners: np.ndarray  # 4 x 2 float32 px
+    known: bool
+    reprint: bool
+    size_frac: float
+    tilt_deg: float
+    glare: float
+
+
+@dataclass
+class Outcome:
+    """One ground-truth card after detection and identification."""
+
+    gt: GtCard
+    detected: bool
+    predicted: str = ""
+    score: float = 0.0
+    margin: float = 0.0
+    accepted: bool = False  # the Recognizer said "known"
+    phash_predicted: str = ""
+
+
+def load_scenes(scene_dir: Path) -> Iterator[tuple[str, ImageRGB, list[GtCard]]]:
+    """(scene_id, RGB image, ground truth) for every <id>.json + <id>.jpg in the folder."""
+    for meta_path in sorted(scene_dir.glob("*.json")):
+        meta = json.loads(meta_path.read_text("utf-8"))
+        image = read_rgb(meta_path.with_suffix(".jpg"))
+        cards = [
+            GtCard(
+                card_id=c["card_id"],
+                corners=np.asarray(c["corners"], dtype=np.float32).reshape(4, 2),
+                known=bool(c.get("known", True)),
+                reprint=c.get("reprint_group") is not None,
+                size_frac=float(c.get("size_frac", 0.0)),
+                tilt_deg=float(c.get("tilt_deg", 0.0)),
+                glare=float(c.get("glare", 0.0)),
+            )
+            for c in meta["cards"]
+        ]
+        yield meta.get("scene_id", meta_path.stem), image, cards
+
+
+def polygon_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two convex quadrilaterals (4 x 2 px)."""
+    pa, pb = a.astype(np.float32).reshape(-1, 1, 2), b.astype(np.float32).reshape(-1, 1, 2)
+    inter, _ = cv2.intersectConvexConvex(pa, pb)
+    union = cv2.contourArea(pa) + cv2.contourArea(pb) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def match_boxes(gt: Sequence[GtCard], boxes: Sequence[OrientedBox]) -> dict[int, int]:
+    """Greedy one-to-one matching by IoU (highest first), pairs at IoU >= 0.5: gt index -> box."""
+    pairs = [
+        (polygon_iou(g.corners, b.corners), gi, bi)
+        for gi, g in enumerate(gt)
+        for bi, b in enumerate(boxes)
+    ]
+    used_g: set[int] = set()
+    used_b: set[int] = set()
+    out = {}
+    for iou, gi, bi in sorted(pairs, reverse=True):
+        if iou < IOU_MATCH:
+            break
+        if gi not in used_g and bi not in used_b:
+            out[gi] = bi
+            used_g.add(gi)
+            used_b.add(bi)
+    return out
+
+
+class PhashBaseline:
+    """Nearest catalogue scan by pHash Hamming distance (both views), on rectified crops."""
+
+    def __init__(self, catalogue_dir: Path, size: tuple[int, int]) -> None:
+        ids, hashes = [], []
+        for card in read_catalogue(catalogue_dir):
+            scan = read_rgb(card.image, size)
+            for view in (scan, rotate180(scan)):
+                ids.append(card.card_id)
+                hashes.append(_phash_bits(view))
+        self.ids = ids
+        self.bits = np.stack(hashes)
+
+    def predict(self, crop: ImageRGB) -> str:
+        distances = (self.bits != _phash_bits(crop)[None]).sum(axis=1)
+        return self.ids[int(np.argmin(distances))]
+
+
+def _phash_bits(image: ImageRGB) -> np.ndarray:
+    return np.asarray(imagehash.phash(Image.fromarray(image)).hash, dtype=bool).reshape(-1)
+
+
+def evaluate_scene(
+    rec: Recognizer, image: ImageRGB, gt: list[GtCard], phash: PhashBaseline
+) -> tuple[list[Outcome], int]:
+    """Outcomes for every ground-truth card of one scene, and the number of detections."""
+    boxes = rec.detect(image)
+    pairs = match_boxes(gt, boxes)
+    outcomes = [Outcome(gt=g, detected=i in pairs) for i, g in enumerate(gt)]
+    order = sorted(pairs)
+    if order:
+        crops = rec.crops(image, [boxes[pairs[i]] for i in order])
+        results = rec.match(rec.embed(crops))
+        for gi, crop, (match, _) in zip(order, crops, results, strict=True):
+            o = outcomes[gi]
+            o.predicted, o.score, o.margin, o.accepted = (
+                match.card_id,
+                match.score,
+                match.margin,
+                match.known,
+            )
+            o.phash_predicted = phash.predict(crop.image)
+    return outcomes, len(boxes)
+
+
+def _rate(flags: Sequence[bool]) -> float | None:
+    return round(float(np.mean(flags)), 4) if len(flags) else None
+
+
+def _top1(outcomes: Sequence[Outcome], phash: bool = False) -> dict[str, Any]:
+    hits = [(o.phash_predicted if phash else o.predicted) == o.gt.card_id for o in outcomes]
+    return {"top1": _rate(hits), "n": len(hits)}
+
+
+def _bins(outcomes: Sequence[Outcome], attr: str, edges: Sequence[float]) -> dict[str, Any]:
+    """Top-1 (model and pHash) per [lo, hi) bin of a ground-truth attribute; the last bin is closed."""
+    out = {}
+    for lo, hi in itertools.pairwise(edges):
+        last = hi == edges[-1]
+        sel = [o for o in outcomes if lo <= (v := getattr(o.gt, attr)) < hi or (last and v == hi)]
+        out[f"{lo:g}-{hi:g}"] = {"model": _top1(sel), "phash": _top1(sel, phash=True)}
+    return out
+
+
+def _tertiles(values: Sequence[float]) -> list[float]:
+    if not values:
+        return [0.0, 1.0]
+    q = np.quantile(np.asarray(values), [0, 1 / 3, 2 / 3, 1]).tolist()
+    return [round(v, 4) for v in sorted(set(q))] if len(set(q)) > 1 else [q[0], q[0] + 1e-6]
+
+
+def summarise(
+    outcomes: list[Outcome], n_detections: int, catalogue: dict[str, str]
+) -> dict[str, Any]:
+    """Every figure of the report from per-card outcomes."""
+    detected = [o for o in outcomes if o.detected]
+    known = [o for o in detected if o.gt.known]
+    unknown = [o for o in detected if not o.gt.known]
+    confusions = Counter((o.gt.card_id, o.predicted) for o in known if o.predicted != o.gt.card_id)
+    return {
+        "n_cards": len(outcomes),
+        "n_detections": n_detections,
+        "detection_recall": _rate([o.detected for o in outcomes]),
+        "detection_precision": round(len(detected) / n_detections, 4) if n_detections else None,
+        "identification_top1": _top1(known)["top1"],
+        "identification_top1_accepted": _rate(
+            [o.predicted == o.gt.card_id and o.accepted for o in known]
+        ),
+        "end_to_end_top1": _rate(
+            [o.detected and o.predicted == o.gt.card_id for o in outcomes if o.gt.known]
+        ),
+        "n_known_detected": len(known),
+        "n_unknown_detected": len(unknown),
+        "unknown_flagged": _rate([not o.accepted for o in unknown]),
+        "known_wrongly_flagged": _rate([not o.accepted for o in known]),
+        "reprints": {
+            "model": _top1([o for o in known if o.gt.reprint]),
+            "phash": _top1([o for o in known if o.gt.reprint], phash=True),
+        },
+        "phash_top1": _top1(known, phash=True)["top1"],
+        "by_size": _bins(known, "size_frac", _tertiles([o.gt.size_frac for o in known])),
+        "by_tilt": _bins(known, "tilt_deg", TILT_EDGES),
+        "by_glare": _bins(known, "glare", _tertiles([o.gt.glare for o in known])),
+        "worst_confusions": [
+            {
+                "true": t,
+                "true_name": catalogue.get(t, ""),
+                "predicted": p,
+                "predicted_name": catalogue.get(p, ""),
+                "count": n,
+            }
+            for (t, p), n in confusions.most_common(10)
+        ],
+    }
+
+
+def gates(report: dict[str, Any]) -> dict[str, Any]:
+    """Each target with its value and whether it is met."""
+    out = {}
+    for key, (op, target) in TARGETS.items():
+        value = report.get(key)
+        ok = value is not None and (value >= target if op == ">=" else value <= target)
+        out[key] = {"value": value, "target": f"{op} {target}", "met": bool(ok)}
+    return out
+
+
+def evaluate(
+    bundle: Path, scene_dir: Path, catalogue_dir: Path, *, threads: int = 0
+) -> dict[str, Any]:
+    """Run the Recognizer of `bundle` over every scene and return the report."""
+    rec = Recognizer.from_bundle(bundle, RuntimeSettings(onnx_threads=threads))
+    try:
+        spec = rec.manifest.embedder.input
+        phash = PhashBaseline(catalogue_dir, (spec.height, spec.width))
+        outcomes: list[Outcome] = []
+        n_det, n_scenes, t0 = 0, 0, time.perf_counter()
+        for _, image, gt in load_scenes(scene_dir):
+            scene_out, dets = evaluate_scene(rec, image, gt, phash)
+            outcomes.extend(scene_out)
+            n_det += dets
+            n_scenes += 1
+        elapsed = time.perf_counter() - t0
+        names = {c.card_id: c.fields.get("name", "") for c in read_catalogue(catalogue_dir)}
+        report = summarise(outcomes, n_det, names)
+        report.update(
+            bundle_id=rec.bundle_id,
+            n_scenes=n_scenes,
+            ms_per_scene=round(1000 * elapsed / max(n_scenes, 1), 1),
+            thresholds=rec.manifest.thresholds.model_dump(),
+            backends=rec.backends,
+        )
+        report["targets"] = gates(report)
+        return report
+    finally:
+        rec.close()
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """A human table of the report (report.md)."""
+    lines = [
+        f"# Evaluation of bundle `{report['bundle_id']}`",
+        "",
+        f"{report['n_scenes']} held-out scenes, {report['n_cards']} cards "
+        f"({report['n_known_detected']} known and {report['n_unknown_detected']} unknown detected), "
+        f"{report['ms_per_scene']} ms per scene on this machine.",
+        "",
+        "| metric | model | pHash baseline | target | met |",
+        "|---|---|---|---|---|",
+    ]
+    baseline = {"identification_top1": report["phash_top1"]}
+    for key, gate in report["targets"].items():
+        lines.append(
+            f"| {key} | {_fmt(gate['value'])} | {_fmt(baseline.get(key))} | "
+            f"{gate['target']} | {'yes' if gate['met'] else 'NO'} |"
+        )
+    for key in ("detection_precision", "identification_top1_accepted", "end_to_end_top1"):
+        lines.append(f"| {key} | {_fmt(report[key])} | - | - | - |")
+    rp = report["reprints"]
+    lines.append(
+        f"| reprints top-1 (n={rp['model']['n']}) | {_fmt(rp['model']['top1'])} | "
+        f"{_fmt(rp['phash']['top1'])} | - | - |"
+    )
+    for title, key in (
+        ("card size (size_frac)", "by_size"),
+        ("tilt (degrees)", "by_tilt"),
+        ("glare", "by_glare"),
+    ):
+        lines += [
+            "",
+            f"## Top-1 by {title}",
+            "",
+            "| bin | n | model | pHash |",
+            "|---|---|---|---|",
+        ]
+        for name, cell in report[key].items():
+            lines.append(
+                f"| {name} | {cell['model']['n']} | {_fmt(cell['model']['top1'])} | "
+                f"{_fmt(cell['phash']['top1'])} |"
+            )
+    lines += ["", "## Worst confusions", "", "| true | predicted | count |", "|---|---|---|"]
+    for c in report["worst_confusions"]:
+        lines.append(
+            f"| {c['true']} {c['true_name']} | {c['predicted']} {c['predicted_name']} | "
+            f"{c['count']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """report.json and report.md in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", "utf-8")
+    (out / "report.md").write_text(markdown(report), "utf-8")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", type=Path, required=True, help="bundle directory")
+    p.add_argument("--scenes", type=Path, required=True, help="held-out test_scenes folder")
+    p.add_argument("--catalogue", type=Path, required=True, help="catalogue folder (pHash refs)")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: the bundle's)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = all)")
+
+
+def main(args: argparse.Namespace) -> int:
+    report = evaluate(args.bundle, args.scenes, args.catalogue, threads=args.threads)
+    write_report(report, args.out or args.bundle.parent)
+    print(markdown(report))
+    return 0
