@@ -128,6 +128,26 @@ def save_index(index: Index, path: Path) -> None:
     index.save(str(path))
 
 
+def load_index(path: Path, dim: int, dtype: str) -> Index:
+    """Load an index file, checking its dimension and stored type against what the bundle says."""
+    index_cls = _usearch_index_class()
+    try:
+        meta = index_cls.metadata(str(path))
+    except (ValueError, RuntimeError, OSError) as e:
+        raise BundleSchemaError(f"index {path.name} is not a usearch index: {e}") from e
+    if meta is None or int(meta["dimensions"]) != dim:
+        got = None if meta is None else meta["dimensions"]
+        raise BundleIncompatibleError(f"index dim {got} != manifest index.dim {dim}")
+    stored = getattr(meta["kind_scalar"], "name", str(meta["kind_scalar"])).lower()
+    if stored != dtype:
+        raise BundleIncompatibleError(
+            f"index stores {stored} vectors, manifest index.dtype says {dtype}"
+        )
+    index = index_cls(ndim=dim, metric="cos", dtype=dtype, expansion_search=EXPANSION_SEARCH)
+    index.load(str(path))
+    return index
+
+
 # --- catalogue (read side) ------------------------------------------------------------------
 
 
@@ -220,24 +240,7 @@ class CardIndex:
     ) -> CardIndex:
         """Load index.usearch and check it against the manifest and the catalogue."""
         spec = manifest.index
-        path = bundle_dir / spec.file
-        index_cls = _usearch_index_class()
-        try:
-            meta = index_cls.metadata(str(path))
-        except (ValueError, RuntimeError, OSError) as e:
-            raise BundleSchemaError(f"index {spec.file} is not a usearch index: {e}") from e
-        if meta is None or int(meta["dimensions"]) != spec.dim:
-            got = None if meta is None else meta["dimensions"]
-            raise BundleIncompatibleError(f"index dim {got} != manifest index.dim {spec.dim}")
-        stored = getattr(meta["kind_scalar"], "name", str(meta["kind_scalar"])).lower()
-        if stored != spec.dtype:
-            raise BundleIncompatibleError(
-                f"index stores {stored} vectors, manifest index.dtype says {spec.dtype}"
-            )
-        index = index_cls(
-            ndim=spec.dim, metric="cos", dtype=spec.dtype, expansion_search=EXPANSION_SEARCH
-        )
-        index.load(str(path))
+        index = load_index(bundle_dir / spec.file, spec.dim, spec.dtype)
         cat = catalogue or Catalogue(bundle_dir / manifest.catalogue.file)
         if len(index) != spec.count or cat.rows != spec.count:
             raise BundleSchemaError(
