@@ -1,4 +1,5 @@
-"""`cardedge` command: identify, bench, config check (other subsystems register their own).
+"""`cardedge` command: identify, bench, config check, plus the subcommands other subsystems
+register (serve, bench-live, bundle, doctor).
 
 `identify` prints one JSON line per image with --json (or a readable table): every card's id,
 name, set, number, score, margin, known flag, polygon and detector confidence, plus per-stage
@@ -9,6 +10,7 @@ file failed.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -25,6 +27,10 @@ from edge.imageio import read_image_file
 from edge.pipeline import IdentifyResult, Recognizer
 
 logger = logging.getLogger(__name__)
+
+# Modules whose `register(subparsers)` adds their own subcommands (serve and bench-live,
+# bundle ..., doctor).
+SUBSYSTEM_COMMANDS = ("edge.serve", "edge.bundle_cli", "edge.doctor")
 
 
 def resolve_bundle(explicit: Path | None, settings: Settings) -> Path:
@@ -164,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate a config file")
     check.add_argument("file", type=Path, help="TOML or YAML config file")
     check.set_defaults(func=cmd_config_check)
+
+    for module in SUBSYSTEM_COMMANDS:
+        importlib.import_module(module).register(sub)
     return parser
 
 

@@ -204,3 +204,14 @@ def test_bench_json_last_line_has_the_ratios(
     ):
         assert key in last
     assert last["forward_ms_median"] > 0 and last["identify_over_forward"] >= 1.0
+
+
+def test_subsystem_commands_are_registered(capsys: pytest.CaptureFixture[str]) -> None:
+    # when asking for the top-level help
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    # then the other subsystems' commands are listed beside identify, bench and config
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    for command in ("identify", "bench", "config", "serve", "bundle", "doctor"):
+        assert command in out
