@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from edge.bundle_install import InstallPolicy, install_bundle, policy_from_settings, verify_source
-from edge.bundle_settings import BundleSettings
 from edge.config import Settings, load_settings
 from edge.errors import EdgeError
 from edge.push import (
@@ -38,17 +37,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, **overrides)
 
 
-def _bundles(settings: Settings) -> BundleSettings:
-    section = getattr(settings, "bundles", None)
-    return section if isinstance(section, BundleSettings) else BundleSettings()
-
-
 def _store(settings: Settings) -> BundleStore:
-    return BundleStore(settings.runtime.state_dir, keep=_bundles(settings).keep)
+    return BundleStore(settings.runtime.state_dir, keep=settings.bundles.keep)
 
 
 def _policy(settings: Settings, args: argparse.Namespace) -> InstallPolicy:
-    bundles = _bundles(settings)
+    bundles = settings.bundles
     if getattr(args, "public_key", None):
         bundles = bundles.model_copy(update={"public_keys": list(args.public_key)})
     if getattr(args, "device_arch", None):

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from edge.bundle_settings import BundleSettings
 from edge.errors import ConfigError
 
 
@@ -106,6 +107,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
     hailo: HailoSettings = Field(default_factory=HailoSettings)
+    bundles: BundleSettings = Field(default_factory=BundleSettings)
 
     @classmethod
     def settings_customise_sources(

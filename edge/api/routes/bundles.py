@@ -22,7 +22,6 @@ from starlette.concurrency import run_in_threadpool
 from edge.api.deps import ReadAccess, WriteAccess, get_context
 from edge.bundle_errors import BundleTooLargeError
 from edge.bundle_install import policy_from_settings
-from edge.bundle_settings import BundleSettings
 from edge.config import Settings
 from edge.errors import BundleError
 from edge.hotswap import HotSwapper, SwapResult
@@ -71,20 +70,11 @@ class SwapOut(BaseModel):
     timings_ms: dict[str, float]
 
 
-def bundle_settings_of(settings: Settings) -> BundleSettings:
-    """The `bundles` settings section; its defaults until the section is mounted in Settings."""
-    section = getattr(settings, "bundles", None)
-    if isinstance(section, BundleSettings):
-        return section
-    logger.warning("settings have no `bundles` section; using its defaults")
-    return BundleSettings()
-
-
 def make_swapper(settings: Settings, runtime: Runtime) -> HotSwapper:
     """The process's hot swapper for this runtime, store and install policy."""
     from edge.pipeline import Recognizer
 
-    bundles = bundle_settings_of(settings)
+    bundles = settings.bundles
 
     def load(path: Path) -> RecognizerLike:
         return Recognizer.from_bundle(path, settings.runtime, hailo=settings.hailo)
