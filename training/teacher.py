@@ -137,8 +137,10 @@ def set_trainable(model: TeacherModel, phase: int, unfreeze_blocks: int) -> None
         p.requires_grad = False
     if phase == 2:
         if unfreeze_blocks < 0:
-            for p in model.backbone.parameters():
-                p.requires_grad = True
+            # mask_token only serves masked-image pretraining: it never gets a gradient here,
+            # and DDP refuses trainable parameters that receive none.
+            for name, p in model.backbone.named_parameters():
+                p.requires_grad = "mask_token" not in name
         else:
             blocks = model.blocks()
             for block in blocks[len(blocks) - unfreeze_blocks :]:
