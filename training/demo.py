@@ -1,0 +1,193 @@
+"""`cardedge-train demo-bundle`: regenerate the demo bundle from nothing, end to end.
+
+synth -> teacher -> distill -> detector -> index -> export -> bundle -> evaluate. Sized to finish
+on a 2-core CPU: a small from-scratch DINOv3 teacher, a small timm student at a small crop size and
+YOLO11n-OBB at a small input. The detector trains in a second process while the teacher and the
+student train in this one, so both cores work. The catalogue (cards.csv + JPEG scans) is written
+to the reference folder; the evaluation report is written beside the bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from training import runs
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoConfig:
+    """Sizes of every stage of the demo build (defaults fit the 60-minute CPU budget)."""
+
+    out: Path = Path("models/demo")
+    reference: Path = Path("reference_db/demo")
+    work: Path = Path("runs/demo")
+    n_cards: int = 320
+    n_unknown: int = 60
+    scan_height: int = 320
+    n_train_scenes: int = 400
+    n_val_scenes: int = 40
+    n_test_scenes: int = 120
+    crops_per_card: int = 12
+    height: int = 112
+    width: int = 80
+    teacher_hidden: int = 192
+    teacher_layers: int = 4
+    teacher_phase1: int = 1
+    teacher_phase2: int = 8
+    arc_scale: float = 64.0
+    arc_margin: float = 0.5
+    student: str = "efficientnet_lite0"
+    distill_epochs: int = 12
+    det_imgsz: int = 320
+    det_epochs: int = 30
+    batch: int = 64
+    target_far: float = 0.02
+    threads: int = 1
+    seed: int = 0
+    bundle_id: str = "demo"
+
+
+def synthesise(cfg: DemoConfig, data: Path) -> None:
+    """The reference catalogue and the synthetic datasets (SYNTH's generator, via its CLI)."""
+    from training.synth import cli as synth_cli
+
+    parser = argparse.ArgumentParser(prog="cardedge-train")
+    synth_cli.register(parser.add_subparsers(dest="command"))
+    argv = [
+        "synth", "--out", str(data), "--catalogue-out", str(cfg.reference),
+        "--cards", str(cfg.n_cards), "--unknown", str(cfg.n_unknown),
+        "--scan-height", str(cfg.scan_height), "--train-scenes", str(cfg.n_train_scenes),
+        "--val-scenes", str(cfg.n_val_scenes), "--test-scenes", str(cfg.n_test_scenes),
+        "--crops-per-card", str(cfg.crops_per_card), "--imgsz", str(cfg.det_imgsz),
+        "--seed", str(cfg.seed),
+    ]  # fmt: skip
+    args = parser.parse_args(argv)
+    rc = args.func(args)
+    if rc:
+        raise RuntimeError(f"synth failed with exit code {rc}")
+
+
+def start_detector(cfg: DemoConfig, data: Path) -> subprocess.Popen[bytes]:
+    """Train (and export) the detector in a child process so it overlaps the embedder stages."""
+    cmd = [
+        sys.executable, "-m", "training.cli", "detector", "--data", str(data),
+        "--out", str(cfg.work / "detector"), "--imgsz", str(cfg.det_imgsz),
+        "--epochs", str(cfg.det_epochs), "--seed", str(cfg.seed),
+        "--export", str(cfg.work / "detector.onnx"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "YOLO_OFFLINE": "1"}
+    log = (cfg.work / "detector.log").open("wb")
+    logger.info("detector training started in the background (log: %s)", cfg.work / "detector.log")
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def train_embedders(cfg: DemoConfig, data: Path) -> Path:
+    """Teacher then student; returns the student's best.pt."""
+    from training import distill, teacher
+
+    t_best = teacher.train(
+        teacher.TeacherConfig(
+            data=data, out=cfg.work / "teacher", hidden_size=cfg.teacher_hidden,
+            layers=cfg.teacher_layers, heads=max(1, cfg.teacher_hidden // 64),
+            intermediate_size=4 * cfg.teacher_hidden, height=cfg.height, width=cfg.width,
+            phase1_epochs=cfg.teacher_phase1, phase2_epochs=cfg.teacher_phase2,
+            arc_scale=cfg.arc_scale, arc_margin=cfg.arc_margin, batch_size=cfg.batch,
+            seed=cfg.seed,
+        )
+    )  # fmt: skip
+    return distill.train(
+        distill.DistillConfig(
+            data=data, teacher=t_best, out=cfg.work / "distill", arch=cfg.student,
+            height=cfg.height, width=cfg.width, epochs=cfg.distill_epochs,
+            batch_size=cfg.batch, seed=cfg.seed,
+        )
+    )  # fmt: skip
+
+
+def assemble(cfg: DemoConfig, data: Path, student: Path) -> dict[str, Any]:
+    """Index, export, bundle and evaluate; returns the evaluation report."""
+    from training import bundle_build, evaluate, export, index_build
+
+    index_dir = cfg.work / "index"
+    index_build.run(student, data, index_dir, target_far=cfg.target_far)
+    emb = export.export_embedder(student, cfg.work / "embedder.onnx", data / "cls" / "val")
+    bundle_build.build(
+        bundle_build.BundleInputs(
+            out=cfg.out, detector_onnx=cfg.work / "detector.onnx", embedder_onnx=emb.path,
+            index_dir=index_dir, catalogue_dir=cfg.reference, name="demo",
+            bundle_id=cfg.bundle_id, thresholds=bundle_build.thresholds_from(index_dir, 0.25, 0.7),
+            runs={"teacher": cfg.work / "teacher", "student": cfg.work / "distill",
+                  "detector": cfg.work / "detector"},
+            data=data,
+        )
+    )  # fmt: skip
+    report = evaluate.evaluate(cfg.out, data / "test_scenes", cfg.reference, threads=cfg.threads)
+    return report
+
+
+def report_dir(out: Path) -> Path:
+    """Where the evaluation report of a bundle goes: beside it, never inside it (the installer
+    refuses files the manifest does not list)."""
+    return out.parent / f"{out.name}-evaluation"
+
+
+def run(cfg: DemoConfig) -> dict[str, Any]:
+    """The whole build; stage timings land in the report."""
+    from training import evaluate
+
+    timings: dict[str, float] = {}
+    cfg.work.mkdir(parents=True, exist_ok=True)
+    data = cfg.work / "data"
+    t0 = time.perf_counter()
+    with runs.timed("synth", timings):
+        synthesise(cfg, data)
+    with runs.timed("detector+teacher+distill", timings):
+        detector = start_detector(cfg, data)
+        try:
+            with runs.timed("teacher+distill", timings):
+                student = train_embedders(cfg, data)
+        finally:
+            rc = detector.wait()
+        if rc:
+            raise RuntimeError(f"detector training failed ({rc}); see {cfg.work / 'detector.log'}")
+    with runs.timed("index+export+bundle+evaluate", timings):
+        report = assemble(cfg, data, student)
+    timings["total"] = round(time.perf_counter() - t0, 1)
+    report["build"] = {"timings_s": timings, "config": runs.config_dict(cfg)}
+    evaluate.write_report(report, report_dir(cfg.out))
+    return report
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = DemoConfig()
+    for name, value in asdict(d).items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, Path):
+            p.add_argument(flag, type=Path, default=value)
+        elif isinstance(value, bool):
+            continue
+        else:
+            p.add_argument(flag, type=type(value), default=value)
+
+
+def main(args: argparse.Namespace) -> int:
+    values = {k: v for k, v in vars(args).items() if k in DemoConfig.__dataclass_fields__}
+    cfg = DemoConfig(**values)
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    report = run(cfg)
+    print(json.dumps(report["targets"], indent=2))
+    print(json.dumps(report["build"]["timings_s"], indent=2))
+    return 0
