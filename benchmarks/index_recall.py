@@ -28,12 +28,15 @@ from edge.manifest import IndexSpec
 DEFAULT_DTYPE = str(IndexSpec.model_fields["dtype"].default)
 
 
-def clustered_vectors(n: int, dim: int, rng: np.random.Generator, n_clusters: int) -> np.ndarray:
-    """n unit vectors around n_clusters random centres (cosine to the centre about 0.7)."""
+def clustered_vectors(
+    n: int, dim: int, rng: np.random.Generator, n_clusters: int, spread: float
+) -> np.ndarray:
+    """n unit vectors around n_clusters random centres; spread 1.0 puts members at cosine ~0.7
+    to their centre, 0.5 at ~0.9 (tight clusters: many near-equal neighbours, harder)."""
     centres = l2_normalize(rng.standard_normal((n_clusters, dim)).astype(np.float32))
     members = centres[rng.integers(n_clusters, size=n)]
-    spread = rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
-    return l2_normalize(members + spread)
+    offsets = rng.standard_normal((n, dim)).astype(np.float32) * spread / np.sqrt(dim)
+    return l2_normalize(members + offsets)
 
 
 def noisy_queries(refs: np.ndarray, n: int, rng: np.random.Generator, noise: float) -> np.ndarray:
@@ -63,9 +66,11 @@ def timed_search(
     return keys, (time.perf_counter() - t0) * 1000.0 / len(queries)
 
 
-def run(n: int, dim: int, n_queries: int, seed: int, noise: float, dtype: str) -> dict[str, Any]:
+def run(
+    n: int, dim: int, n_queries: int, seed: int, noise: float, spread: float, dtype: str
+) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
-    refs = clustered_vectors(n, dim, rng, n_clusters=max(1, n // 16))
+    refs = clustered_vectors(n, dim, rng, n_clusters=max(1, n // 16), spread=spread)
     queries = noisy_queries(refs, n_queries, rng, noise)
     truth = exact_top1(refs, queries)
     t0 = time.perf_counter()
@@ -88,6 +93,8 @@ def run(n: int, dim: int, n_queries: int, seed: int, noise: float, dtype: str) -
         "dim": dim,
         "dtype": dtype,
         "queries": n_queries,
+        "noise": noise,
+        "spread": spread,
         "query_cosine_to_reference_median": round(cos_to_ref, 3),
         "runtime_mode": "exact" if runtime_exact else f"hnsw(expansion_search={EXPANSION_SEARCH})",
         "recall_at_1": float(np.mean(used == truth[: len(used)])),
@@ -106,11 +113,12 @@ def main() -> int:
     parser.add_argument("--dim", type=int, default=768, help="dimension")
     parser.add_argument("--queries", type=int, default=2000, help="queries")
     parser.add_argument("--noise", type=float, default=0.6, help="relative query noise")
+    parser.add_argument("--spread", type=float, default=1.0, help="cluster spread (0.5: tight)")
     parser.add_argument("--dtype", default=DEFAULT_DTYPE, help="index dtype (default: manifest's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args()
-    r = run(args.n, args.dim, args.queries, args.seed, args.noise, args.dtype)
+    r = run(args.n, args.dim, args.queries, args.seed, args.noise, args.spread, args.dtype)
     print(
         f"{r['n']} x {r['dim']} {r['dtype']}, {r['queries']} queries "
         f"(median cosine to their reference {r['query_cosine_to_reference_median']}):\n"

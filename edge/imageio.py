@@ -215,8 +215,13 @@ def decode_image(data: bytes, *, max_pixels: int) -> ImageRGB:
             "resize it or raise limits.max_pixels",
         )
     _check_complete(fmt, data)
+    # JPEG: 8-bit colour always (CMYK and grey converted by libjpeg), orientation applied below;
+    # other formats unchanged so that 16-bit and alpha are converted here, deliberately.
+    flags = (
+        cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION if fmt == "jpeg" else cv2.IMREAD_UNCHANGED
+    )
     try:
-        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as e:
         raise BadImageError(f"corrupt {fmt} image: {e}") from e
     if img is None or img.size == 0:

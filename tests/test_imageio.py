@@ -208,3 +208,22 @@ def test_corrupt_png_body_refused() -> None:
 def test_read_image_file_missing_is_bad_image(tmp_path: Path) -> None:
     with pytest.raises(BadImageError, match="cannot read"):
         read_image_file(tmp_path / "nope.jpg", max_pixels=LIMIT)
+
+
+def test_cmyk_jpeg_becomes_rgb() -> None:
+    # given a red CMYK JPEG (as some print workflows and scanners write)
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("CMYK", (20, 10), (0, 255, 255, 0)).save(buf, "JPEG", quality=95)
+    # when decoded
+    out = decode_image(buf.getvalue(), max_pixels=LIMIT)
+    # then it is three-channel RGB red (JPEG tolerance 10 levels)
+    assert out.shape == (10, 20, 3)
+    assert out[5, 10, 0] > 245 and out[5, 10, 1] < 10 and out[5, 10, 2] < 10
+
+
+def test_greyscale_jpeg_becomes_rgb() -> None:
+    grey = np.full((6, 8), 77, np.uint8)
+    out = decode_image(_encode(".jpg", grey), max_pixels=LIMIT)
+    assert out.shape == (6, 8, 3) and (np.abs(out.astype(int) - 77) <= 1).all()
