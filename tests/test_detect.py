@@ -14,6 +14,7 @@ import numpy.typing as npt
 import pytest
 
 from edge.detect import (
+    NMS_DENSE_MAX,
     PAD_VALUE,
     Detector,
     LetterboxInfo,
@@ -189,6 +190,24 @@ def test_nms_rotated_keeps_what_ultralytics_keeps(seed: int, iou: float) -> None
     ).numpy()
     # then the same boxes survive, in the same (descending score) order, and some were dropped
     assert 0 < len(ours) < len(scores)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("iou", [0.1, 0.7, 0.95])
+def test_nms_rotated_on_many_candidates_keeps_what_ultralytics_keeps(iou: float) -> None:
+    torch = _torch()
+    metrics = pytest.importorskip("ultralytics.utils.metrics")
+    nms = pytest.importorskip("ultralytics.utils.nms")
+    # given more candidates than one dense matrix handles (a weak model at a low threshold)
+    raw = _random_raw(np.random.default_rng(9), 1500, 1)[0]
+    boxes, scores = raw[[0, 1, 2, 3, 5]].T.copy(), raw[4].copy()
+    assert len(scores) > NMS_DENSE_MAX
+    # when both run Fast-NMS
+    ours = nms_rotated(boxes, scores, iou)
+    theirs = nms.TorchNMS.fast_nms(
+        torch.from_numpy(boxes), torch.from_numpy(scores), iou, iou_func=metrics.batch_probiou
+    ).numpy()
+    # then the pair-pruned path keeps exactly the same boxes
     np.testing.assert_array_equal(ours, theirs)
 
 
