@@ -325,3 +325,17 @@ def test_protect_reads_without_a_token_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="protect_reads"):
         make_client(live=False, server={"protect_reads": True})
+
+
+def test_scene_fast_path_serves_the_runtime_bytes(client: TestClient) -> None:
+    r = client.get("/v1/scene")
+    runtime: Runtime = client.app.state.ctx.runtime  # type: ignore[attr-defined]
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["bundle_id"] == "fake-bundle-1" and set(r.json()) == set(
+        __import__("json").loads(runtime.scene_json())
+    )
+
+
+def test_scene_in_openapi_even_with_the_fast_path(still_client: TestClient) -> None:
+    paths = still_client.get("/openapi.json").json()["paths"]
+    assert "/v1/scene" in paths and "/v1/identify" in paths and "/v1/events" in paths

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from edge.api.deps import ApiContext, resolve_token
 from edge.api.errors import install_error_handlers
+from edge.api.fastpath import SceneFastPath
 from edge.api.routes import cards, health, identify, metrics, scene, status, web
 from edge.api.routes.status import _version
 from edge.config import Settings
@@ -48,4 +49,6 @@ def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
     for module in (health, status, identify, scene, cards, metrics, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    fast = not settings.server.protect_reads  # protected reads go through the token check
+    app.add_middleware(SceneFastPath, runtime=runtime, enabled=fast)
     return app
