@@ -196,15 +196,17 @@ def _suppressed_sparse(boxes: FloatArray, iou: float) -> npt.NDArray[np.bool_]:
     trace = g[2] + g[3]
     reach = _reach(iou)
     suppressed = np.zeros(n, dtype=bool)
-    cols = np.arange(n)
-    for start in range(0, n, NMS_CHUNK):
+    x, y = g[0], g[1]
+    for start in range(0, n - 1, NMS_CHUNK):
         rows = np.arange(start, min(n, start + NMS_CHUNK))
-        d2 = (g[0][rows, None] - g[0][None, :]) ** 2 + (g[1][rows, None] - g[1][None, :]) ** 2
-        near = (d2 < reach * (trace[rows, None] + trace[None, :])) & (cols[None, :] > rows[:, None])
+        cols = np.arange(start + 1, n)  # only lower-scoring boxes can be suppressed by these rows
+        d2 = (x[rows, None] - x[None, cols]) ** 2 + (y[rows, None] - y[None, cols]) ** 2
+        near = d2 < reach * (trace[rows, None] + trace[None, cols])
+        near &= cols[None, :] > rows[:, None]
         ii, jj = np.nonzero(near)
         if len(ii):
-            ious = _probiou(_index(g, rows[ii]), _index(g, jj))
-            suppressed[jj[ious > iou]] = True
+            ious = _probiou(_index(g, rows[ii]), _index(g, cols[jj]))
+            suppressed[cols[jj[ious > iou]]] = True
     return suppressed
 
 
