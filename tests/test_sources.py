@@ -249,3 +249,80 @@ def test_synthetic_source_films_drifting_cards(tmp_path: Path) -> None:
     ]
     assert all(0.0 < m < 40.0 for m in moved)
     assert not np.array_equal(first.image, last.image)
+
+
+@pytest.fixture
+def scene_module_double(monkeypatch: pytest.MonkeyPatch):
+    """Stands in for training.synth.scene (SYNTH's render_scene contract from the brief) when the
+    real module is absent: places every card flat on a dark background, reporting its corners."""
+    import dataclasses
+    import sys
+    import types
+
+    from tests.fakes.recognizer import Placement, compose, placement_corners
+
+    @dataclasses.dataclass(frozen=True)
+    class SceneConfig:
+        width: int = 640
+        height: int = 480
+
+    @dataclasses.dataclass
+    class SceneCard:
+        card_id: str
+        corners: np.ndarray
+
+    def render_scene(card_images, rng, cfg):
+        ids = sorted(card_images)[:2]
+        places = [
+            Placement(cid, cfg.width * (0.3 + 0.4 * i), cfg.height / 2, 5.0, cfg.height / 3)
+            for i, cid in enumerate(ids)
+        ]
+        image = compose(card_images, places, (cfg.width, cfg.height))
+        return types.SimpleNamespace(
+            image=image, cards=[SceneCard(p.card_id, placement_corners(p)) for p in places]
+        )
+
+    module = types.ModuleType("training.synth.scene")
+    module.SceneConfig, module.render_scene = SceneConfig, render_scene  # type: ignore[attr-defined]
+    if importlib.util.find_spec("training.synth.scene") is None:
+        monkeypatch.setitem(sys.modules, "training.synth.scene", module)
+    return module
+
+
+def test_synthetic_source_drift_and_truth_with_a_scene_double(
+    tmp_path: Path, scene_module_double
+) -> None:
+    from tests.fakes.recognizer import make_cards
+
+    (tmp_path / "selftest").mkdir()
+    for cid, img in make_cards(3).items():
+        cv2.imwrite(str(tmp_path / "selftest" / f"{cid}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    # bare synthetic: takes the bundle's selftest scans
+    src = open_source("synthetic:?fast&seconds=100", SETTINGS, bundle_dir=tmp_path)
+    src.open()
+    frames = [src.read() for _ in range(15)]
+    truth_first = [c.copy() for _, c in src.truth]
+    for _ in range(30):
+        src.read()
+    moved = [float(np.abs(a - b).max()) for a, (_, b) in zip(truth_first, src.truth, strict=True)]
+    src.close()
+    assert frames[0].image.shape == (240, 320, 3) and len(src.truth) >= 1
+    assert all(0.5 < m < 40.0 for m in moved), moved  # slow drift, not teleporting
+
+
+def test_synthetic_source_renders_a_new_scene_after_its_duration(
+    tmp_path: Path, scene_module_double
+) -> None:
+    from tests.fakes.recognizer import make_cards
+
+    (tmp_path / "images").mkdir()
+    for cid, img in make_cards(2).items():
+        cv2.imwrite(str(tmp_path / "images" / f"{cid}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    src = open_source(f"synthetic:{tmp_path}?fast&seconds=1&fps=10", SETTINGS)
+    src.open()
+    calls = []
+    original = src._new_scene
+    src._new_scene = lambda: (calls.append(1), original())[1]  # type: ignore[method-assign]
+    for _ in range(25):
+        src.read()
+    assert len(calls) == 3  # frames 0, 10, 20 start scenes
