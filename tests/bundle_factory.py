@@ -116,7 +116,13 @@ def _export_detector(out: Path, imgsz: int) -> None:
 
 
 def _export_embedder(
-    out: Path, dim: int, seed: int, spec: InputSpec, images: list[np.ndarray]
+    out: Path,
+    dim: int,
+    seed: int,
+    spec: InputSpec,
+    images: list[np.ndarray],
+    arch: str = "resnet10t",
+    pool: int = 8,
 ) -> None:
     """8x average pool + timm resnet10t (random) + linear projection -> ONNX, dynamic batch,
     output "embedding".
@@ -129,8 +135,9 @@ def _export_embedder(
     import torch
 
     torch.manual_seed(seed)
-    trunk = timm.create_model("resnet10t", pretrained=False, num_classes=0)
-    body = torch.nn.Sequential(torch.nn.AvgPool2d(8), trunk).eval()
+    trunk = timm.create_model(arch, pretrained=False, num_classes=0)
+    pooling = torch.nn.AvgPool2d(pool) if pool > 1 else torch.nn.Identity()
+    body = torch.nn.Sequential(pooling, trunk).eval()
     head = torch.nn.Linear(trunk.num_features, dim)
     with torch.no_grad():
         feats = body(torch.from_numpy(preprocess(np.stack(images), spec)))
@@ -170,14 +177,20 @@ def build_test_bundle(
     detector_imgsz: int = 320,
     bundle_id: str = "test-bundle-1",
     thresholds: Thresholds | None = None,
+    embedder_arch: str = "resnet10t",
+    pool: int = 8,
 ) -> Path:
-    """Build the test bundle into `out` (created) and return it, verified."""
+    """Build the test bundle into `out` (created) and return it, verified.
+
+    `embedder_arch` / `pool` let a benchmark build a production-sized embedder (e.g.
+    "convnext_tiny", pool 1); the defaults keep the test bundle fast and discriminative.
+    """
     out.mkdir(parents=True, exist_ok=True)
     (out / "selftest").mkdir(exist_ok=True)
     cards, images = _card_images(n_cards, seed)
     _export_detector(out / "detector.onnx", detector_imgsz)
     emb_input = InputSpec(height=CROP_H, width=CROP_W, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    _export_embedder(out / "embedder.onnx", dim, seed, emb_input, images)
+    _export_embedder(out / "embedder.onnx", dim, seed, emb_input, images, embedder_arch, pool)
     vectors = _embed_references(out / "embedder.onnx", emb_input, images)
     save_index(build_index(vectors, "f16"), out / "index.usearch")
     rows = [(c.card_id, view) for c in cards for view in ("upright", "rot180")]
@@ -210,7 +223,7 @@ def build_test_bundle(
             output_name="embedding",
             embedding_dim=dim,
             max_batch=8,
-            arch="avgpool8+resnet10t+linear (random weights)",
+            arch=f"avgpool{pool}+{embedder_arch}+linear (random weights)",
         ),
         index=IndexSpec(sha256="", dtype="f16", dim=dim, count=len(rows)),
         thresholds=thresholds or Thresholds(),
