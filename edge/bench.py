@@ -194,6 +194,19 @@ def measure_prepost(
     return ours, (theirs if theirs_fn is not None else None)
 
 
+def _stage_stats(timings: Sequence[StageTimings]) -> dict[str, dict[str, float]]:
+    """Median and p90 per stage, plus the host part of detect and embed (stage minus forward)."""
+    series = {
+        name: [getattr(t, name) for t in timings]
+        for name in ("detect", "rectify", "embed", "search", "total")
+    }
+    series["detect_forward"] = [t.detect_forward for t in timings]
+    series["detect_host"] = [t.detect - t.detect_forward for t in timings]
+    series["embed_forward"] = [t.embed_forward for t in timings]
+    series["embed_host"] = [t.embed - t.embed_forward for t in timings]
+    return {name: _stats(values) for name, values in series.items()}
+
+
 def run_bench(rec: Recognizer, frames: Sequence[ImageRGB], n: int) -> dict[str, Any]:
     """Every figure of the report, as one JSON-able dict."""
     runs = measure_identify(rec, frames, n)
@@ -206,18 +219,7 @@ def run_bench(rec: Recognizer, frames: Sequence[ImageRGB], n: int) -> dict[str, 
         "frames": n,
         "frame_size": [int(frames[0].shape[1]), int(frames[0].shape[0])],
         "cards_per_frame_median": float(np.median([c for _, c in runs])),
-        "stages_ms": {
-            name: _stats([getattr(t, name) for t in timings])
-            for name in (
-                "detect",
-                "rectify",
-                "embed",
-                "search",
-                "total",
-                "detect_forward",
-                "embed_forward",
-            )
-        },
+        "stages_ms": _stage_stats(timings),
         "host_ms_median": round(float(np.median(host)), 3),
         "host_ms_p90": round(float(np.percentile(host, 90)), 3),
         "forward_ms_median": round(float(np.median(forward)), 3),
