@@ -30,7 +30,7 @@ from edge.embed import preprocess as model_input
 from edge.errors import BackendError, BadImageError
 from edge.index import CardIndex, Catalogue, decide
 from edge.manifest import Manifest, ModelSpec
-from edge.rectify import rectify
+from edge.rectify import warp_card
 from edge.types import Candidate, CardCrop, CardMatch, ImageRGB, Match, OrientedBox, StageTimings
 
 logger = logging.getLogger(__name__)
@@ -162,9 +162,14 @@ class Recognizer:
         return boxes, forward_ms
 
     def crops(self, image: ImageRGB, boxes: list[OrientedBox]) -> list[CardCrop]:
-        """Each box warped upright to the embedder's input size."""
+        """Each box warped upright to the embedder's input size.
+
+        OrientedBox corners are already ordered clockwise from the card's top-left (the detector
+        orders them with edge.rectify.order_corners), so this warps them as they are: the same
+        crops as edge.rectify.rectify without ordering every box a second time.
+        """
         h, w = self._crop_hw
-        return [rectify(image, box, h, w) for box in boxes]
+        return [CardCrop(image=warp_card(image, box.corners, h, w), box=box) for box in boxes]
 
     def embed(self, crops: list[CardCrop]) -> FloatArray:
         """N x D L2-normalised embeddings: one preprocess, forward in chunks of max_batch."""

@@ -173,3 +173,18 @@ def test_demo_bundle_identifies_composed_scenes() -> None:
         assert correct >= 0.75 * placed
     finally:
         recognizer.close()
+
+
+def test_crops_equal_rectify_for_detector_ordered_boxes(rec: Recognizer) -> None:
+    # given a frame and a rotated box whose corners the detector would have ordered
+    from edge.rectify import order_corners, rectify
+
+    rng = np.random.default_rng(5)
+    frame = rng.integers(0, 255, (360, 640, 3), dtype=np.uint8)
+    raw = np.array([[300, 60], [420, 110], [330, 300], [210, 250]], np.float32)
+    box = OrientedBox(order_corners(raw), 0.9)
+    # when cropped by the recognizer
+    [crop] = rec.crops(frame, [box])
+    # then the pixels are exactly edge.rectify.rectify's
+    assert np.array_equal(crop.image, rectify(frame, box, 224, 160).image)
+    assert crop.box is box
