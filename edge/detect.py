@@ -21,8 +21,8 @@ import numpy.typing as npt
 from edge.backends import Backend
 from edge.embed import preprocess as model_input
 from edge.errors import BackendError, BadImageError
-from edge.manifest import DetectorSpec, Thresholds
-from edge.rectify import order_corners
+from edge.manifest import DetectorSpec, InputSpec, Thresholds
+from edge.rectify import order_corners_batch
 from edge.types import ImageRGB, OrientedBox
 
 logger = logging.getLogger(__name__)
@@ -217,8 +217,8 @@ def nms_rotated(xywhr: FloatArray, scores: FloatArray, iou: float) -> IntArray:
     itself dropped (that is Fast-NMS, and what ultralytics does for OBB). Few candidates: one
     dense IoU matrix; many (a weak model at a low threshold): only pairs that could overlap.
     """
-    if len(scores) == 0:
-        return np.empty(0, dtype=np.intp)
+    if len(scores) <= 1:
+        return np.arange(len(scores), dtype=np.intp)
     order = np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")
     boxes = np.asarray(xywhr, dtype=np.float32)[order]
     if len(boxes) <= NMS_DENSE_MAX:
@@ -285,13 +285,13 @@ def boxes_in_frame(
 ) -> list[OrientedBox]:
     """Frame-pixel xywhr -> OrientedBoxes: card-ordered corners, then clipped to the frame."""
     h, w = frame_hw
-    boxes = []
-    for corners, score, cls in zip(xywhr_to_corners(xywhr), scores, classes, strict=True):
-        ordered = order_corners(corners)
-        np.clip(ordered[:, 0], 0, w, out=ordered[:, 0])
-        np.clip(ordered[:, 1], 0, h, out=ordered[:, 1])
-        boxes.append(OrientedBox(corners=ordered, conf=float(score), class_id=int(cls)))
-    return boxes
+    corners = order_corners_batch(xywhr_to_corners(xywhr))
+    np.clip(corners[..., 0], 0, w, out=corners[..., 0])
+    np.clip(corners[..., 1], 0, h, out=corners[..., 1])
+    return [
+        OrientedBox(corners=c, conf=float(s), class_id=int(k))
+        for c, s, k in zip(corners, scores.tolist(), classes.tolist(), strict=True)
+    ]
 
 
 class Detector:
@@ -307,6 +307,8 @@ class Detector:
         self.thresholds = thresholds
         self.input_hw = (spec.input.height, spec.input.width)
         self._local = threading.local()
+        self._grey: FloatArray | None = None
+        self._centre_specs: dict[tuple[int, int], InputSpec] = {}
         self.last_pre_ms = 0.0
         self.last_forward_ms = 0.0
         self.last_post_ms = 0.0
@@ -322,7 +324,41 @@ class Detector:
     def preprocess(self, image: ImageRGB) -> tuple[npt.NDArray[Any], LetterboxInfo]:
         """RGB frame -> model input batch of one, per the manifest's input spec."""
         padded, info = letterbox(image, self.input_hw, out=self._buffer())
-        return model_input(padded[None], self.spec.input), info
+        spec = self.spec.input
+        if spec.dtype != "float32" or spec.layout != "NCHW":
+            return model_input(padded[None], spec), info
+        # Only the resized image needs normalising; the grey bars are copied from a tensor the
+        # same preprocessing produced once from an all-grey input.
+        (new_w, new_h), _ = letterbox_geometry((image.shape[0], image.shape[1]), self.input_hw)
+        top, left = info.pad_y, info.pad_x
+        bottom, right = top + new_h, left + new_w
+        grey = self._grey_tensor()
+        tensor = np.empty_like(grey)
+        tensor[:, :, :top] = grey[:, :, :top]
+        tensor[:, :, bottom:] = grey[:, :, bottom:]
+        tensor[:, :, top:bottom, :left] = grey[:, :, top:bottom, :left]
+        tensor[:, :, top:bottom, right:] = grey[:, :, top:bottom, right:]
+        model_input(
+            padded[None, top:bottom, left:right],
+            self._centre_spec(new_h, new_w),
+            out=tensor[:, :, top:bottom, left:right],
+        )
+        return tensor, info
+
+    def _grey_tensor(self) -> FloatArray:
+        """The model input of an all-grey (letterbox padding) image, computed once."""
+        if self._grey is None:
+            grey = np.full((1, *self.input_hw, 3), PAD_VALUE, dtype=np.uint8)
+            self._grey = model_input(grey, self.spec.input)
+        return self._grey
+
+    def _centre_spec(self, height: int, width: int) -> InputSpec:
+        """The input spec resized to the letterboxed image area (cached per size)."""
+        spec = self._centre_specs.get((height, width))
+        if spec is None:
+            spec = self.spec.input.model_copy(update={"height": height, "width": width})
+            self._centre_specs[(height, width)] = spec
+        return spec
 
     def forward(self, tensor: npt.NDArray[Any]) -> FloatArray:
         """The backend call: returns the raw (1, 4+nc+1, N) output."""

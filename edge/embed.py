@@ -28,11 +28,13 @@ def preprocess(
     spec: InputSpec,
     *,
     normalize: bool = True,
+    out: FloatArray | None = None,
 ) -> npt.NDArray[Any]:
     """RGB uint8 images (N x H x W x 3, already spec.height x spec.width) -> model input batch.
 
     With `normalize=False` the result is NHWC float32 in 0-255 units in the model's colour order:
     the domain of a Hailo calibration set when mean/std live inside the compiled model.
+    `out` (normalised float32 only) receives the result in place, e.g. a region of a larger tensor.
     """
     batch = np.asarray(images, dtype=np.uint8) if not isinstance(images, np.ndarray) else images
     if batch.ndim == 3:
@@ -46,19 +48,23 @@ def preprocess(
                 for img in batch
             ]
         )
+    if out is not None and (spec.dtype != "float32" or not normalize):
+        raise ValueError("out= is only for normalised float32 inputs")
     if spec.dtype == "uint8":
         if spec.color_order == "BGR":
             batch = batch[..., ::-1]
-        out: npt.NDArray[Any] = batch.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else batch
-        return np.ascontiguousarray(out, dtype=np.uint8)
+        laid: npt.NDArray[Any] = batch.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else batch
+        return np.ascontiguousarray(laid, dtype=np.uint8)
     if not normalize:
         return np.ascontiguousarray(
             batch[..., ::-1] if spec.color_order == "BGR" else batch, np.float32
         )
-    return _normalize(batch, spec)
+    return _normalize(batch, spec, out)
 
 
-def _normalize(batch: npt.NDArray[np.uint8], spec: InputSpec) -> FloatArray:
+def _normalize(
+    batch: npt.NDArray[np.uint8], spec: InputSpec, out: FloatArray | None = None
+) -> FloatArray:
     """(pixel - mean) / std per channel, written once into the output layout.
 
     Same float32 arithmetic as the textbook `(x.astype(f32) - mean) * (1 / std)`, but one plane at a
@@ -69,13 +75,16 @@ def _normalize(batch: npt.NDArray[np.uint8], spec: InputSpec) -> FloatArray:
     inv_std = np.float32(1.0) / np.asarray(spec.std, dtype=np.float32)
     src_channel = (2, 1, 0) if spec.color_order == "BGR" else (0, 1, 2)
     n, h, w, _ = batch.shape
+    shape = (n, h, w, 3) if spec.layout == "NHWC" else (n, 3, h, w)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32:
+        raise ValueError(f"out must be {shape} float32, got {out.shape} {out.dtype}")
     if spec.layout == "NHWC":
         nhwc = batch[..., list(src_channel)] if spec.color_order == "BGR" else batch
-        out_hwc = np.empty((n, h, w, 3), dtype=np.float32)
-        np.subtract(nhwc, mean, out=out_hwc, dtype=np.float32)
-        np.multiply(out_hwc, inv_std, out=out_hwc)
-        return out_hwc
-    out = np.empty((n, 3, h, w), dtype=np.float32)
+        np.subtract(nhwc, mean, out=out, dtype=np.float32)
+        np.multiply(out, inv_std, out=out)
+        return out
     for i in range(n):
         planes = cv2.split(np.ascontiguousarray(batch[i]))
         for c in range(3):

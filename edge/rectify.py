@@ -11,6 +11,7 @@ import logging
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from edge.types import CardCrop, Corners, ImageRGB, OrientedBox
 
@@ -26,17 +27,30 @@ def order_corners(corners: Corners) -> Corners:
     first edge (top-left -> top-right) is a short side, making the card portrait, and among the
     two such starts, the one whose top edge lies higher in the image.
     """
-    pts = np.asarray(corners, dtype=np.float32).reshape(4, 2)
-    centre = pts.mean(axis=0)
-    angles = np.arctan2(pts[:, 1] - centre[1], pts[:, 0] - centre[0])
-    pts = pts[np.argsort(angles)]  # increasing angle with y down == clockwise on screen
-    edge = np.linalg.norm(pts - np.roll(pts, -1, axis=0), axis=1)  # edge i: pts[i] -> pts[i+1]
-    short_first = 0 if edge[0] + edge[2] <= edge[1] + edge[3] else 1
-    candidates = (short_first, short_first + 2)
+    ordered: Corners = order_corners_batch(np.asarray(corners, dtype=np.float32).reshape(1, 4, 2))[
+        0
+    ]
+    return ordered
+
+
+def order_corners_batch(corners: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """`order_corners` for K boxes at once: (K, 4, 2) -> (K, 4, 2), no per-box Python loop."""
+    pts = np.asarray(corners, dtype=np.float32).reshape(-1, 4, 2)
+    rel = pts - pts.mean(axis=1, keepdims=True)
+    angles = np.arctan2(rel[..., 1], rel[..., 0])
+    # increasing angle with y down == clockwise on screen
+    pts = np.take_along_axis(pts, np.argsort(angles, axis=1)[..., None], axis=1)
+    nxt = np.roll(pts, -1, axis=1)
+    edge = np.linalg.norm(pts - nxt, axis=2)  # edge i: pts[i] -> pts[i+1]
+    short_first = np.where(edge[:, 0] + edge[:, 2] <= edge[:, 1] + edge[:, 3], 0, 1)
     # Of the two portrait starts, prefer the one whose top edge is higher (smaller mean y).
-    top_y = [pts[[c % 4, (c + 1) % 4], 1].mean() for c in candidates]
-    start = candidates[int(np.argmin(top_y))] % 4
-    return np.roll(pts, -start, axis=0).astype(np.float32)
+    top_y = (pts[..., 1] + nxt[..., 1]) / 2  # mean y of edge i
+    rows = np.arange(len(pts))
+    second_higher = top_y[rows, short_first + 2] < top_y[rows, short_first]
+    start = np.where(second_higher, short_first + 2, short_first)
+    idx = (start[:, None] + np.arange(4)[None, :]) % 4
+    ordered: npt.NDArray[np.float32] = np.take_along_axis(pts, idx[..., None], axis=1)
+    return ordered
 
 
 def warp_card(image: ImageRGB, corners: Corners, out_h: int, out_w: int) -> ImageRGB:

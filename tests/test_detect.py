@@ -392,3 +392,32 @@ def test_letterbox_info_is_consistent_with_cv2_resize() -> None:
     assert isinstance(info, LetterboxInfo)
     resized = cv2.resize(img, (round(997 * info.gain_x), round(481 * info.gain_y)))
     assert resized.shape[:2] == (round(481 * info.scale), round(997 * info.scale))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("color_order", ["RGB", "BGR"])
+def test_detector_input_equals_the_shared_preprocessing_of_the_letterbox(
+    shape: tuple[int, int], color_order: str
+) -> None:
+    from edge.embed import preprocess
+
+    # given a frame and a detector spec with mean/std and a colour order
+    spec = _spec(320).model_copy(
+        update={
+            "input": InputSpec(
+                height=320,
+                width=320,
+                resize="letterbox",
+                color_order=color_order,  # type: ignore[arg-type]
+                mean=(10.0, 20.0, 30.0),
+                std=(50.0, 60.0, 70.0),
+            )
+        }
+    )
+    det = Detector(ScriptedBackend({}), spec, Thresholds())
+    img = np.random.default_rng(5).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    # when the detector builds its input (normalising only the image area)
+    tensor, _ = det.preprocess(img)
+    # then it is bit for bit the shared preprocessing of the whole letterboxed frame
+    padded, _ = letterbox(img, (320, 320))
+    np.testing.assert_array_equal(tensor, preprocess(padded[None], spec.input))
