@@ -25,7 +25,6 @@ from edge.bundle import verify_bundle
 from edge.bundle_errors import BundleDimensionError
 from edge.config import HailoSettings, RuntimeSettings
 from edge.detect import Detector
-from edge.embed import l2_normalize
 from edge.embed import preprocess as model_input
 from edge.errors import BackendError, BadImageError
 from edge.index import CardIndex, Catalogue, decide
@@ -194,7 +193,14 @@ class Recognizer:
                 f"expected ({len(crops)}, {spec.embedding_dim})",
                 "the embedder model does not match the manifest's embedding_dim",
             )
-        return l2_normalize(vectors), forward_ms
+        norms = np.linalg.norm(vectors, axis=1)
+        if not np.all(np.isfinite(norms)) or not np.all(norms > 0):
+            # A failing accelerator must not pass for "no match": refuse, loudly.
+            raise BackendError(
+                "embedder produced zero or non-finite embeddings",
+                "the model or its backend is broken; run `cardedge doctor`",
+            )
+        return (vectors / norms[:, None]).astype(np.float32), forward_ms
 
     def _embedding_output(self, outputs: dict[str, FloatArray]) -> FloatArray:
         name = self.manifest.embedder.output_name

@@ -14,7 +14,7 @@ import pytest
 from edge.bench import compose_scene
 from edge.bundle_errors import BundleDimensionError
 from edge.config import RuntimeSettings
-from edge.errors import BadImageError, BundleHashMismatchError
+from edge.errors import BackendError, BadImageError, BundleHashMismatchError
 from edge.pipeline import Recognizer
 from edge.types import OrientedBox
 from tests import bundle_factory
@@ -188,3 +188,19 @@ def test_crops_equal_rectify_for_detector_ordered_boxes(rec: Recognizer) -> None
     # then the pixels are exactly edge.rectify.rectify's
     assert np.array_equal(crop.image, rectify(frame, box, 224, 160).image)
     assert crop.box is box
+
+
+def test_zero_embeddings_are_a_backend_error(
+    rec: Recognizer, factory_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given an embedder backend that fails silently, returning zeros
+    monkeypatch.setattr(
+        rec._embedder_backend,
+        "run",
+        lambda batch: {"embedding": np.zeros((len(batch), 64), np.float32)},
+    )
+    img = next(iter(card_images_for(factory_bundle).values()))
+    # when embedding
+    # then it raises instead of producing matches that look like "unknown card"
+    with pytest.raises(BackendError, match="zero or non-finite"):
+        rec.embed(rec.crops(img, [_full_box(img)]))
