@@ -173,7 +173,7 @@ def _index(g: Gauss, idx: Any) -> Gauss:
 def batch_probiou(obb1: FloatArray, obb2: FloatArray) -> FloatArray:
     """(N, M) probabilistic IoU (1 - Hellinger distance of box Gaussians) of xywhr boxes."""
     g1 = _gauss(np.asarray(obb1, dtype=np.float32).reshape(-1, 5))
-    g2 = _gauss(np.asarray(obb2, dtype=np.float32).reshape(-1, 5))
+    g2 = g1 if obb2 is obb1 else _gauss(np.asarray(obb2, dtype=np.float32).reshape(-1, 5))
     return _probiou(_index(g1, (slice(None), None)), _index(g2, (None, slice(None))))
 
 
