@@ -112,6 +112,11 @@ def cmd_identify(args: argparse.Namespace) -> int:
             except EdgeError as e:
                 failures += 1
                 line = error_json(str(path), e)
+            except Exception as e:  # one bad file must not end the batch with a traceback
+                logger.debug("identify %s failed", path, exc_info=True)
+                failures += 1
+                internal = EdgeError(f"internal error: {type(e).__name__}: {e}", "run with -vv")
+                line = error_json(str(path), internal)
             if args.json:
                 print(json.dumps(line, ensure_ascii=False), flush=True)
             else:
