@@ -62,7 +62,9 @@ class StudentModel(nn.Module):
         super().__init__()
         self.arch = arch
         self.backbone = timm.create_model(arch, pretrained=False, num_classes=0)
-        self.proj = nn.Linear(int(self.backbone.num_features), embed_dim)
+        # Pooled feature width; timm nets with a conv head (MobileNetV3) expose it separately.
+        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.proj = nn.Linear(int(width), embed_dim)
         self.embed_dim = embed_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

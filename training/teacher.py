@@ -47,6 +47,7 @@ class TeacherConfig:
     dropout: float = 0.1
     arc_margin: float = 0.5
     arc_scale: float = 64.0
+    margin_warmup_epochs: int = 0  # margin ramps linearly from 0 to arc_margin over these epochs
     phase1_epochs: int = 1
     phase2_epochs: int = 4
     unfreeze_blocks: int = -1  # -1: the whole backbone (from-scratch runs need it)
@@ -70,6 +71,11 @@ class ArcFace(nn.Module):
         self.weight = nn.Parameter(torch.empty(classes, dim))
         nn.init.xavier_uniform_(self.weight)
         self.scale = scale
+        self.set_margin(margin)
+
+    def set_margin(self, margin: float) -> None:
+        """Change the angular margin (warm-up from 0 helps from-scratch backbones converge)."""
+        self.margin = margin
         self.cos_m, self.sin_m = math.cos(margin), math.sin(margin)
         self.th = math.cos(math.pi - margin)  # beyond it cos(theta + m) stops being monotonic
         self.mm = math.sin(math.pi - margin) * margin
@@ -206,6 +212,7 @@ def train(cfg: TeacherConfig) -> Path:
                 optimizer.load_state_dict(opt_state)
             phase_now = phase
         assert optimizer is not None
+        arcface.set_margin(_margin_at(epoch, cfg))
         loss = _train_epoch(model, arcface, optimizer, train_set, collate, cfg, env, epoch)
         metrics = (
             retrieval_eval(model, cfg.data, spec, cfg.max_val)
@@ -225,6 +232,12 @@ def train(cfg: TeacherConfig) -> Path:
     runs.barrier(env)
     run.close()
     return run.best_path
+
+
+def _margin_at(epoch: int, cfg: TeacherConfig) -> float:
+    if cfg.margin_warmup_epochs <= 0:
+        return cfg.arc_margin
+    return cfg.arc_margin * min(1.0, epoch / cfg.margin_warmup_epochs)
 
 
 def _train_epoch(
@@ -311,6 +324,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "embed_dim",
         "phase1_epochs",
         "phase2_epochs",
+        "margin_warmup_epochs",
         "unfreeze_blocks",
         "batch_size",
         "max_val",
