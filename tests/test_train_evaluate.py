@@ -156,3 +156,13 @@ def test_load_scenes_reads_the_agreed_scene_format(tmp_path: Path) -> None:
     assert scene_id == "s1" and image.shape == (20, 30, 3)
     c = cards[0]
     assert (c.card_id, c.known, c.reprint, c.tilt_deg, c.glare) == ("a", False, True, 12.0, 0.3)
+
+
+def test_tertile_bins_place_every_card_in_exactly_one_bin() -> None:
+    # given cards of many sizes, the largest an unrounded value
+    sizes = [0.0123, 0.05, 0.08, 0.1, 0.2, 0.77734]
+    outcomes = [_outcome(f"c{i}", f"c{i}", True, size_frac=s) for i, s in enumerate(sizes)]
+    # when binned by size tertiles
+    bins = evaluate._bins(outcomes, "size_frac", evaluate._tertiles(sizes))
+    # then the bin counts add up to the number of cards
+    assert sum(cell["model"]["n"] for cell in bins.values()) == len(sizes)

@@ -176,15 +176,18 @@ def _bins(outcomes: Sequence[Outcome], attr: str, edges: Sequence[float]) -> dic
     for lo, hi in itertools.pairwise(edges):
         last = hi == edges[-1]
         sel = [o for o in outcomes if lo <= (v := getattr(o.gt, attr)) < hi or (last and v == hi)]
-        out[f"{lo:g}-{hi:g}"] = {"model": _top1(sel), "phash": _top1(sel, phash=True)}
+        out[f"{lo:.3g}-{hi:.3g}"] = {"model": _top1(sel), "phash": _top1(sel, phash=True)}
     return out
 
 
 def _tertiles(values: Sequence[float]) -> list[float]:
+    """Bin edges splitting the values into thirds (data-driven: scales differ between worlds)."""
     if not values:
         return [0.0, 1.0]
-    q = np.quantile(np.asarray(values), [0, 1 / 3, 2 / 3, 1]).tolist()
-    return [round(v, 4) for v in sorted(set(q))] if len(set(q)) > 1 else [q[0], q[0] + 1e-6]
+    q = sorted(
+        set(np.quantile(np.asarray(values, dtype=np.float64), [0, 1 / 3, 2 / 3, 1]).tolist())
+    )
+    return q if len(q) > 1 else [q[0], q[0] + 1e-6]
 
 
 def summarise(
