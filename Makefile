@@ -7,7 +7,8 @@ export YOLO_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint typecheck pytest install-runtime install-dev browser demo-bundle bench clean
+.PHONY: demo test lint typecheck pytest install-runtime install-dev browser demo-bundle bench \
+	bench-index bench-live bench-scene bench-swap soak clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,7 +34,7 @@ browser:
 	  else echo "chromium missing and not root: browser tests will skip"; fi; }
 
 demo: $(VENV)/.runtime-stamp
-	$(BIN)/cardedge serve --bundle models/demo --source synthetic: --host 127.0.0.1 --port 8080
+	$(BIN)/cardedge serve --bundle models/demo --source synthetic:reference_db/demo --host 127.0.0.1 --port 8080
 
 lint: $(VENV)/.dev-stamp
 	$(BIN)/ruff check .
@@ -50,8 +51,23 @@ test: lint typecheck pytest
 demo-bundle: $(VENV)/.dev-stamp
 	$(BIN)/cardedge-train demo-bundle --out models/demo --reference reference_db/demo
 
-bench: $(VENV)/.runtime-stamp
+bench: $(VENV)/.dev-stamp
 	$(BIN)/cardedge bench --bundle models/demo
+
+bench-index: $(VENV)/.dev-stamp
+	$(BIN)/python benchmarks/index_recall.py
+
+bench-live: $(VENV)/.runtime-stamp
+	$(BIN)/cardedge bench-live --bundle models/demo --source 'synthetic:reference_db/demo?fast' --seconds 20
+
+bench-scene: $(VENV)/.runtime-stamp
+	$(BIN)/python benchmarks/scene_load.py --bundle models/demo --source synthetic:reference_db/demo --seconds 10
+
+bench-swap: $(VENV)/.dev-stamp
+	$(BIN)/python benchmarks/swap_under_load.py
+
+soak: $(VENV)/.runtime-stamp
+	$(BIN)/python benchmarks/soak.py --bundle models/demo --source synthetic:reference_db/demo --minutes 30
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

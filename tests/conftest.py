@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+from tests.bundle_factory import bundle_copy, factory_bundle  # noqa: F401  (project-wide fixtures)
+
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
