@@ -7,28 +7,50 @@ import json
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
 pytest.importorskip("ultralytics")
 torch = pytest.importorskip("torch")
-world_mod = pytest.importorskip("training.synth.world")
 
 from training import bundle_build, detector, distill, evaluate, export, index_build, teacher  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
 
 
+def _obb_dataset(root: Path, n: int = 6, size: int = 160) -> Path:
+    """A handful of scenes: one random-textured card pasted at a random angle on noise."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", n), ("val", 2)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(count):
+            img = (rng.integers(0, 128, (size, size, 3))).astype(np.uint8)
+            card = rng.integers(128, 256, (44, 32, 3)).astype(np.uint8)
+            m = cv2.getRotationMatrix2D((16, 22), float(rng.uniform(0, 360)), 1.5)
+            m[:, 2] += rng.uniform(40, 100, 2) - [16, 22]
+            cv2.warpAffine(card, m, (size, size), dst=img, borderMode=cv2.BORDER_TRANSPARENT)
+            quad = (m[:, :2] @ np.array([[0, 0], [32, 0], [32, 44], [0, 44]], float).T).T + m[:, 2]
+            cv2.imwrite(str(root / "images" / split / f"{i}.jpg"), img)
+            label = "0 " + " ".join(f"{v / size:.5f}" for v in quad.reshape(-1))
+            (root / "labels" / split / f"{i}.txt").write_text(label + "\n")
+    yaml_text = f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: card\n"
+    (root / "data.yaml").write_text(yaml_text)
+    return root
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    world_mod = pytest.importorskip("training.synth.world")
     return world_mod.tiny_world(tmp_path_factory.mktemp("tiny"), n_cards=8, n_scenes=6, seed=0)
 
 
 @pytest.fixture(scope="module")
-def yolo_run(world: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def yolo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.set_num_threads(1)
     cfg = detector.DetectorConfig(
-        data=Path(world.obb), out=tmp_path_factory.mktemp("runs") / "detector", imgsz=160,
+        data=_obb_dataset(tmp_path_factory.mktemp("obb")), out=tmp_path_factory.mktemp("runs") / "detector", imgsz=160,
         epochs=1, batch=4, device="cpu",
     )  # fmt: skip
     return detector.train(cfg)
