@@ -328,3 +328,23 @@ def test_two_process_gloo_run_trains_one_model(world: Path, tmp_path: Path) -> N
     rows = (out / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 1
     assert (out / "best.pt").exists()
+
+
+def test_sign_hook_writes_a_signature_the_device_accepts(
+    tmp_path: Path, index_dir: Path, exported: export.ExportResult, world: Path
+) -> None:
+    from edge.signing import generate_keypair, load_public_keys, verify_signature
+
+    # given a key pair and a detector graph
+    fingerprint = generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
+    detector_onnx = tmp_path / "det.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 6, 1), (torch.zeros(1, 3, 32, 32),), str(detector_onnx),
+                      input_names=["images"], output_names=["output0"], dynamo=False)  # fmt: skip
+    # when a bundle is built with --sign
+    bundle_build.build(bundle_build.BundleInputs(
+        out=tmp_path / "b", detector_onnx=detector_onnx, embedder_onnx=exported.path,
+        index_dir=index_dir, catalogue_dir=world / "catalogue", bundle_id="signed",
+        sign_key=tmp_path / "k.pem"))  # fmt: skip
+    # then manifest.sig verifies against the public key
+    keys = load_public_keys([tmp_path / "k.pub"])
+    assert verify_signature(tmp_path / "b", keys) == fingerprint
