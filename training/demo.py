@@ -63,7 +63,12 @@ class DemoConfig:
 
 
 def synthesise(cfg: DemoConfig, data: Path) -> None:
-    """The reference catalogue and the synthetic datasets (SYNTH's generator, via its CLI)."""
+    """The reference catalogue and the synthetic datasets, through SYNTH's `synth` subcommand.
+
+    The flags below are the ones this build needs from it (catalogue size, unknown split, scan
+    height, scene counts, crops per card, detector image size); argparse fails loudly if the
+    synth command spells them differently.
+    """
     from training.synth import cli as synth_cli
 
     parser = argparse.ArgumentParser(prog="cardedge-train")
