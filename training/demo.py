@@ -34,7 +34,7 @@ class DemoConfig:
     work: Path = Path("runs/demo")
     n_cards: int = 320
     n_unknown: int = 60
-    scan_height: int = 320
+    scan_height: int = 224  # 320 scans at 224 px, JPEG q95: 6.0 MB (budget 10 MB)
     n_train_scenes: int = 400
     n_val_scenes: int = 40
     n_test_scenes: int = 120
