@@ -58,7 +58,7 @@ bench-index: $(VENV)/.dev-stamp
 	$(BIN)/python benchmarks/index_recall.py
 
 bench-live: $(VENV)/.runtime-stamp
-	$(BIN)/cardedge bench-live --bundle models/demo --source 'synthetic:reference_db/demo?fast' --seconds 20
+	$(BIN)/cardedge bench --live --bundle models/demo --source 'synthetic:reference_db/demo?fast' --seconds 20
 
 bench-scene: $(VENV)/.runtime-stamp
 	$(BIN)/python benchmarks/scene_load.py --bundle models/demo --source synthetic:reference_db/demo --seconds 10

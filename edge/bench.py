@@ -278,6 +278,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     parser.add_argument("--config", type=Path, help="config file (TOML or YAML)")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="measure the live loop instead: fps vs 1 / (detector + embeds x embedder forward)",
+    )
+    parser.add_argument(
+        "--source", help="with --live: frame source URI (default: synthetic:?fast on the bundle)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=20.0, help="with --live: measured run length"
+    )
 
 
 def main(args: argparse.Namespace, bundle: Path, runtime: RuntimeSettings, max_pixels: int) -> int:

@@ -146,6 +146,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Per-stage latency and host-overhead ratios of a bundle (see edge.bench)."""
     from edge import bench
 
+    if args.live:
+        from edge.serve import run_bench_live
+
+        return run_bench_live(args)
     settings = load_settings(args.config)
     bundle = resolve_bundle(args.bundle, settings)
     return bench.main(args, bundle, settings.runtime, settings.limits.max_pixels)

@@ -15,7 +15,6 @@ import os
 import socket
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -209,22 +208,3 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _common(b)
     b.add_argument("--seconds", type=float, default=20.0, help="measured run length")
     b.set_defaults(func=run_bench_live)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (`python -m edge.serve serve ...`) until the lead wires `register`."""
-    parser = argparse.ArgumentParser(prog="cardedge")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "info").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    started = time.monotonic()
-    rc: int = args.func(args)
-    logger.debug("%s finished in %.1f s", args.command, time.monotonic() - started)
-    return rc
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
