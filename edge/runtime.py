@@ -115,7 +115,7 @@ class SceneCard:
     score: float
     known: bool
     identified: bool
-    conf: float
+    det_conf: float  # detector confidence
     polygon: tuple[tuple[float, float], ...]  # 4 corners, px, clockwise from the card's top-left
 
 
@@ -149,7 +149,7 @@ class SceneState:
                     "score": round(c.score, 4),
                     "known": c.known,
                     "identified": c.identified,
-                    "conf": round(c.conf, 4),
+                    "det_conf": round(c.det_conf, 4),
                     "polygon": [[round(x, 1), round(y, 1)] for x, y in c.polygon],
                 }
                 for c in self.cards

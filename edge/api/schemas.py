@@ -60,7 +60,7 @@ class IdentifiedCardOut(BaseModel):
     score: float = Field(description="Cosine similarity of the best reference.")
     margin: float = Field(description="Best score minus the best score of a different card.")
     known: bool = Field(description="Passed the bundle's unknown-card thresholds.")
-    conf: float = Field(description="Detector confidence.")
+    det_conf: float = Field(description="Detector confidence.")
     polygon: Polygon
     top_k: list[CandidateOut]
 
@@ -82,7 +82,7 @@ class SceneCardOut(BaseModel):
     score: float
     known: bool
     identified: bool = Field(description="The track's vote has settled (known or unknown).")
-    conf: float
+    det_conf: float = Field(description="Detector confidence.")
     polygon: Polygon
 
 
