@@ -566,12 +566,15 @@ def _projection(
     device_ms = emulated_ms["detector"] + epf * emulated_ms["embed_per_crop"]
     host_ms = max(0.0, period_ms - device_ms)
     fps = min(args.fps, 1000.0 / (host_ms + det_ms + epf * embed_ms))
+    fps_all = min(args.fps, 1000.0 / (host_ms + det_ms + args.cards * embed_ms))
     target = min(args.fps, 1000.0 / (det_ms + args.cards * embed_ms))
     return {
         "host_ms_per_frame": round(host_ms, 2),
         "saturated": live["dropped"] > 0,
         "fps": round(fps, 2),
         "ratio": round(fps / target, 3),
+        "fps_every_card_embedded": round(fps_all, 2),
+        "ratio_every_card_embedded": round(fps_all / target, 3),
     }
 
 
