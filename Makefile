@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test lint typecheck pytest install-runtime install-dev browser demo-bundle bench \
-	bench-index bench-live bench-scene bench-swap soak clean
+	bench-index bench-live bench-scene bench-swap bench-hailo soak clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -71,3 +71,6 @@ soak: $(VENV)/.runtime-stamp
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+bench-hailo: $(VENV)/.dev-stamp
+	$(BIN)/python benchmarks/hailo_live.py --bundle models/demo --seconds 20
