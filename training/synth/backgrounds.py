@@ -1,0 +1,221 @@
+"""Procedural table-top backgrounds: the surfaces cards lie on.
+
+Training families: wood, cloth, playmat, desk (with clutter). Held-out families used only by the
+test-scene config: marble, granite, gingham. Textures are synthesised at half resolution and
+upscaled (detail finer than that is lost to camera blur anyway), which keeps a 1280x720 frame
+within a few milliseconds. An optional image folder supplies real photographs instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge.types import ImageRGB
+
+logger = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+TRAIN_FAMILIES = ("wood", "cloth", "playmat", "desk")
+TEST_FAMILIES = ("marble", "granite", "gingham")
+
+
+def value_noise(h: int, w: int, cells: int, rng: np.random.Generator) -> F32:
+    """Smooth noise in [0, 1]: a coarse random grid upsampled bicubically."""
+    gw = max(2, cells)
+    gh = max(2, round(cells * h / max(w, 1)))
+    grid = rng.random((gh, gw)).astype(np.float32)
+    return np.clip(cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+
+
+def _lerp(a: Sequence[float], b: Sequence[float], t: F32) -> ImageRGB:
+    """Colour ramp from a (t=0) to b (t=1), via a 256-entry lookup table (fast on full frames)."""
+    ramp = np.linspace(0.0, 1.0, 256, dtype=np.float32)[:, None]
+    a_ = np.asarray(a, np.float32)
+    lut = np.clip(a_ + (np.asarray(b, np.float32) - a_) * ramp, 0, 255).astype(np.uint8)
+    t8 = np.clip(t * 255, 0, 255).astype(np.uint8)
+    return cv2.LUT(cv2.merge([t8, t8, t8]), lut.reshape(256, 1, 3))
+
+
+def _up(img: ImageRGB, h: int, w: int) -> ImageRGB:
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def wood(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
+    """Planks with grain lines bent by low-frequency noise."""
+    hh, ww = h // 2, w // 2
+    along_x = rng.random() < 0.5
+    long_, short = (ww, hh) if along_x else (hh, ww)
+    warp = value_noise(short, long_, 6, rng) * rng.uniform(8, 25)
+    across = np.arange(short, dtype=np.float32)[:, None]
+    grain = 0.5 + 0.5 * np.sin((across + warp) * rng.uniform(0.25, 0.6))
+    grain = grain * 0.6 + value_noise(short, long_, 40, rng) * 0.4
+    plank = max(20, int(short / rng.uniform(2, 6)))
+    seams = (np.arange(short) % plank) < 2
+    light = np.array([rng.uniform(150, 210), rng.uniform(100, 150), rng.uniform(55, 95)])
+    dark = light * rng.uniform(0.45, 0.7)
+    img = _lerp(dark, light, grain)
+    img[seams] = (img[seams] * 0.45).astype(np.uint8)
+    if not along_x:
+        img = np.ascontiguousarray(img.transpose(1, 0, 2))
+    return _up(img, h, w)
+
+
+def cloth(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
+    """A woven tablecloth or felt: base colour, fine weave, soft folds."""
+    hh, ww = h // 2, w // 2
+    hue = np.array([rng.uniform(30, 230) for _ in range(3)], np.float32)
+    yy = np.arange(hh, dtype=np.float32)[:, None]
+    xx = np.arange(ww, dtype=np.float32)[None, :]
+    f = rng.uniform(0.6, 1.2)
+    weave = 0.5 + 0.25 * (np.sin(xx * f) + np.sin(yy * f))
+    folds = value_noise(hh, ww, 5, rng)
+    t = (0.25 * weave + 0.75 * folds).astype(np.float32)
+    return _up(_lerp(hue * 0.6, hue, t), h, w)
+
+
+def playmat(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
+    """A printed play mat: gradient art, soft blobs and card-zone outlines (hard negatives)."""
+    hh, ww = h // 2, w // 2
+    c0 = rng.uniform(20, 200, 3)
+    c1 = rng.uniform(20, 200, 3)
+    img = _lerp(c0, c1, value_noise(hh, ww, 3, rng))
+    for _ in range(int(rng.integers(3, 8))):
+        centre = (int(rng.uniform(0, ww)), int(rng.uniform(0, hh)))
+        axes = (int(rng.uniform(20, ww / 3)), int(rng.uniform(20, hh / 3)))
+        col = tuple(float(v) for v in rng.uniform(0, 255, 3))
+        cv2.ellipse(img, centre, axes, rng.uniform(0, 180), 0, 360, col, -1, cv2.LINE_AA)
+    img = _up(cv2.GaussianBlur(cv2.resize(img, (ww // 4, hh // 4)), (0, 0), rng.uniform(1, 3)), hh, ww)
+    line = tuple(float(v) for v in rng.uniform(150, 255, 3))
+    zw = int(hh * rng.uniform(0.3, 0.45) * 63 / 88)
+    zh = int(zw * 88 / 63)
+    for i in range(int(rng.integers(2, 7))):
+        x0 = int(ww * 0.05 + i * zw * 1.3)
+        y0 = int(rng.uniform(0, hh - zh))
+        if x0 + zw < ww:
+            cv2.rectangle(img, (x0, y0), (x0 + zw, y0 + zh), line, 2, cv2.LINE_AA)
+    cv2.putText(img, "PLAYMAT", (int(ww * rng.uniform(0, 0.5)), int(hh * rng.uniform(0.2, 0.95))),
+                cv2.FONT_HERSHEY_TRIPLEX, rng.uniform(1, 3), line, 2, cv2.LINE_AA)
+    return _up(img, h, w)
+
+
+def _clutter(img: ImageRGB, rng: np.random.Generator) -> None:
+    """Paper sheets, sticky notes, pens, coins, dice and a phone scattered on the desk."""
+    h, w = img.shape[:2]
+    for _ in range(int(rng.integers(2, 9))):
+        kind = int(rng.integers(6))
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        ang = rng.uniform(0, 180)
+        if kind in (0, 1, 5):  # paper sheet, sticky note, phone: rotated rectangles
+            size = {0: (h * 0.6, h * 0.8), 1: (h * 0.12, h * 0.12), 5: (h * 0.2, h * 0.4)}[kind]
+            col = {0: (235, 235, 228), 1: (250, 230, 90), 5: (25, 25, 30)}[kind]
+            box = cv2.boxPoints(((cx, cy), size, ang)).astype(np.int32)
+            cv2.fillPoly(img, [box], col, cv2.LINE_AA)
+            if kind == 0:
+                for k in range(8):
+                    y = int(cy - size[1] * 0.35 + k * size[1] * 0.08)
+                    cv2.line(img, (int(cx - size[0] * 0.3), y), (int(cx + size[0] * 0.3), y),
+                             (120, 120, 140), 1, cv2.LINE_AA)
+        elif kind == 2:  # pen
+            box = cv2.boxPoints(((cx, cy), (h * 0.25, h * 0.015), ang)).astype(np.int32)
+            cv2.fillPoly(img, [box], tuple(float(v) for v in rng.uniform(0, 255, 3)), cv2.LINE_AA)
+        elif kind == 3:  # coin
+            r = int(h * rng.uniform(0.02, 0.035))
+            cv2.circle(img, (int(cx), int(cy)), r, (190, 160, 90), -1, cv2.LINE_AA)
+            cv2.circle(img, (int(cx), int(cy)), max(1, r - 3), (150, 125, 70), 1, cv2.LINE_AA)
+        else:  # die
+            s = h * 0.04
+            box = cv2.boxPoints(((cx, cy), (s, s), ang)).astype(np.int32)
+            cv2.fillPoly(img, [box], (240, 240, 240), cv2.LINE_AA)
+            cv2.circle(img, (int(cx), int(cy)), max(1, int(s / 8)), (20, 20, 20), -1, cv2.LINE_AA)
+
+
+def desk(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
+    """A plain desk surface (laminate) with everyday clutter."""
+    base = rng.uniform(60, 230) * np.array([1.0, rng.uniform(0.9, 1.0), rng.uniform(0.8, 1.0)])
+    img = _up(_lerp(base * 0.85, base, value_noise(h // 2, w // 2, 4, rng)), h, w)
+    _clutter(img, rng)
+    return img
+
+
+def marble(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
+    """Held-out: light stone with dark veins."""
+    hh, ww = h // 2, w // 2
+    n = value_noise(hh, ww, 4, rng) * 10 + value_noise(hh, ww, 12, rng) * 3
+    xx = np.arange(ww, dtype=np.float32)[None, :] / ww * rng.uniform(3, 8)
+    vein = np.abs(np.sin(xx + n)) ** 0.12  # thin dark veins where the sine crosses zero
+    base = rng.uniform(200, 245, 3)
+    return _up(_lerp(base * rng.uniform(0.3, 0.6), base, vein.astype(np.float32)), h, w)
+
+
+def granite(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
+    """Held-out: speckled dark or light stone (a kitchen counter)."""
+    hh, ww = h // 2, w // 2
+    base = rng.uniform(40, 200)
+    speck = rng.integers(0, 120, (hh, ww), dtype=np.uint8)
+    img = cv2.add(speck, float(max(0.0, base - 60)))
+    tint = rng.uniform(0.85, 1.1, 3)
+    img3 = cv2.merge([cv2.convertScaleAbs(img, alpha=float(t)) for t in tint])
+    return _up(img3, h, w)
+
+
+def gingham(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
+    """Held-out: a checked tablecloth."""
+    period = int(rng.uniform(10, 30))
+    col = rng.uniform(60, 220, 3).astype(np.float32)
+    xx = (np.arange(w // 2) // period) % 2
+    yy = (np.arange(h // 2) // period) % 2
+    t = ((xx[None, :] + yy[:, None]) / 2.0).astype(np.float32)
+    return _up(_lerp((245, 245, 245), col, t), h, w)
+
+
+FAMILIES: dict[str, Callable[[int, int, np.random.Generator], ImageRGB]] = {
+    "wood": wood,
+    "cloth": cloth,
+    "playmat": playmat,
+    "desk": desk,
+    "marble": marble,
+    "granite": granite,
+    "gingham": gingham,
+}
+
+
+def list_images(folder: Path | None) -> list[Path]:
+    """Image files in `folder` (sorted, for determinism), or [] without one."""
+    if folder is None:
+        return []
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in exts)
+
+
+def from_image(path: Path, h: int, w: int, rng: np.random.Generator) -> ImageRGB:
+    """A random crop of a photograph, scaled to h x w."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise OSError(f"cannot read background image {path}")
+    ih, iw = bgr.shape[:2]
+    scale = rng.uniform(0.6, 1.0)
+    ch, cw = int(min(ih, iw * h / w) * scale), int(min(iw, ih * w / h) * scale)
+    y0, x0 = int(rng.integers(0, ih - ch + 1)), int(rng.integers(0, iw - cw + 1))
+    crop = bgr[y0 : y0 + ch, x0 : x0 + cw]
+    return cv2.cvtColor(cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+
+
+def background(
+    h: int,
+    w: int,
+    rng: np.random.Generator,
+    families: Sequence[str],
+    images: Sequence[Path] = (),
+    image_prob: float = 0.0,
+) -> tuple[ImageRGB, str]:
+    """One background and the name of its family ("image" for a photograph)."""
+    if images and rng.random() < image_prob:
+        return from_image(images[int(rng.integers(len(images)))], h, w, rng), "image"
+    family = str(families[int(rng.integers(len(families)))])
+    return FAMILIES[family](h, w, rng), family
