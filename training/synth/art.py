@@ -8,6 +8,7 @@ another composition while reprints (identical art id) get identical pixels.
 from __future__ import annotations
 
 import logging
+import re
 import zlib
 from pathlib import Path
 
@@ -58,8 +59,12 @@ def _background(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
         for k in range(0, n, 2):
             a0, a1 = 2 * np.pi * k / n, 2 * np.pi * (k + 1) / n
             pts = np.array(
-                [[cx, cy], [cx + 3 * w * np.cos(a0), cy + 3 * w * np.sin(a0)],
-                 [cx + 3 * w * np.cos(a1), cy + 3 * w * np.sin(a1)]], np.int32
+                [
+                    [cx, cy],
+                    [cx + 3 * w * np.cos(a0), cy + 3 * w * np.sin(a0)],
+                    [cx + 3 * w * np.cos(a1), cy + 3 * w * np.sin(a1)],
+                ],
+                np.int32,
             )
             cv2.fillPoly(img, [pts], _hsv(hue + 0.08, 0.5, 1.0), cv2.LINE_AA)
     elif kind == 2:  # underwater: gradient with bubbles
@@ -72,7 +77,9 @@ def _background(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
         for _ in range(int(rng.integers(4, 10))):
             c = (int(rng.uniform(0, w)), int(rng.uniform(h * 0.5, h)))
             ax = (int(rng.uniform(w * 0.05, w * 0.2)), int(rng.uniform(h * 0.04, h * 0.12)))
-            cv2.ellipse(img, c, ax, 0, 0, 360, _hsv(hue, 0.2, rng.uniform(0.3, 0.5)), -1, cv2.LINE_AA)
+            cv2.ellipse(
+                img, c, ax, 0, 0, 360, _hsv(hue, 0.2, rng.uniform(0.3, 0.5)), -1, cv2.LINE_AA
+            )
     return img
 
 
@@ -92,9 +99,12 @@ def _figure(img: ImageRGB, species: np.random.Generator, pose: np.random.Generat
     # tail first so the body overlaps it
     tail_dir = 1 if pose.random() < 0.5 else -1
     tail = np.array(
-        [[cx + tail_dir * body[0] * 0.8, cy],
-         [cx + tail_dir * body[0] * 1.4, cy - body[1] * species.uniform(0.2, 1.2)],
-         [cx + tail_dir * body[0] * 1.7, cy - body[1] * species.uniform(0.8, 1.8)]], np.int32
+        [
+            [cx + tail_dir * body[0] * 0.8, cy],
+            [cx + tail_dir * body[0] * 1.4, cy - body[1] * species.uniform(0.2, 1.2)],
+            [cx + tail_dir * body[0] * 1.7, cy - body[1] * species.uniform(0.8, 1.8)],
+        ],
+        np.int32,
     )
     cv2.polylines(img, [tail], False, outline, max(3, body[1] // 3), cv2.LINE_AA)
     cv2.polylines(img, [tail], False, accent, max(2, body[1] // 4), cv2.LINE_AA)
@@ -104,7 +114,9 @@ def _figure(img: ImageRGB, species: np.random.Generator, pose: np.random.Generat
         cv2.ellipse(img, foot, axes, 0, 0, 360, outline, -1, cv2.LINE_AA)
         cv2.ellipse(img, foot, (axes[0] - 1, axes[1] - 1), 0, 0, 360, body_col, -1, cv2.LINE_AA)
     cv2.ellipse(img, (int(cx), int(cy)), body, 0, 0, 360, outline, -1, cv2.LINE_AA)
-    cv2.ellipse(img, (int(cx), int(cy)), (body[0] - 2, body[1] - 2), 0, 0, 360, body_col, -1, cv2.LINE_AA)
+    cv2.ellipse(
+        img, (int(cx), int(cy)), (body[0] - 2, body[1] - 2), 0, 0, 360, body_col, -1, cv2.LINE_AA
+    )
     belly = (int(body[0] * 0.55), int(body[1] * 0.6))
     cv2.ellipse(img, (int(cx), int(cy + body[1] * 0.2)), belly, 0, 0, 360, accent, -1, cv2.LINE_AA)
     ear_kind = int(species.integers(3))
@@ -113,9 +125,12 @@ def _figure(img: ImageRGB, species: np.random.Generator, pose: np.random.Generat
             break
         tip_h = head_r * (1.3 if ear_kind == 0 else 0.9)
         pts = np.array(
-            [[head[0] + side * head_r * 0.2, head[1] - head_r * 0.6],
-             [head[0] + side * head_r * 0.9, head[1] - head_r * 0.3],
-             [head[0] + side * head_r * 0.8, head[1] - tip_h - head_r * 0.5]], np.int32
+            [
+                [head[0] + side * head_r * 0.2, head[1] - head_r * 0.6],
+                [head[0] + side * head_r * 0.9, head[1] - head_r * 0.3],
+                [head[0] + side * head_r * 0.8, head[1] - tip_h - head_r * 0.5],
+            ],
+            np.int32,
         )
         cv2.fillPoly(img, [pts], accent if ear_kind else body_col, cv2.LINE_AA)
         cv2.polylines(img, [pts], True, outline, 2, cv2.LINE_AA)
@@ -133,8 +148,17 @@ def _figure(img: ImageRGB, species: np.random.Generator, pose: np.random.Generat
             c = (head[0] + side * int(head_r * 0.6), head[1] + head_r // 3)
             cv2.circle(img, c, max(1, head_r // 6), cheek, -1, cv2.LINE_AA)
     hl = (int(cx - body[0] * 0.4), int(cy - body[1] * 0.4))
-    cv2.ellipse(img, hl, (max(1, body[0] // 5), max(1, body[1] // 8)), -30, 0, 360,
-                (255, 255, 255), -1, cv2.LINE_AA)
+    cv2.ellipse(
+        img,
+        hl,
+        (max(1, body[0] // 5), max(1, body[1] // 8)),
+        -30,
+        0,
+        360,
+        (255, 255, 255),
+        -1,
+        cv2.LINE_AA,
+    )
 
 
 def render_art(art_id: str, h: int, w: int, art_dir: Path | None = None) -> ImageRGB:
@@ -144,8 +168,10 @@ def render_art(art_id: str, h: int, w: int, art_dir: Path | None = None) -> Imag
         if files:
             bgr = cv2.imread(str(files[stable_seed(art_id) % len(files)]), cv2.IMREAD_COLOR)
             if bgr is not None:
-                return cv2.cvtColor(cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-    species_id = art_id.split("v")[0]
+                return cv2.cvtColor(
+                    cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB
+                )
+    species_id = re.sub(r"v\d+$", "", art_id)
     species = np.random.default_rng(stable_seed("species", species_id))
     pose = np.random.default_rng(stable_seed("pose", art_id))
     img = _background(h, w, pose)

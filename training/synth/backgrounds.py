@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from edge.types import ImageRGB
+from training.synth.arrays import u8
 
 logger = logging.getLogger(__name__)
 
@@ -33,17 +35,21 @@ def value_noise(h: int, w: int, cells: int, rng: np.random.Generator) -> F32:
     return np.clip(cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
 
 
-def _lerp(a: Sequence[float], b: Sequence[float], t: F32) -> ImageRGB:
+def _lerp(
+    a: Sequence[float] | npt.NDArray[Any],
+    b: Sequence[float] | npt.NDArray[Any],
+    t: npt.NDArray[Any],
+) -> ImageRGB:
     """Colour ramp from a (t=0) to b (t=1), via a 256-entry lookup table (fast on full frames)."""
     ramp = np.linspace(0.0, 1.0, 256, dtype=np.float32)[:, None]
     a_ = np.asarray(a, np.float32)
     lut = np.clip(a_ + (np.asarray(b, np.float32) - a_) * ramp, 0, 255).astype(np.uint8)
     t8 = np.clip(t * 255, 0, 255).astype(np.uint8)
-    return cv2.LUT(cv2.merge([t8, t8, t8]), lut.reshape(256, 1, 3))
+    return u8(cv2.LUT(cv2.merge([t8, t8, t8]), lut.reshape(256, 1, 3)))
 
 
 def _up(img: ImageRGB, h: int, w: int) -> ImageRGB:
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+    return u8(cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR))
 
 
 def wood(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
@@ -90,7 +96,9 @@ def playmat(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
         axes = (int(rng.uniform(20, ww / 3)), int(rng.uniform(20, hh / 3)))
         col = tuple(float(v) for v in rng.uniform(0, 255, 3))
         cv2.ellipse(img, centre, axes, rng.uniform(0, 180), 0, 360, col, -1, cv2.LINE_AA)
-    img = _up(cv2.GaussianBlur(cv2.resize(img, (ww // 4, hh // 4)), (0, 0), rng.uniform(1, 3)), hh, ww)
+    img = _up(
+        u8(cv2.GaussianBlur(cv2.resize(img, (ww // 4, hh // 4)), (0, 0), rng.uniform(1, 3))), hh, ww
+    )
     line = tuple(float(v) for v in rng.uniform(150, 255, 3))
     zw = int(hh * rng.uniform(0.3, 0.45) * 63 / 88)
     zh = int(zw * 88 / 63)
@@ -99,8 +107,16 @@ def playmat(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
         y0 = int(rng.uniform(0, hh - zh))
         if x0 + zw < ww:
             cv2.rectangle(img, (x0, y0), (x0 + zw, y0 + zh), line, 2, cv2.LINE_AA)
-    cv2.putText(img, "PLAYMAT", (int(ww * rng.uniform(0, 0.5)), int(hh * rng.uniform(0.2, 0.95))),
-                cv2.FONT_HERSHEY_TRIPLEX, rng.uniform(1, 3), line, 2, cv2.LINE_AA)
+    cv2.putText(
+        img,
+        "PLAYMAT",
+        (int(ww * rng.uniform(0, 0.5)), int(hh * rng.uniform(0.2, 0.95))),
+        cv2.FONT_HERSHEY_TRIPLEX,
+        rng.uniform(1, 3),
+        line,
+        2,
+        cv2.LINE_AA,
+    )
     return _up(img, h, w)
 
 
@@ -119,8 +135,14 @@ def _clutter(img: ImageRGB, rng: np.random.Generator) -> None:
             if kind == 0:
                 for k in range(8):
                     y = int(cy - size[1] * 0.35 + k * size[1] * 0.08)
-                    cv2.line(img, (int(cx - size[0] * 0.3), y), (int(cx + size[0] * 0.3), y),
-                             (120, 120, 140), 1, cv2.LINE_AA)
+                    cv2.line(
+                        img,
+                        (int(cx - size[0] * 0.3), y),
+                        (int(cx + size[0] * 0.3), y),
+                        (120, 120, 140),
+                        1,
+                        cv2.LINE_AA,
+                    )
         elif kind == 2:  # pen
             box = cv2.boxPoints(((cx, cy), (h * 0.25, h * 0.015), ang)).astype(np.int32)
             cv2.fillPoly(img, [box], tuple(float(v) for v in rng.uniform(0, 255, 3)), cv2.LINE_AA)
@@ -158,9 +180,9 @@ def granite(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
     hh, ww = h // 2, w // 2
     base = rng.uniform(40, 200)
     speck = rng.integers(0, 120, (hh, ww), dtype=np.uint8)
-    img = cv2.add(speck, float(max(0.0, base - 60)))
+    img = u8(np.minimum(speck.astype(np.int16) + int(max(0.0, base - 60)), 255))
     tint = rng.uniform(0.85, 1.1, 3)
-    img3 = cv2.merge([cv2.convertScaleAbs(img, alpha=float(t)) for t in tint])
+    img3 = u8(cv2.merge([cv2.convertScaleAbs(img, alpha=float(t)) for t in tint]))
     return _up(img3, h, w)
 
 
@@ -203,7 +225,9 @@ def from_image(path: Path, h: int, w: int, rng: np.random.Generator) -> ImageRGB
     ch, cw = int(min(ih, iw * h / w) * scale), int(min(iw, ih * w / h) * scale)
     y0, x0 = int(rng.integers(0, ih - ch + 1)), int(rng.integers(0, iw - cw + 1))
     crop = bgr[y0 : y0 + ch, x0 : x0 + cw]
-    return cv2.cvtColor(cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    return u8(
+        cv2.cvtColor(cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    )
 
 
 def background(

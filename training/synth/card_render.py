@@ -41,11 +41,50 @@ BORDER_COLORS: dict[str, Color] = {
     "blue": (70, 96, 170),
     "black": (30, 30, 34),
 }
-_WORDS = (
-    "flip a coin if heads the defending creature is now paralyzed discard an energy from this "
-    "attack does damage to each benched card draw search your deck for heal during your next "
-    "turn prevent all effects of attacks put counters on shuffle"
-).split()
+_WORDS = [
+    "flip",
+    "a",
+    "coin",
+    "if",
+    "heads",
+    "the",
+    "defending",
+    "creature",
+    "is",
+    "now",
+    "paralyzed",
+    "discard",
+    "an",
+    "energy",
+    "from",
+    "this",
+    "attack",
+    "does",
+    "damage",
+    "to",
+    "each",
+    "benched",
+    "card",
+    "draw",
+    "search",
+    "your",
+    "deck",
+    "for",
+    "heal",
+    "during",
+    "your",
+    "next",
+    "turn",
+    "prevent",
+    "all",
+    "effects",
+    "of",
+    "attacks",
+    "put",
+    "counters",
+    "on",
+    "shuffle",
+]
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 FONT_BOLD = cv2.FONT_HERSHEY_DUPLEX
 
@@ -74,8 +113,16 @@ class _Canvas:
         t = thick if thick < 0 else max(1, round(thick * self.s))
         cv2.circle(self.img, self.p(x, y), max(1, round(r * self.s)), col, t, cv2.LINE_AA)
 
-    def text(self, s: str, x: float, y: float, size: float, col: Color, bold: bool = False,
-             right: bool = False) -> None:
+    def text(
+        self,
+        s: str,
+        x: float,
+        y: float,
+        size: float,
+        col: Color,
+        bold: bool = False,
+        right: bool = False,
+    ) -> None:
         font = FONT_BOLD if bold else FONT
         scale = size * self.s / 22.0
         thick = max(1, round(scale * (2.2 if bold else 1.4)))
@@ -91,7 +138,6 @@ def _shade(col: Color, f: float) -> Color:
 
 def _frame(cv: _Canvas, rec: CardRecord) -> None:
     """Border, type-coloured frame with a vertical gradient, name bar."""
-    h, w = cv.img.shape[:2]
     cv.img[:] = BORDER_COLORS.get(rec.border, BORDER_COLORS["yellow"])
     col = np.float32(TYPE_COLORS.get(rec.card_type, TYPE_COLORS["colorless"]))
     y0, y1 = cv.p(0, 24)[1], cv.p(0, CARD_H_UNITS - 24)[1]
@@ -109,14 +155,22 @@ def _art(cv: _Canvas, rec: CardRecord, art_dir: Path | None) -> None:
     x0, y0 = cv.p(ART_BOX[0], ART_BOX[1])
     x1, y1 = cv.p(ART_BOX[2], ART_BOX[3])
     b = max(1, round(8 * cv.s))
-    cv.img[y0 - b : y1 + b, x0 - b : x1 + b] = (214, 196, 120) if rec.border != "silver" else (205, 205, 215)
+    cv.img[y0 - b : y1 + b, x0 - b : x1 + b] = (
+        (214, 196, 120) if rec.border != "silver" else (205, 205, 215)
+    )
     cv.img[y0:y1, x0:x1] = render_art(rec.art_id, y1 - y0, x1 - x0, art_dir)
 
 
 def _text_boxes(cv: _Canvas, rec: CardRecord, rng: np.random.Generator) -> None:
     """Flavour strip, one or two attacks with cost/damage/description, weakness row."""
     cv.rect(70, 482, 560, 510, (236, 220, 150))
-    cv.text(f"NO. {rng.integers(1, 999):03d}  {rec.name} creature  HT {rng.integers(1, 9)}'", 90, 503, 17, (60, 50, 30))
+    cv.text(
+        f"NO. {rng.integers(1, 999):03d}  {rec.name} creature  HT {rng.integers(1, 9)}'",
+        90,
+        503,
+        17,
+        (60, 50, 30),
+    )
     n_att = 1 if rng.random() < 0.35 else 2
     top, slot = 530, 230 / n_att
     for a in range(n_att):
@@ -127,14 +181,18 @@ def _text_boxes(cv: _Canvas, rec: CardRecord, rng: np.random.Generator) -> None:
             cv.circle(70 + c * 30, y + 18, 13, (40, 40, 40), 2)
         name = " ".join(str(w).capitalize() for w in rng.choice(_WORDS, 2))
         cv.text(name, 175, y + 28, 30, (20, 20, 20), bold=True)
-        cv.text(str(int(rng.integers(1, 16)) * 10), 560, y + 28, 32, (20, 20, 20), bold=True, right=True)
+        cv.text(
+            str(int(rng.integers(1, 16)) * 10), 560, y + 28, 32, (20, 20, 20), bold=True, right=True
+        )
         for line in range(int(min(3, (slot - 50) // 26))):
             words = " ".join(str(w) for w in rng.choice(_WORDS, int(rng.integers(5, 8))))
             cv.text(words, 62, y + 60 + line * 24, 17, (35, 35, 35))
     cv.rect(50, 766, 580, 768, (60, 60, 60))
     for i, label in enumerate(("weakness", "resistance", "retreat")):
         cv.text(label, 62 + i * 180, 790, 15, (40, 40, 40))
-        cv.circle(150 + i * 180, 785, 10, _shade(TYPE_COLORS[str(rng.choice(list(TYPE_COLORS)))], 0.9))
+        cv.circle(
+            150 + i * 180, 785, 10, _shade(TYPE_COLORS[str(rng.choice(list(TYPE_COLORS)))], 0.9)
+        )
 
 
 _SYMBOLS = ("star", "circle", "diamond", "triangle", "square", "cross")
@@ -150,7 +208,9 @@ def _footer(cv: _Canvas, rec: CardRecord) -> None:
         cv.circle(x, y, r, dark)
     elif sym in ("square", "diamond", "triangle", "star", "cross"):
         n = {"square": 4, "diamond": 4, "triangle": 3, "star": 10, "cross": 12}[sym]
-        ang = np.linspace(0, 2 * np.pi, n, endpoint=False) + (np.pi / 4 if sym == "square" else -np.pi / 2)
+        ang = np.linspace(0, 2 * np.pi, n, endpoint=False) + (
+            np.pi / 4 if sym == "square" else -np.pi / 2
+        )
         rad = np.full(n, float(r))
         if sym in ("star", "cross"):
             rad[1::2] = r * 0.45
@@ -190,7 +250,9 @@ def _finish(cv: _Canvas, rec: CardRecord) -> None:
         mask[cv.p(0, 24)[1] : cv.p(0, 856)[1], cv.p(24, 0)[0] : cv.p(606, 0)[0]] = 0.22
         mask[y0:y1, x0:x1] = 0.0
         sparkle = rng.random((max(1, h // 4), max(1, w // 4))).astype(np.float32) > 0.85
-        mask *= 0.5 + cv2.resize(sparkle.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
+        mask *= 0.5 + cv2.resize(
+            sparkle.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST
+        )
     m = mask[..., None]
     cv.img[:] = np.clip(cv.img * (1 - m) + sheen * m, 0, 255).astype(np.uint8)
 

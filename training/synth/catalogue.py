@@ -107,11 +107,11 @@ def _make_sets(n_cards: int, rng: np.random.Generator, prefix: str) -> list[tupl
     return sets
 
 
-def _new_card(rng: np.random.Generator, serial: int) -> dict[str, object]:
-    """Fields of an original card (fresh art)."""
+def _new_card(rng: np.random.Generator, serial: int, prefix: str) -> dict[str, object]:
+    """Fields of an original card (fresh art; the prefix keeps art ids of catalogues apart)."""
     return {
         "name": _name(rng),
-        "art_id": f"a{serial:05d}",
+        "art_id": f"{prefix}a{serial:05d}",
         "card_type": str(rng.choice(CARD_TYPES)),
         "hp": int(rng.integers(3, 25)) * 10,
         "variant": int(rng.integers(0, 2**31)),
@@ -140,14 +140,16 @@ def procedural_catalogue(
         roll = rng.random()
         if base and roll < reprint_rate:
             fields_ = dict(base[int(rng.integers(len(base)))])
-            fields_["variant"] = int(rng.integers(0, 2**31)) if rng.random() < 0.5 else fields_["variant"]
+            fields_["variant"] = (
+                int(rng.integers(0, 2**31)) if rng.random() < 0.5 else fields_["variant"]
+            )
         elif base and roll < reprint_rate + near_duplicate_rate:
             src = base[int(rng.integers(len(base)))]
-            fields_ = _new_card(rng, i)
+            fields_ = _new_card(rng, i, id_prefix)
             fields_.update(name=src["name"], card_type=src["card_type"])
             fields_["art_id"] = f"{src['art_id']}v{i}"  # same creature, other composition
         else:
-            fields_ = _new_card(rng, i)
+            fields_ = _new_card(rng, i, id_prefix)
             base.append(fields_)
         set_id, set_name, set_size = sets[i * len(sets) // max(n, 1)]
         if fields_ is not base[-1] and any(
@@ -206,7 +208,9 @@ def load_catalogue(folder: Path) -> list[CardRecord]:
     folder = Path(folder)
     with (folder / "cards.csv").open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    missing = {"card_id", "name", "set_id", "set_name", "number", "rarity"} - set(rows[0] if rows else {})
+    missing = {"card_id", "name", "set_id", "set_name", "number", "rarity"} - set(
+        rows[0] if rows else {}
+    )
     if rows and missing:
         raise ValueError(f"{folder / 'cards.csv'} lacks columns: {sorted(missing)}")
     records = [_record_from_row(r, folder) for r in rows]

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.types import ImageRGB
+from training.synth.arrays import f32, u8
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +42,26 @@ def light_field(rng: np.random.Generator, p: LightParams) -> F32:
     xx = xx / (gw - 1) - 0.5
     yy = yy / (gh - 1) - 0.5
     ang = rng.uniform(0, 2 * np.pi)
-    field = rng.uniform(*p.ambient) * (1 + rng.uniform(0, p.gradient) * (np.cos(ang) * xx + np.sin(ang) * yy))
+    field = rng.uniform(*p.ambient) * (
+        1 + rng.uniform(0, p.gradient) * (np.cos(ang) * xx + np.sin(ang) * yy)
+    )
     if rng.random() < p.spot_prob:
         cx, cy, r = rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4), rng.uniform(0.15, 0.4)
-        field = field * (1 + rng.uniform(0.1, p.spot_gain) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r)))
+        field = field * (
+            1
+            + rng.uniform(0.1, p.spot_gain)
+            * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+        )
     field = field * (1 - rng.uniform(0, p.vignette) * (xx**2 + yy**2) * 2)
     gains = np.array(
-        [1 + p.wb_bias[0] + rng.uniform(-p.wb_shift, p.wb_shift), 1.0,
-         1 + p.wb_bias[1] + rng.uniform(-p.wb_shift, p.wb_shift)], np.float32
+        [
+            1 + p.wb_bias[0] + rng.uniform(-p.wb_shift, p.wb_shift),
+            1.0,
+            1 + p.wb_bias[1] + rng.uniform(-p.wb_shift, p.wb_shift),
+        ],
+        np.float32,
     )
-    return (field[..., None] * gains).astype(np.float32)
+    return f32(field[..., None] * gains)
 
 
 def apply_light(img: ImageRGB, field: F32) -> ImageRGB:
@@ -58,7 +69,7 @@ def apply_light(img: ImageRGB, field: F32) -> ImageRGB:
     h, w = img.shape[:2]
     f8 = np.clip(field * 128, 0, 255).astype(np.uint8)
     up = cv2.resize(f8, (w, h), interpolation=cv2.INTER_LINEAR)
-    return cv2.multiply(img, up, scale=1.0 / 128)
+    return u8(cv2.multiply(img, up, scale=1.0 / 128))
 
 
 def glare_field(rng: np.random.Generator, n_spots: int, strength: tuple[float, float]) -> F32:
@@ -82,7 +93,7 @@ def apply_glare(img: ImageRGB, glare: F32, cover: F32) -> ImageRGB:
     h, w = img.shape[:2]
     g8 = np.clip(glare * cover * 210, 0, 255).astype(np.uint8)  # partial blow-out, not a white card
     up = cv2.resize(g8, (w, h), interpolation=cv2.INTER_CUBIC)
-    return cv2.add(img, cv2.merge([up, up, up]))
+    return u8(cv2.add(img, cv2.merge([up, up, up])))
 
 
 def motion_blur(img: ImageRGB, length: int, angle_deg: float) -> ImageRGB:
@@ -91,12 +102,12 @@ def motion_blur(img: ImageRGB, length: int, angle_deg: float) -> ImageRGB:
     c = (length - 1) / 2
     dx, dy = np.cos(np.radians(angle_deg)) * c, np.sin(np.radians(angle_deg)) * c
     cv2.line(k, (round(c - dx), round(c - dy)), (round(c + dx), round(c + dy)), 1.0, 1, cv2.LINE_AA)
-    return cv2.filter2D(img, -1, k / max(float(k.sum()), 1e-6), borderType=cv2.BORDER_REFLECT)
+    return u8(cv2.filter2D(img, -1, k / max(float(k.sum()), 1e-6), borderType=cv2.BORDER_REFLECT))
 
 
 def defocus(img: ImageRGB, sigma: float) -> ImageRGB:
     """Out-of-focus blur approximated by a Gaussian."""
-    return cv2.GaussianBlur(img, (0, 0), sigma)
+    return u8(cv2.GaussianBlur(img, (0, 0), sigma))
 
 
 _noise_bank: dict[tuple[int, int], tuple[ImageRGB, ImageRGB]] = {}
@@ -109,7 +120,10 @@ def _bank(h: int, w: int) -> tuple[ImageRGB, ImageRGB]:
     if (h, w) not in _noise_bank:
         rng = np.random.default_rng(12345)
         n = np.clip(np.round(rng.normal(0, _NOISE_SIGMA_Q, (h + _BANK_ROWS, w, 3))), -255, 255)
-        _noise_bank[(h, w)] = (np.maximum(n, 0).astype(np.uint8), np.maximum(-n, 0).astype(np.uint8))
+        _noise_bank[(h, w)] = (
+            np.maximum(n, 0).astype(np.uint8),
+            np.maximum(-n, 0).astype(np.uint8),
+        )
     return _noise_bank[(h, w)]
 
 
@@ -125,7 +139,7 @@ def sensor_noise(img: ImageRGB, sigma: float, rng: np.random.Generator) -> Image
     k = sigma / _NOISE_SIGMA_Q
     up = cv2.convertScaleAbs(pos[y0 : y0 + h], alpha=k)
     down = cv2.convertScaleAbs(neg[y0 : y0 + h], alpha=k)
-    return cv2.subtract(cv2.add(img, up), down)
+    return u8(cv2.subtract(cv2.add(img, up), down))
 
 
 def jpeg(img: ImageRGB, quality: int) -> ImageRGB:

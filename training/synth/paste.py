@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.types import Corners, ImageRGB
+from training.synth.arrays import f32, u8
 
 if TYPE_CHECKING:
     from training.synth.scene import SceneConfig
@@ -72,11 +73,13 @@ def _source(card: ImageRGB, corners: Corners) -> ImageRGB:
     if target_h < 0.6 * h:
         nh = max(8, int(target_h * 1.4))
         nw = max(6, round(nh * w / h))
-        return cv2.resize(card, (nw, nh), interpolation=cv2.INTER_AREA)
+        return u8(cv2.resize(card, (nw, nh), interpolation=cv2.INTER_AREA))
     return card
 
 
-def _roi(corners: npt.NDArray[np.float32], margin: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+def _roi(
+    corners: npt.NDArray[np.float32], margin: float, shape: tuple[int, ...]
+) -> tuple[int, int, int, int]:
     x0 = max(0, int(np.floor(corners[:, 0].min() - margin)))
     y0 = max(0, int(np.floor(corners[:, 1].min() - margin)))
     x1 = min(shape[1], int(np.ceil(corners[:, 0].max() + margin)) + 1)
@@ -84,14 +87,20 @@ def _roi(corners: npt.NDArray[np.float32], margin: float, shape: tuple[int, ...]
     return x0, y0, x1, y1
 
 
-def _warp(src: npt.NDArray[np.uint8], m: F64, x0: int, y0: int, w: int, h: int) -> npt.NDArray[np.uint8]:
+def _warp(
+    src: npt.NDArray[np.uint8], m: F64, x0: int, y0: int, w: int, h: int
+) -> npt.NDArray[np.uint8]:
     shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
-    return cv2.warpPerspective(src, shift @ m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return u8(
+        cv2.warpPerspective(
+            src, shift @ m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
+    )
 
 
 def _scaled(corners: Corners, factor: float) -> Corners:
     c = corners.mean(axis=0)
-    return ((corners - c) * factor + c).astype(np.float32)
+    return f32((corners - c) * factor + c)
 
 
 def paste_card(
@@ -110,7 +119,13 @@ def paste_card(
     sleeve = 0.0
     if cfg.effects:
         roll = rng.random()
-        sleeve = 1.1 if roll < cfg.toploader_prob else 1.035 if roll < cfg.toploader_prob + cfg.sleeve_prob else 0.0
+        sleeve = (
+            1.1
+            if roll < cfg.toploader_prob
+            else 1.035
+            if roll < cfg.toploader_prob + cfg.sleeve_prob
+            else 0.0
+        )
     shadow_off = extent * rng.uniform(0.006, 0.02) * (3 if sleeve > 1.05 else 1)
     margin = shadow_off + extent * 0.06 + 4
     x0, y0, x1, y1 = _roi(pose.corners, margin, frame.shape)
@@ -119,23 +134,30 @@ def paste_card(
     roi = np.ascontiguousarray(frame[y0:y1, x0:x1])
     radius = round(cfg.corner_radius_frac * sw)
     if cfg.effects and rng.random() < cfg.shadow_prob:
-        roi = _shadow(roi, pose.corners - [x0, y0], shadow_off, light_dir, rng)
+        roi = _shadow(
+            roi, f32(pose.corners - np.array([x0, y0], np.float32)), shadow_off, light_dir, rng
+        )
     if sleeve:
         outer = pixel_homography((sh, sw), _scaled(pose.corners, sleeve))
         a = _warp(rounded_mask(sh, sw, radius * 2), outer, x0, y0, x1 - x0, y1 - y0)
         wa = a.astype(np.float32) * np.float32(rng.uniform(0.12, 0.3) / 255)
-        roi = cv2.blendLinear(np.full_like(roi, 235), roi, wa, 1 - wa)
+        roi = u8(cv2.blendLinear(np.full_like(roi, 235), roi, wa, 1 - wa))
     warped = _warp(src, m, x0, y0, x1 - x0, y1 - y0)
     alpha = _warp(rounded_mask(sh, sw, radius), m, x0, y0, x1 - x0, y1 - y0)
     wa = alpha.astype(np.float32) * np.float32(1 / 255)
-    roi = cv2.blendLinear(warped, roi, wa, 1 - wa)
+    roi = u8(cv2.blendLinear(warped, roi, wa, 1 - wa))
     if sleeve:
         roi = _reflection(roi, m, (sh, sw), x0, y0, rng)
     frame[y0:y1, x0:x1] = roi
 
 
-def _shadow(roi: ImageRGB, corners: npt.NDArray[np.float32], off: float, light_dir: float,
-            rng: np.random.Generator) -> ImageRGB:
+def _shadow(
+    roi: ImageRGB,
+    corners: npt.NDArray[np.float32],
+    off: float,
+    light_dir: float,
+    rng: np.random.Generator,
+) -> ImageRGB:
     """Darken a blurred, offset silhouette of the card (cast before the card is drawn)."""
     h, w = roi.shape[:2]
     shifted = corners + off * np.array([np.cos(light_dir), np.sin(light_dir)], np.float32)
@@ -145,11 +167,12 @@ def _shadow(roi: ImageRGB, corners: npt.NDArray[np.float32], off: float, light_d
     small = cv2.GaussianBlur(small, (0, 0), max(0.6, off * 0.8 / q))
     mask = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     keep = 255 - (mask.astype(np.float32) * rng.uniform(0.25, 0.5)).astype(np.uint8)
-    return cv2.multiply(roi, cv2.merge([keep, keep, keep]), scale=1 / 255)
+    return u8(cv2.multiply(roi, cv2.merge([keep, keep, keep]), scale=1 / 255))
 
 
-def _reflection(roi: ImageRGB, m: F64, src_hw: tuple[int, int], x0: int, y0: int,
-                rng: np.random.Generator) -> ImageRGB:
+def _reflection(
+    roi: ImageRGB, m: F64, src_hw: tuple[int, int], x0: int, y0: int, rng: np.random.Generator
+) -> ImageRGB:
     """A soft diagonal light band across the card: the look of a plastic sleeve or toploader."""
     sh, sw = src_hw
     yy, xx = np.mgrid[0:sh, 0:sw].astype(np.float32)
@@ -158,4 +181,4 @@ def _reflection(roi: ImageRGB, m: F64, src_hw: tuple[int, int], x0: int, y0: int
     band = np.exp(-(d**2) / (2 * (sh * rng.uniform(0.04, 0.12)) ** 2)) * rng.uniform(40, 110)
     band8 = np.clip(band, 0, 255).astype(np.uint8)
     b = _warp(band8, m, x0, y0, roi.shape[1], roi.shape[0])
-    return cv2.add(roi, cv2.merge([b, b, b]))
+    return u8(cv2.add(roi, cv2.merge([b, b, b])))

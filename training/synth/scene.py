@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from edge.types import Corners, ImageRGB
 from training.synth import effects
+from training.synth.arrays import f64
 from training.synth.backgrounds import TEST_FAMILIES, TRAIN_FAMILIES, background, list_images
 from training.synth.paste import CardPose, paste_card
 
@@ -42,7 +43,10 @@ class SceneConfig:
     n_cards: tuple[int, int] = (0, 6)
     size_frac: tuple[float, float] = (0.05, 0.6)
     max_tilt_deg: float = 45.0
-    camera_distance: tuple[float, float] = (2.5, 9.0)  # in card heights: smaller = stronger perspective
+    camera_distance: tuple[float, float] = (
+        2.5,
+        9.0,
+    )  # in card heights: smaller = stronger perspective
     min_visible: float = 0.35
     backgrounds: tuple[str, ...] = TRAIN_FAMILIES
     background_dir: Path | None = None
@@ -74,8 +78,13 @@ TEST_SCENES = SceneConfig(
     camera_distance=(2.0, 6.0),
     backgrounds=TEST_FAMILIES,
     light=effects.LightParams(
-        ambient=(0.5, 1.25), gradient=0.6, spot_prob=0.6, spot_gain=0.5, vignette=0.45,
-        wb_shift=0.08, wb_bias=(-0.08, 0.1),
+        ambient=(0.5, 1.25),
+        gradient=0.6,
+        spot_prob=0.6,
+        spot_gain=0.5,
+        vignette=0.45,
+        wb_shift=0.08,
+        wb_bias=(-0.08, 0.1),
     ),
     glare_prob=0.6,
     glare_strength=(0.4, 1.0),
@@ -112,7 +121,9 @@ def _rotation(axis: npt.NDArray[np.float64], angle: float) -> npt.NDArray[np.flo
     return np.asarray(r, np.float64)
 
 
-def _project(rot_deg: float, tilt_deg: float, tilt_dir: float, dist: float, aspect: float) -> npt.NDArray[np.float64]:
+def _project(
+    rot_deg: float, tilt_deg: float, tilt_dir: float, dist: float, aspect: float
+) -> npt.NDArray[np.float64]:
     """Card corners (TL, TR, BR, BL) posed in 3D and projected; arbitrary scale, centred."""
     w, h = aspect, 1.0
     pts = np.array([[-w / 2, -h / 2, 0], [w / 2, -h / 2, 0], [w / 2, h / 2, 0], [-w / 2, h / 2, 0]])
@@ -121,7 +132,7 @@ def _project(rot_deg: float, tilt_deg: float, tilt_dir: float, dist: float, aspe
     p3 = pts @ rz.T @ rt.T
     z = p3[:, 2] + dist
     proj = p3[:, :2] / z[:, None]
-    return proj - proj.mean(axis=0)
+    return f64(proj - proj.mean(axis=0))
 
 
 def _poly_area(q: npt.NDArray[np.float64]) -> float:
@@ -155,7 +166,7 @@ def _plan(
                 continue
             cx = rng.uniform(-q[:, 0].min() + 2, W - q[:, 0].max() - 2)
             cy = rng.uniform(-q[:, 1].min() + 2, H - q[:, 1].max() - 2)
-            corners = (q + [cx, cy]).astype(np.float32)
+            corners = (q + np.array([cx, cy])).astype(np.float32)
             trial = owner.copy()
             cv2.fillPoly(trial, [np.round(corners / _LOW).astype(np.int32)], len(poses))
             counts = np.bincount((trial.ravel() + 1).astype(np.int64), minlength=len(poses) + 2)[1:]
@@ -171,7 +182,13 @@ def _plan(
     return poses, owner
 
 
-def _finish(img: ImageRGB, owner: npt.NDArray[np.int16], rng: np.random.Generator, cfg: SceneConfig, poses: list[CardPose]) -> ImageRGB:
+def _finish(
+    img: ImageRGB,
+    owner: npt.NDArray[np.int16],
+    rng: np.random.Generator,
+    cfg: SceneConfig,
+    poses: list[CardPose],
+) -> ImageRGB:
     """Light, glare, blur, noise, JPEG; records each card's peak glare."""
     gh, gw = effects._GRID
     img = effects.apply_light(img, effects.light_field(rng, cfg.light))
@@ -181,12 +198,17 @@ def _finish(img: ImageRGB, owner: npt.NDArray[np.int16], rng: np.random.Generato
         cover = 0.25 + 0.75 * cv2.resize(cover_full, (gw, gh), interpolation=cv2.INTER_AREA)
         img = effects.apply_glare(img, glare, cover)
         for j, p in enumerate(poses):
-            m = cv2.resize((owner == j).astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA) > 0.3
+            m = (
+                cv2.resize((owner == j).astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA)
+                > 0.3
+            )
             p.glare = float((glare * cover)[m].max()) if m.any() else 0.0
     if rng.random() < cfg.defocus_prob:
         img = effects.defocus(img, rng.uniform(0.6, cfg.defocus_max))
     if rng.random() < cfg.motion_blur_prob:
-        img = effects.motion_blur(img, int(rng.integers(3, cfg.motion_blur_max + 1)), rng.uniform(0, 180))
+        img = effects.motion_blur(
+            img, int(rng.integers(3, cfg.motion_blur_max + 1)), rng.uniform(0, 180)
+        )
     img = effects.sensor_noise(img, rng.uniform(*cfg.noise_sigma), rng)
     if rng.random() < cfg.jpeg_prob:
         img = effects.jpeg(img, int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
@@ -208,14 +230,24 @@ def render_scene(
     aspect = first.shape[1] / first.shape[0] if first is not None else 63 / 88
     poses, owner = _plan(card_ids, aspect, rng, cfg)
     bg_images = list_images(cfg.background_dir)
-    img, family = background(cfg.height, cfg.width, rng, cfg.backgrounds, bg_images, cfg.background_image_prob)
+    img, family = background(
+        cfg.height, cfg.width, rng, cfg.backgrounds, bg_images, cfg.background_image_prob
+    )
     light_dir = rng.uniform(0, 2 * np.pi)
     for p in poses:
         paste_card(img, card_images[p.card_id], p, rng, cfg, light_dir)
     if cfg.effects:
         img = _finish(img, owner, rng, cfg, poses)
     cards = [
-        SceneCard(p.card_id, p.corners, p.visible_fraction, p.tilt_deg, p.size_frac, p.glare, p.rotation_deg)
+        SceneCard(
+            p.card_id,
+            p.corners,
+            p.visible_fraction,
+            p.tilt_deg,
+            p.size_frac,
+            p.glare,
+            p.rotation_deg,
+        )
         for p in poses
     ]
     return Scene(image=np.ascontiguousarray(img), cards=cards, background=family)
