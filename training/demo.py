@@ -63,28 +63,22 @@ class DemoConfig:
 
 
 def synthesise(cfg: DemoConfig, data: Path) -> None:
-    """The reference catalogue and the synthetic datasets, through SYNTH's `synth` subcommand.
+    """The synthetic world (SYNTH's `build_world`) and the reference catalogue folder: the same
+    cards, their scans re-rendered at `scan_height` so the committed folder stays small."""
+    from training.synth.card_render import render_card
+    from training.synth.catalogue import write_catalogue_dir
+    from training.synth.world import WorldSpec, build_world
 
-    The flags below are the ones this build needs from it (catalogue size, unknown split, scan
-    height, scene counts, crops per card, detector image size); argparse fails loudly if the
-    synth command spells them differently.
-    """
-    from training.synth import cli as synth_cli
-
-    parser = argparse.ArgumentParser(prog="cardedge-train")
-    synth_cli.register(parser.add_subparsers(dest="command"))
-    argv = [
-        "synth", "--out", str(data), "--catalogue-out", str(cfg.reference),
-        "--cards", str(cfg.n_cards), "--unknown", str(cfg.n_unknown),
-        "--scan-height", str(cfg.scan_height), "--train-scenes", str(cfg.n_train_scenes),
-        "--val-scenes", str(cfg.n_val_scenes), "--test-scenes", str(cfg.n_test_scenes),
-        "--crops-per-card", str(cfg.crops_per_card), "--imgsz", str(cfg.det_imgsz),
-        "--seed", str(cfg.seed),
-    ]  # fmt: skip
-    args = parser.parse_args(argv)
-    rc = args.func(args)
-    if rc:
-        raise RuntimeError(f"synth failed with exit code {rc}")
+    world = build_world(
+        data,
+        WorldSpec(
+            n_cards=cfg.n_cards, n_unknown=cfg.n_unknown, obb_train=cfg.n_train_scenes,
+            obb_val=cfg.n_val_scenes, cls_train=cfg.crops_per_card, cls_val=2,
+            test_scenes=cfg.n_test_scenes, calib=64, seed=cfg.seed,
+        ),
+    )  # fmt: skip
+    scans = {r.card_id: render_card(r, cfg.scan_height) for r in world.records}
+    write_catalogue_dir(cfg.reference, world.records, scans)
 
 
 def start_detector(cfg: DemoConfig, data: Path) -> subprocess.Popen[bytes]:
