@@ -9,7 +9,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("capture", "detect", "rectify", "embed", "search", "track", "total", "identify")
+STAGES = (
+    "capture",
+    "queue",
+    "detect",
+    "handoff",
+    "rectify",
+    "embed",
+    "search",
+    "track",
+    "total",
+    "identify",
+)
 # Seconds; spans a fast NPU stage (~2 ms) to a slow CPU frame (~2 s).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
 
@@ -24,6 +35,11 @@ class Metrics:
         self.frames = Counter("cardedge_frames", "Frames processed by the live loop.", registry=r)
         self.dropped = Counter(
             "cardedge_frames_dropped", "Captured frames dropped for a newer one.", registry=r
+        )
+        self.stale = Counter(
+            "cardedge_frames_stale",
+            "Detected frames dropped because their bundle was swapped out before identification.",
+            registry=r,
         )
         self.stage_latency = Histogram(
             "cardedge_stage_latency_seconds",

@@ -110,6 +110,9 @@ class LiveOut(BaseModel):
     capture_fps: float
     frames: int
     dropped: int
+    stale: int = Field(
+        0, description="Detected frames dropped because a bundle swap retired their bundle."
+    )
     restarts: int
     embeddings_per_frame: float
     stage_ms: dict[str, float]

@@ -5,7 +5,8 @@ background. `detect` finds them for real (threshold + contours + minimum-area re
 `crops` rectifies them with edge.rectify, `embed` is the crop's grid of mean colours, `match`
 searches both views of every reference card by cosine and applies score/margin thresholds. It
 imitates the Recognizer interface agreed in the project brief (edge/pipeline.py), not a library.
-Switches: `fail` (raise on detect, like a dead accelerator), `gate` (block detect, like a hang).
+Switches: `fail` (raise on detect, like a dead accelerator), `gate` / `embed_gate` (block detect /
+embed, like a hang), `detect_delay_s` / `embed_delay_s` (a slow forward).
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ class FakeRecognizer:
     unknown_margin: float = 0.02
     top_k: int = 3
     detect_delay_s: float = 0.0
+    embed_delay_s: float = 0.0
+    embed_gate: threading.Event | None = None
     fail: Exception | None = None
     gate: threading.Event | None = None
     bundle_dir: Path = Path("fake-bundle")
@@ -163,6 +166,10 @@ class FakeRecognizer:
         return [rectify(image, b, CROP_H, CROP_W) for b in boxes]
 
     def embed(self, crops: list[CardCrop]) -> np.ndarray:
+        if self.embed_gate is not None:
+            self.embed_gate.wait()
+        if self.embed_delay_s:
+            time.sleep(self.embed_delay_s)
         self.embedded += len(crops)
         if not crops:
             return np.zeros((0, GRID[0] * GRID[1] * 3), np.float32)
