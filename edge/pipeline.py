@@ -36,6 +36,11 @@ logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
 
+# A card tilted away from the camera along its long axis by more than ~44 degrees projects with
+# its long edges shorter than its short ones, so corner ordering picks the wrong portrait side.
+# Boxes whose short/long edge ratio exceeds this are embedded both ways; the better match wins.
+AMBIGUOUS_ASPECT = 0.85
+
 
 @dataclass(frozen=True, slots=True)
 class IdentifyResult:
@@ -212,6 +217,31 @@ class Recognizer:
             f"embedder produced no output {name!r}", f"outputs were {sorted(outputs)}"
         )
 
+    def recognise(
+        self, image: ImageRGB, boxes: list[OrientedBox]
+    ) -> tuple[list[CardMatch], tuple[float, float, float, float]]:
+        """Rectify, embed (one batch) and match every box; boxes whose aspect is ambiguous are
+        also tried turned 90 degrees and keep whichever orientation matches better.
+
+        Returns the cards (in box order) and (rectify_ms, embed_ms, embed_forward_ms, search_ms).
+        """
+        t0 = time.perf_counter()
+        alternates = [i for i, b in enumerate(boxes) if ambiguous_aspect(b.corners)]
+        turned = [turned_90(boxes[i]) for i in alternates]
+        crops = self.crops(image, boxes + turned)
+        t1 = time.perf_counter()
+        vectors, embed_fwd = self._embed(crops)
+        t2 = time.perf_counter()
+        matches = self.match(vectors) if crops else []
+        chosen = list(zip(boxes, matches[: len(boxes)], strict=True))
+        for k, i in enumerate(alternates):
+            alt = matches[len(boxes) + k]
+            if alt[0].score > chosen[i][1][0].score:
+                chosen[i] = (turned[k], alt)
+        cards = [CardMatch(box=box, match=m, top_k=top) for box, (m, top) in chosen]
+        t3 = time.perf_counter()
+        return cards, (_ms(t0, t1), _ms(t1, t2), embed_fwd, _ms(t2, t3))
+
     def match(self, vectors: FloatArray) -> list[tuple[Match, tuple[Candidate, ...]]]:
         """Per vector: the unknown decision and the top-k distinct cards (one index call)."""
         hits = self.index.search(vectors, max(self.top_k, 2))
@@ -226,22 +256,13 @@ class Recognizer:
         t0 = time.perf_counter()
         boxes, det_fwd = self._detect(image)
         t1 = time.perf_counter()
-        crops = self.crops(image, boxes)
-        t2 = time.perf_counter()
-        vectors, emb_fwd = self._embed(crops)
-        t3 = time.perf_counter()
-        matches = self.match(vectors) if boxes else []
-        t4 = time.perf_counter()
-        cards = [
-            CardMatch(box=box, match=m, top_k=top)
-            for box, (m, top) in zip(boxes, matches, strict=True)
-        ]
+        cards, (rectify_ms, embed_ms, emb_fwd, search_ms) = self.recognise(image, boxes)
         timings = StageTimings(
             detect=_ms(t0, t1),
-            rectify=_ms(t1, t2),
-            embed=_ms(t2, t3),
-            search=_ms(t3, t4),
-            total=_ms(t0, t4),
+            rectify=rectify_ms,
+            embed=embed_ms,
+            search=search_ms,
+            total=_ms(t0, time.perf_counter()),
             detect_forward=det_fwd,
             embed_forward=emb_fwd,
         )
@@ -278,3 +299,15 @@ class Recognizer:
         self._detector_backend.close()
         self._embedder_backend.close()
         self.index.close()
+
+
+def ambiguous_aspect(corners: npt.NDArray[np.float32]) -> bool:
+    """True when a box's short/long edge ratio is too close to 1 to trust its portrait side."""
+    edges = np.linalg.norm(corners - np.roll(corners, -1, axis=0), axis=1)
+    first, second = edges[0] + edges[2], edges[1] + edges[3]
+    return bool(min(first, second) > AMBIGUOUS_ASPECT * max(first, second))
+
+
+def turned_90(box: OrientedBox) -> OrientedBox:
+    """The same box with its corner order started one corner later: the card turned 90 degrees."""
+    return replace(box, corners=np.ascontiguousarray(np.roll(box.corners, -1, axis=0)))

@@ -147,10 +147,10 @@ def evaluate_scene(
     outcomes = [Outcome(gt=g, detected=i in pairs) for i, g in enumerate(gt)]
     order = sorted(pairs)
     if order:
-        crops = rec.crops(image, [boxes[pairs[i]] for i in order])
-        results = rec.match(rec.embed(crops))
-        for gi, crop, (match, _) in zip(order, crops, results, strict=True):
-            o = outcomes[gi]
+        cards, _ = rec.recognise(image, [boxes[pairs[i]] for i in order])
+        crops = rec.crops(image, [card.box for card in cards])  # the orientation that matched
+        for gi, crop, card in zip(order, crops, cards, strict=True):
+            o, match = outcomes[gi], card.match
             o.predicted, o.score, o.margin, o.accepted = (
                 match.card_id,
                 match.score,
