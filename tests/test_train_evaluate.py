@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("imagehash")
 
 from edge.rectify import rectify
-from edge.types import CardCrop, Match, OrientedBox
+from edge.types import CardCrop, CardMatch, Match, OrientedBox
 from training import evaluate
 
 pytestmark = pytest.mark.train
@@ -58,11 +58,11 @@ class _FakeRecognizer:
     def crops(self, image: np.ndarray, boxes: list[OrientedBox]) -> list[CardCrop]:
         return [rectify(image, b, 56, 40) for b in boxes]
 
-    def embed(self, crops: list[CardCrop]) -> np.ndarray:
-        return np.zeros((len(crops), 4), np.float32)
-
-    def match(self, vectors: np.ndarray) -> list[tuple[Match, tuple[()]]]:
-        return [(m, ()) for m in self.answers[: len(vectors)]]
+    def recognise(
+        self, image: np.ndarray, boxes: list[OrientedBox]
+    ) -> tuple[list[CardMatch], tuple[float, float, float, float]]:
+        cards = [CardMatch(b, m) for b, m in zip(boxes, self.answers, strict=False)]
+        return cards, (0.0, 0.0, 0.0, 0.0)
 
 
 def _catalogue(tmp_path: Path, images: dict[str, np.ndarray]) -> Path:
