@@ -132,12 +132,30 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, **overrides)
 
 
+def pipelined_settings(settings: Settings, *, live: bool | None = None) -> Settings:
+    """Settings with ONNX Runtime threads split between the live loop's two inference stages.
+
+    The detect and identify stages run their ONNX sessions at the same time; onnx_threads = 0
+    ("all cores" per session) would then put twice as many busy threads as cores on the CPU.
+    Measured on a 2-core host under load: detector forward 27 ms with 1 thread per session
+    against 69-85 ms with 2. An explicit onnx_threads is kept.
+    """
+    from edge.live_stages import pipeline_onnx_threads
+
+    if not (settings.source.uri if live is None else live) or settings.runtime.onnx_threads:
+        return settings
+    threads = pipeline_onnx_threads(settings.runtime.onnx_threads)
+    logger.info("live loop: %d ONNX Runtime thread(s) per session", threads)
+    runtime = settings.runtime.model_copy(update={"onnx_threads": threads})
+    return settings.model_copy(update={"runtime": runtime})
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from edge.api.app import create_app
 
-    settings = _settings_from_args(args)
+    settings = pipelined_settings(_settings_from_args(args))
     bundle = resolve_bundle(settings)
     runtime = build_runtime(settings, load_recognizer(bundle, settings))
     app = create_app(settings, runtime)
@@ -177,6 +195,10 @@ def run_bench_live(args: argparse.Namespace) -> int:
     from edge.sources import open_source
 
     settings = _settings_from_args(args)
+    if getattr(args, "threads", None) is not None:  # `cardedge bench --live --threads N`
+        runtime = settings.runtime.model_copy(update={"onnx_threads": args.threads})
+        settings = settings.model_copy(update={"runtime": runtime})
+    settings = pipelined_settings(settings, live=True)
     bundle = resolve_bundle(settings)
     recognizer = load_recognizer(bundle, settings)
     try:

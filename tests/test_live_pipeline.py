@@ -202,3 +202,13 @@ def test_onnx_threads_split_the_cores_between_the_two_stages() -> None:
     assert pipeline_onnx_threads(0, cores=8) == 4
     assert pipeline_onnx_threads(0, cores=1) == 1
     assert pipeline_onnx_threads(3, cores=2) == 3  # an explicit setting is kept
+
+
+def test_serve_splits_onnx_threads_only_when_a_live_loop_runs() -> None:
+    from edge.serve import pipelined_settings
+
+    live = Settings(source={"uri": "synthetic:"})
+    assert pipelined_settings(live).runtime.onnx_threads == pipeline_onnx_threads(0)
+    assert pipelined_settings(Settings()).runtime.onnx_threads == 0  # no loop: all cores
+    explicit = Settings(source={"uri": "synthetic:"}, runtime={"onnx_threads": 2})
+    assert pipelined_settings(explicit).runtime.onnx_threads == 2
