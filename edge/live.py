@@ -319,14 +319,14 @@ class LiveLoop:
         events = self._maybe_reset(rec)
         plan = self._tracker.plan(boxes, frame.frame_id, frame.t_capture)
         verdicts: dict[int, tuple[Match, tuple[Candidate, ...]]] = {}
-        t2 = t3 = t4 = time.monotonic()
+        rectify_ms = embed_ms = search_ms = 0.0
         if plan.to_embed:
-            crops = rec.crops(frame.image, [boxes[i] for i in plan.to_embed])
-            t2 = time.monotonic()
-            vectors = rec.embed(crops)
-            t3 = time.monotonic()
-            verdicts = dict(zip(plan.to_embed, rec.match(vectors), strict=True))
-            t4 = time.monotonic()
+            cards, (rectify_ms, embed_ms, _, search_ms) = rec.recognise(
+                frame.image, [boxes[i] for i in plan.to_embed]
+            )
+            verdicts = {
+                i: (card.match, card.top_k) for i, card in zip(plan.to_embed, cards, strict=True)
+            }
         events += self._tracker.commit(plan, verdicts)
         tracked = self._tracker.snapshot()
         scene = self._scenes.scene(rec, frame, tracked)
@@ -340,10 +340,10 @@ class LiveLoop:
             "queue": max(0.0, item.t_start - frame.t_capture) * 1000,
             "detect": (item.t_detected - item.t_start) * 1000,
             "handoff": (t1 - item.t_detected) * 1000,
-            "rectify": (t2 - t1) * 1000 if plan.to_embed else 0.0,
-            "embed": (t3 - t2) * 1000,
-            "search": (t4 - t3) * 1000,
-            "track": (t5 - t4) * 1000 if plan.to_embed else (t5 - t1) * 1000,
+            "rectify": rectify_ms,
+            "embed": embed_ms,
+            "search": search_ms,
+            "track": (t5 - t1) * 1000 - rectify_ms - embed_ms - search_ms,
             "total": (t5 - item.t_start) * 1000,
         }
         self._account(ms, len(plan.to_embed), len(tracked), t5)

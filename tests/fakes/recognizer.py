@@ -189,6 +189,21 @@ class FakeRecognizer:
             out.append((Match(top[0], top[1], margin, known), cands))
         return out
 
+    def recognise(
+        self, image: np.ndarray, boxes: list[OrientedBox]
+    ) -> tuple[list[CardMatch], tuple[float, float, float, float]]:
+        """Crops -> embed -> match, as Recognizer.recognise (no 90-degree alternates here)."""
+        t0 = time.perf_counter()
+        crops = self.crops(image, boxes)
+        t1 = time.perf_counter()
+        vectors = self.embed(crops)
+        t2 = time.perf_counter()
+        results = self.match(vectors)
+        t3 = time.perf_counter()
+        cards = [CardMatch(b, m, top) for b, (m, top) in zip(boxes, results, strict=True)]
+        ms = (1000 * (t1 - t0), 1000 * (t2 - t1), 1000 * (t2 - t1), 1000 * (t3 - t2))
+        return cards, ms
+
     def identify(self, image: np.ndarray) -> Any:
         t0 = time.monotonic()
         boxes = self.detect(image)
