@@ -91,6 +91,7 @@ class CompositeSource:
         seed: int = 0,
     ) -> None:
         self.uri = f"composite:{cards}-cards@{fps:g}fps"
+        self.live = True  # a paced camera: the loop keeps the newest frame
         self._cards = list(card_images)
         self._n = cards
         self.fps = fps

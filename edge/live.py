@@ -198,6 +198,9 @@ class LiveLoop:
             self._last_capture = time.monotonic()
             self._set_source("opened", "waiting for the first frame")
             while not stop.is_set() and gen == self._gen:
+                if not source.live and not slot.wait_empty(0.1):
+                    self._beats["capture"] = time.monotonic()
+                    continue
                 frame = source.read()
                 now = time.monotonic()
                 self._beats["capture"] = self._last_capture = now

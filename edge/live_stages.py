@@ -52,7 +52,15 @@ class LatestFrame:
             if self._frame is None:
                 self._cond.wait(timeout)
             frame, self._frame = self._frame, None
+            self._cond.notify_all()
         return frame
+
+    def wait_empty(self, timeout: float) -> bool:
+        """Block until the slot has been read (offline sources: read only when wanted)."""
+        with self._cond:
+            if self._frame is not None:
+                self._cond.wait(timeout)
+            return self._frame is None
 
 
 class Handoff(Generic[T]):

@@ -212,3 +212,36 @@ def test_serve_splits_onnx_threads_only_when_a_live_loop_runs() -> None:
     assert pipelined_settings(Settings()).runtime.onnx_threads == 0  # no loop: all cores
     explicit = Settings(source={"uri": "synthetic:"}, runtime={"onnx_threads": 2})
     assert pipelined_settings(explicit).runtime.onnx_threads == 2
+
+
+def test_offline_source_is_read_only_when_the_loop_wants_a_frame() -> None:
+    # given an unpaced offline source (a `?fast` video or synthetic film) and a slow detector
+    rec = FakeRecognizer(CARDS, detect_delay_s=0.03)
+    camera = FakeCamera(small_frame, fps=None)
+    camera.live = False
+    runtime = Runtime(Settings(), rec)
+    loop = LiveLoop(runtime, lambda: camera, FAST, uri="fake:film")
+    runtime.attach_live(loop)
+    runtime.start()
+    try:
+        # when the loop has worked through a number of frames
+        assert wait_until(lambda: loop.frames >= 10)
+    finally:
+        runtime.close()
+    # then nothing was read just to be dropped: reads track the frames taken, plus the few in
+    # flight between the stages
+    assert loop.dropped == 0
+    assert camera.reads <= loop.frames + 4, (camera.reads, loop.frames)
+
+
+def test_live_camera_frames_beyond_the_loop_rate_are_dropped_and_counted() -> None:
+    # given a camera faster than a slow detector
+    rec = FakeRecognizer(CARDS, detect_delay_s=0.03)
+    runtime, loop = start_loop(rec, FAST, fps=300, frames=small_frame)
+    try:
+        # when the loop runs for a while
+        assert wait_until(lambda: loop.frames >= 10)
+    finally:
+        runtime.close()
+    # then the loop kept only the newest frames and counted the rest
+    assert loop.dropped > 0

@@ -23,6 +23,11 @@ class FrameSource(Protocol):
     """A camera-like producer of RGB frames. `read` blocks until the next frame is ready."""
 
     uri: str
+    # True for a device that makes frames at its own pace (a camera: the loop keeps the newest
+    # and counts the rest as dropped); False for an offline source read as fast as the loop
+    # consumes (`?fast` video, folder, synthetic): the loop then reads the next frame only when
+    # it is ready for one, so nothing is rendered or decoded just to be dropped.
+    live: bool
 
     def open(self) -> None:
         """Acquire the device or file; raises SourceError when it cannot."""

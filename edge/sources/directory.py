@@ -37,6 +37,7 @@ class DirectorySource:
         self.folder = Path(path)
         self.once = "once" in options
         fps = None if "fast" in options else option_float(options, "fps", 2.0)
+        self.live = "fast" not in options
         self._pacer = Pacer(fps)
         self._files: list[Path] = []
         self._pos = 0

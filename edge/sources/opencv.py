@@ -60,6 +60,7 @@ class OpenCVSource:
             if not path:
                 raise SourceError("file: source needs a path", "file:video.mp4")
             self.target = path
+        self.live = not self.fast
         self._pacer = Pacer(None)
 
     def open(self) -> None:

@@ -58,6 +58,7 @@ class Picamera2Source:
 
     def __init__(self, uri: str, rest: str, settings: SourceSettings) -> None:
         self.uri = uri
+        self.live = True
         self.settings = settings
         _, options = parse_options(rest)
         reject_unknown(options, {"stream", "lores"}, "picamera2")

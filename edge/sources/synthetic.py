@@ -87,6 +87,7 @@ class SyntheticSource:
         self.scene_seconds = option_float(options, "seconds", 10.0) or 10.0
         self.seed = int(option_float(options, "seed", 0.0) or 0)
         self._pacer = Pacer(None if "fast" in options else self.fps)
+        self.live = "fast" not in options
         self._cards: dict[str, ImageRGB] = {}
         self._scene_mod: Any = None
         self._rng = np.random.default_rng(self.seed)

@@ -19,6 +19,7 @@ class FakeCamera:
         self.uri = "fake:camera"
         self.frame_fn = frame_fn
         self.period = 1.0 / fps if fps else 0.0
+        self.live = True  # drops are what the loop's tests look at
         self.unplugged = False
         self.hang = threading.Event()  # set -> reads block
         self._released = threading.Event()
