@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test lint typecheck pytest install-runtime install-dev browser demo-bundle bench \
-	bench-index bench-live bench-scene bench-swap bench-hailo soak clean
+	bench-index bench-live bench-scene bench-swap bench-hailo bench-synth synth-preview soak clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -74,3 +74,9 @@ clean:
 
 bench-hailo: $(VENV)/.dev-stamp
 	$(BIN)/python benchmarks/hailo_live.py --bundle models/demo --seconds 20
+
+bench-synth: $(VENV)/.dev-stamp
+	$(BIN)/python benchmarks/synth_speed.py
+
+synth-preview: $(VENV)/.dev-stamp
+	$(BIN)/python -m training.synth preview --out docs/synth-preview.jpg
