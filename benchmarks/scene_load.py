@@ -51,7 +51,7 @@ def served(bundle: Path, source: str, port: int) -> Iterator[str]:
     cmd = [
         sys.executable,
         "-m",
-        "edge.serve",
+        "edge.cli",
         "serve",
         "--bundle",
         str(bundle),

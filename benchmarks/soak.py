@@ -54,7 +54,7 @@ def main() -> int:
         [
             sys.executable,
             "-m",
-            "edge.serve",
+            "edge.cli",
             "serve",
             "--bundle",
             str(args.bundle),
