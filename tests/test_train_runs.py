@@ -114,3 +114,25 @@ def test_seed_everything_repeats_random_draws() -> None:
     b = torch.rand(3)
     # then the draws repeat
     assert torch.equal(a, b)
+
+
+def test_config_from_args_takes_sagemaker_folders_when_flags_are_absent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # given a SageMaker job's folders and no --data/--out flags
+    import argparse
+
+    from training import teacher
+
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
+    monkeypatch.setenv("SM_CHANNEL_TRAIN", str(tmp_path / "train"))
+    parser = argparse.ArgumentParser()
+    teacher.add_arguments(parser)
+    # when the run config is built
+    cfg = runs.config_from_args(teacher.TeacherConfig, parser.parse_args([]))
+    # then the job's folders are used; explicit flags still win
+    assert (cfg.data, cfg.out) == (tmp_path / "train", tmp_path / "model")
+    flagged = runs.config_from_args(
+        teacher.TeacherConfig, parser.parse_args(["--data", "d", "--out", "o"])
+    )
+    assert (flagged.data, flagged.out) == (Path("d"), Path("o"))

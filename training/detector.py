@@ -154,16 +154,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mlflow", type=Path, default=None, help="log to a local MLflow store")
 
 
-def config_from_args(args: argparse.Namespace) -> DetectorConfig:
-    sm = runs.sagemaker_paths()
-    values = {k: v for k, v in vars(args).items() if k in DetectorConfig.__dataclass_fields__}
-    values["data"] = args.data or sm.get("train") or DetectorConfig.data
-    values["out"] = args.out or sm.get("model_dir") or DetectorConfig.out
-    return DetectorConfig(**values)
-
-
 def main(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = runs.config_from_args(DetectorConfig, args)
     best = train(cfg)
     if args.export is not None:
         export_onnx(best, args.export, cfg.imgsz)

@@ -239,15 +239,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mlflow", type=Path, default=None, help="log to a local MLflow store")
 
 
-def config_from_args(args: argparse.Namespace) -> DistillConfig:
-    sm = runs.sagemaker_paths()
-    values = {k: v for k, v in vars(args).items() if k in DistillConfig.__dataclass_fields__}
-    values["data"] = args.data or sm.get("train") or DistillConfig.data
-    values["out"] = args.out or sm.get("model_dir") or DistillConfig.out
-    return DistillConfig(**values)
-
-
 def main(args: argparse.Namespace) -> int:
-    best = train(config_from_args(args))
+    best = train(runs.config_from_args(DistillConfig, args))
     logger.info("student best checkpoint: %s", best)
     return 0

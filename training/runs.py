@@ -8,6 +8,7 @@ training jobs, which pass their folders in SM_MODEL_DIR / SM_CHANNEL_TRAIN / SM_
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -18,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -124,6 +125,20 @@ def sagemaker_paths() -> dict[str, Path]:
     """Folders a SageMaker training job passes in: model_dir, train, val (only those set)."""
     names = {"model_dir": "SM_MODEL_DIR", "train": "SM_CHANNEL_TRAIN", "val": "SM_CHANNEL_VAL"}
     return {key: Path(os.environ[var]) for key, var in names.items() if os.environ.get(var)}
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+def config_from_args(cls: type[ConfigT], args: argparse.Namespace) -> ConfigT:
+    """A run config dataclass from parsed flags; `data` and `out` fall back to the SageMaker
+    channel and model folders when set, then to the dataclass defaults."""
+    sm = sagemaker_paths()
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    values["data"] = args.data or sm.get("train") or fields["data"].default
+    values["out"] = args.out or sm.get("model_dir") or fields["out"].default
+    return cls(**values)
 
 
 class MlflowLogger:

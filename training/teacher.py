@@ -345,15 +345,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mlflow", type=Path, default=None, help="log to a local MLflow store")
 
 
-def config_from_args(args: argparse.Namespace) -> TeacherConfig:
-    sm = runs.sagemaker_paths()
-    values = {k: v for k, v in vars(args).items() if k in TeacherConfig.__dataclass_fields__}
-    values["data"] = args.data or sm.get("train") or TeacherConfig.data
-    values["out"] = args.out or sm.get("model_dir") or TeacherConfig.out
-    return TeacherConfig(**values)
-
-
 def main(args: argparse.Namespace) -> int:
-    best = train(config_from_args(args))
+    best = train(runs.config_from_args(TeacherConfig, args))
     logger.info("teacher best checkpoint: %s", best)
     return 0
