@@ -149,6 +149,11 @@ def test_embedder_index_dimension_mismatch_is_refused(bundle_copy: Path) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect (issue 4): the demo embedder was trained on crops rectified from exact "
+    "corners and misidentifies crops cut from the detector's rotated rectangles",
+)
 def test_demo_bundle_identifies_composed_scenes() -> None:
     # given the demo bundle and scenes composed from its selftest scans (4 cards each)
     demo = demo_bundle_or_none()

@@ -24,6 +24,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "index": ("training.index_build", "embed the catalogue (both views), calibrate thresholds"),
     "export": ("training.export", "export the student to ONNX with a parity check"),
     "bundle": ("training.bundle_build", "assemble (and sign) a bundle with its lineage"),
+    "calibrate": (
+        "training.calibrate_scenes",
+        "unknown-card thresholds from detector boxes in fresh training-config scenes",
+    ),
     "evaluate": ("training.evaluate", "evaluate a bundle on held-out scenes (+ pHash baseline)"),
     "demo-bundle": ("training.demo", "regenerate the demo bundle end to end"),
 }

@@ -121,7 +121,7 @@ def train_embedders(cfg: DemoConfig, data: Path) -> Path:
 
 def assemble(cfg: DemoConfig, data: Path, student: Path) -> dict[str, Any]:
     """Index, export, bundle and evaluate; returns the evaluation report."""
-    from training import bundle_build, evaluate, export, index_build
+    from training import bundle_build, calibrate_scenes, evaluate, export, index_build
 
     index_dir = cfg.work / "index"
     index_build.run(student, data, index_dir, target_far=cfg.target_far)
@@ -136,6 +136,9 @@ def assemble(cfg: DemoConfig, data: Path, student: Path) -> dict[str, Any]:
             data=data,
         )
     )  # fmt: skip
+    calibrate_scenes.run(
+        cfg.out, data / "catalogue", data / "unknown", target_far=cfg.target_far, seed=cfg.seed + 7
+    )
     report = evaluate.evaluate(cfg.out, data / "test_scenes", cfg.reference, threads=cfg.threads)
     return report
 
