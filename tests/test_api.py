@@ -42,6 +42,7 @@ def make_client(
     live: bool = True,
     rec: FakeRecognizer | None = None,
     cam: FakeCamera | None = None,
+    stall_s: float = 0.5,
     **sections: dict[str, Any],
 ) -> tuple[TestClient, Runtime]:
     settings = load_settings(None, **sections)
@@ -49,7 +50,7 @@ def make_client(
     if live:
         camera = cam or FakeCamera(cycling_frame, fps=60)
         runtime.attach_live(
-            LiveLoop(runtime, lambda: camera, LiveConfig(stall_s=0.5), uri="fake:camera")
+            LiveLoop(runtime, lambda: camera, LiveConfig(stall_s=stall_s), uri="fake:camera")
         )
     return TestClient(create_app(settings, runtime), raise_server_exceptions=False), runtime
 
@@ -200,10 +201,15 @@ def test_scene_lists_the_tracked_cards(client: TestClient) -> None:
     assert all(len(c["polygon"]) == 4 for c in cards)
 
 
-def test_events_stream_card_events_as_sse(client: TestClient) -> None:
-    with client.stream("GET", "/v1/events?max_events=3&timeout_s=10") as r:
+def test_events_stream_card_events_as_sse() -> None:
+    # given a live loop whose camera brings cards in and out of view (a watchdog patient
+    # enough not to restart the camera on a busy CI machine)
+    client, _ = make_client(stall_s=5.0)
+    # when a client subscribes to the event stream
+    with client, client.stream("GET", "/v1/events?max_events=3&timeout_s=30") as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         text = "".join(r.iter_text())
+    # then it receives card events as server-sent events
     kinds = [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("event: ")]
     assert len(kinds) == 3 and set(kinds) <= {"card_appeared", "card_identified", "card_left"}
 
