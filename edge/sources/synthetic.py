@@ -107,8 +107,7 @@ class SyntheticSource:
         self._base = None
         logger.info("synthetic source: %d card images from %s", len(self._cards), self.folder)
 
-    def _new_scene(self) -> None:
-        mod = self._scene_mod
+    def _new_scene(self, mod: Any) -> None:
         cfg = mod.SceneConfig()
         fields = (
             {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
@@ -129,15 +128,19 @@ class SyntheticSource:
         self._phase = float(self._rng.uniform(0, 2 * math.pi))
 
     def read(self) -> Frame:
-        if self._scene_mod is None:
+        # close() may run on another thread meanwhile: work on local references only.
+        mod = self._scene_mod
+        if mod is None:
             raise SourceError(f"{self.uri} is not open")
         frames_per_scene = max(1, round(self.scene_seconds * self.fps))
         if self._base is None or self._frame_id - self._scene_start >= frames_per_scene:
-            self._new_scene()
-        assert self._base is not None
+            self._new_scene(mod)
+        base = self._base
+        if base is None:
+            raise SourceError(f"{self.uri} was closed")
         t = (self._frame_id - self._scene_start) / self.fps
         m = drift_matrix(t, self.size, self._phase)
-        image = cv2.warpAffine(self._base, m, self.size, borderMode=cv2.BORDER_REFLECT)
+        image = cv2.warpAffine(base, m, self.size, borderMode=cv2.BORDER_REFLECT)
         self.truth = [
             (cid, (corners @ m[:, :2].T + m[:, 2]).astype(np.float32))
             for cid, corners in self._base_corners
