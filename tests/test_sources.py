@@ -322,7 +322,7 @@ def test_synthetic_source_renders_a_new_scene_after_its_duration(
     src.open()
     calls = []
     original = src._new_scene
-    src._new_scene = lambda: (calls.append(1), original())[1]  # type: ignore[method-assign]
+    src._new_scene = lambda *a: (calls.append(1), original(*a))[1]  # type: ignore[method-assign]
     for _ in range(25):
         src.read()
     assert len(calls) == 3  # frames 0, 10, 20 start scenes
