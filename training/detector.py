@@ -135,8 +135,26 @@ def export_onnx(weights: Path, out: Path, imgsz: int) -> Path:
     produced = model.export(format="onnx", imgsz=imgsz, opset=17, dynamic=False, simplify=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(produced, out)
+    scrub_paths(out)
     logger.info("detector exported to %s at %d px", out, imgsz)
     return out
+
+
+def scrub_paths(onnx_path: Path) -> None:
+    """Drop the building machine's absolute paths from the ONNX metadata (ultralytics writes the
+    dataset path into its description), so a shipped model names no machine's folders."""
+    import re
+
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    changed = False
+    for prop in model.metadata_props:
+        cleaned = re.sub(r"(?<![\w.])/(?:[^\s/]+/)+([^\s/]+)", r"\1", prop.value)
+        if cleaned != prop.value:
+            prop.value, changed = cleaned, True
+    if changed:
+        onnx.save(model, str(onnx_path))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
