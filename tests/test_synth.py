@@ -160,3 +160,34 @@ def test_catalogue_folder_round_trips_as_real_scans(tmp_path: Path) -> None:
     scan = render_card(loaded[0], 440)
     assert scan.shape == (440, 315, 3)
     assert np.abs(scan.astype(int) - images[records[0].card_id].astype(int)).mean() < 4
+
+
+def test_training_crops_are_cut_the_way_the_device_cuts_them() -> None:
+    """Scene crops come from the detector-like rotated rectangle of a card, not its exact
+    trapezoid: a right-angled box, aligned so the crop is upright, near the true corners."""
+    from edge.rectify import warp_card
+    from training.synth.writers import CROP_H, CROP_W, device_box
+
+    rng = np.random.default_rng(3)
+    # A card tilted back: its projection is a trapezoid (top edge shorter than the bottom).
+    trapezoid = np.array([[430, 200], [570, 200], [600, 420], [400, 420]], np.float32)
+    box = device_box(trapezoid, rng)
+    edges = np.roll(box, -1, axis=0) - box
+    for i in range(4):  # a rectangle: consecutive edges at right angles
+        cos = (
+            edges[i]
+            @ edges[(i + 1) % 4]
+            / np.linalg.norm(edges[i])
+            / np.linalg.norm(edges[(i + 1) % 4])
+        )
+        assert abs(cos) < 1e-3
+    assert np.linalg.norm(box - trapezoid, axis=1).max() < 40  # near, but not the trapezoid
+    assert np.linalg.norm(box - trapezoid, axis=1).max() > 5
+    # Upside down (the card's top-left at the image's bottom-right): the box follows the labels.
+    upside_down = device_box(np.roll(trapezoid, -2, axis=0), np.random.default_rng(3))
+    assert np.linalg.norm(upside_down[0] - trapezoid[2]) < 40
+    image = np.zeros((600, 900, 3), np.uint8)
+    image[200:420, 400:600, 0] = 255  # top half red, bottom half green: orientation is visible
+    image[310:420, 400:600] = (0, 255, 0)
+    crop = warp_card(image, box, CROP_H, CROP_W)
+    assert crop[: CROP_H // 3, :, 0].mean() > crop[-CROP_H // 3 :, :, 0].mean()

@@ -35,7 +35,7 @@ class DemoConfig:
     n_cards: int = 320
     n_unknown: int = 60
     scan_height: int = 224  # 320 scans at 224 px, JPEG q95: 6.0 MB (budget 10 MB)
-    n_train_scenes: int = 400
+    n_train_scenes: int = 800
     n_val_scenes: int = 40
     n_test_scenes: int = 120
     crops_per_card: int = 12
@@ -54,7 +54,7 @@ class DemoConfig:
     student: str = "resnet10t"
     distill_epochs: int = 10
     det_imgsz: int = 320
-    det_epochs: int = 25
+    det_epochs: int = 20
     batch: int = 64
     target_far: float = 0.02
     threads: int = 1
