@@ -15,10 +15,17 @@ camera paced at --fps that films 1280x720 scenes of --cards cards (edge.bench's 
 drifting slowly so tracking works; a new scene every --scene-seconds), or any edge source URI.
 
 Device time: the double computes real outputs with ONNX Runtime on this CPU before it "holds the
-chip" for its configured latency. Its compute is measured first and the latency set to
-published - compute, so a job occupies the emulated chip for the published time. Where the
-double's compute alone exceeds the published figure, the emulated chip is slower than a
-Hailo-8L; the report says so and gives the bound for the emulated device too.
+chip" for its configured latency. On this 2-core machine that compute (20-40 ms per detector
+frame) is slower than the chip it stands for and takes the cores the host pipeline needs, so by
+default the camera plays a looping clip (--clip-seconds of a slowly swaying scene, seamless at
+the loop) and the chip is memoised: each distinct input tensor is computed once with the real
+graph (the clip is pushed through the Recognizer once before timing starts) and every repeat is
+answered from the memo, bit-identical. The double's remaining per-job cost (a hash per input) is
+measured, and the latency set to published - that cost, so a job occupies the emulated chip for
+the published time while every host stage (decode, letterbox, quantisation, OBB-head decode,
+NMS, rectify, batching, search, tracking) runs for real. --clip-seconds 0 films an endless
+drifting scene instead, without memo hits: then the emulated chip is as slow as this CPU, the
+report says so and gives the bound for the emulated device too.
 
     python benchmarks/hailo_live.py --bundle models/demo --seconds 20
 
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib
 import json
 import logging
@@ -121,6 +129,56 @@ class CompositeSource:
         self._pacer.wait()
         self._frame_id += 1
         return Frame(np.ascontiguousarray(image), self._frame_id, time.monotonic(), self.uri)
+
+    def close(self) -> None:
+        self._open = False
+
+
+class ClipSource:
+    """A paced camera playing a looping clip of one composited scene of `cards` cards.
+
+    The scene sways by a periodic motion whose period is the clip, so the loop has no jump and
+    the tracker sees a continuous scene. Every frame repeats once per loop, which is what lets
+    the memoised chip answer from its memo after the first pass.
+    """
+
+    def __init__(
+        self,
+        card_images: Sequence[ImageRGB],
+        *,
+        cards: int,
+        fps: float,
+        clip_seconds: float,
+        seed: int = 0,
+    ) -> None:
+        self.uri = f"clip:{cards}-cards@{fps:g}fps/{clip_seconds:g}s"
+        self.live = True
+        self.fps = fps
+        base = compose_scene(list(card_images), np.random.default_rng(seed), per_frame=cards)[0]
+        h, w = base.shape[:2]
+        n = max(2, round(clip_seconds * fps))
+        self.frames = []
+        for i in range(n):
+            phase = 2 * np.pi * i / n
+            m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), 2.0 * np.sin(phase), 1.0)
+            m[0, 2] += 0.015 * w * np.sin(phase + 1.0)
+            m[1, 2] += 0.01 * h * np.cos(phase)
+            frame = cv2.warpAffine(base, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+            self.frames.append(np.ascontiguousarray(frame))
+        self._pacer = Pacer(fps)
+        self._frame_id = 0
+        self._open = False
+
+    def open(self) -> None:
+        self._open = True
+
+    def read(self) -> Frame:
+        if not self._open:
+            raise SourceError(f"{self.uri} is not open")
+        image = self.frames[self._frame_id % len(self.frames)]
+        self._pacer.wait()
+        self._frame_id += 1
+        return Frame(image, self._frame_id, time.monotonic(), self.uri)
 
     def close(self) -> None:
         self._open = False
@@ -299,6 +357,43 @@ def fake_hailo() -> Iterator[Any]:
             sys.path.remove(str(FAKES))
 
 
+class MemoisedChip:
+    """Wraps the double's compute: each distinct input tensor per network is computed once with
+    the real graph; repeats are answered from the memo (the same bytes the graph gave)."""
+
+    def __init__(self, impl: Any) -> None:
+        self.hits = 0
+        self.misses = 0
+        self._memo: dict[tuple[str, bytes], dict[str, npt.NDArray[np.uint8]]] = {}
+        self._cls = impl.ConfiguredInferModel
+        self._original: Callable[..., Any] = self._cls._compute
+        chip = self
+
+        def compute(model_self: Any, pixels: npt.NDArray[np.uint8]) -> Any:
+            net = model_self._model._hef.network_name
+            keys = [(net, hashlib.blake2b(p.tobytes(), digest_size=16).digest()) for p in pixels]
+            missing = [i for i, k in enumerate(keys) if k not in chip._memo]
+            if missing:
+                out = chip._original(model_self, pixels[missing])
+                for j, i in enumerate(missing):
+                    chip._memo[keys[i]] = {name: v[j] for name, v in out.items()}
+            chip.misses += len(missing)
+            chip.hits += len(keys) - len(missing)
+            first = chip._memo[keys[0]]
+            return {name: np.stack([chip._memo[k][name] for k in keys]) for name in first}
+
+        self._cls._compute = compute
+
+    def counts(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "entries": len(self._memo)}
+
+    def reset_counts(self) -> None:
+        self.hits = self.misses = 0
+
+    def close(self) -> None:
+        self._cls._compute = self._original
+
+
 class ComputeMeter:
     """Times the double's own ONNX Runtime compute per frame, per network (it is not chip time)."""
 
@@ -441,30 +536,55 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 RuntimeSettings(backend="hailo", onnx_threads=1),
                 hailo=HailoSettings(output_format=args.output_format),
             )
-            meter = ComputeMeter(sys.modules["hailo_platform.pyhailort.pyhailort"])
+            impl = sys.modules["hailo_platform.pyhailort.pyhailort"]
+            chip = MemoisedChip(impl) if args.clip_seconds > 0 else None
+            meter = ComputeMeter(impl)  # wraps the memo: it times what a job costs the host
             try:
-                probes = [
-                    compose_scene(cards, np.random.default_rng(100 + i), per_frame=args.cards)[0]
-                    for i in range(COMPUTE_PROBES)
-                ]
-                device = emulate_device_time(hp, meter, rec, probes, latencies)
                 source: FrameSource
+                clip: ClipSource | None = None
                 if args.source:
                     settings = SourceSettings(uri=args.source, fps=args.fps)
                     source = open_source(args.source, settings, bundle_dir=bundle)
+                elif chip is not None:
+                    clip = ClipSource(
+                        cards, cards=args.cards, fps=args.fps, clip_seconds=args.clip_seconds
+                    )
+                    source = clip
                 else:
                     source = CompositeSource(
                         cards, cards=args.cards, fps=args.fps, scene_seconds=args.scene_seconds
                     )
+                if clip is not None:
+                    hp.fake_state.time_scale = 0.0
+                    try:  # first pass: the real graph computes every clip frame and its crops
+                        for frame in clip.frames:
+                            rec.identify(frame)
+                    finally:
+                        hp.fake_state.time_scale = 1.0
+                    meter.reset()
+                    probes = clip.frames[:COMPUTE_PROBES]
+                else:
+                    probes = [
+                        compose_scene(cards, np.random.default_rng(100 + i), per_frame=args.cards)[
+                            0
+                        ]
+                        for i in range(COMPUTE_PROBES)
+                    ]
+                device = emulate_device_time(hp, meter, rec, probes, latencies)
+                if chip is not None:
+                    chip.reset_counts()
                 counting = CountingRecognizer(rec)
                 live = bench_live(cast(Any, counting), source, args.seconds)
                 during = {
                     "detector": meter.median(DET_NET),
                     "embed_per_crop": meter.median(EMB_NET),
                 }
+                device["memo"] = chip.counts() if chip is not None else None
                 backends = dict(rec.backends)
             finally:
                 meter.close()
+                if chip is not None:
+                    chip.close()
                 rec.close()
     return _report(args, origin, manifest, latencies, device, during, backends, live, counting)
 
@@ -505,10 +625,18 @@ def _report(
             "the test double's own CPU compute exceeds the published latency, so the emulated "
             "chip is slower than a Hailo-8L; see bar_emulated_device"
         )
+    memo = device.get("memo")
+    misses = memo["misses"] if memo else 0
+    if misses:
+        notes.append(
+            f"{misses} chip jobs missed the memo during the run and were computed on this CPU "
+            "(slower than the chip)"
+        )
     if not all(reason.startswith("hailo") for reason in backends.values()):
         notes.append("not every model ran on the Hailo backend")
     measurable = (
         device["exact"]
+        and misses <= 0.01 * max(1, live["frames"])
         and float(detected.mean()) >= BAR * args.cards
         and all(reason.startswith("hailo") for reason in backends.values())
     )
@@ -594,6 +722,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fps", type=float, default=30.0, help="camera frame rate")
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds (after warm-up)")
     p.add_argument("--scene-seconds", type=float, default=10.0, help="film time per scene")
+    p.add_argument(
+        "--clip-seconds",
+        type=float,
+        default=2.0,
+        help="loop a clip this long with the memoised chip (0: endless drifting scenes)",
+    )
     p.add_argument("--source", help="an edge source URI instead of the compositor")
     p.add_argument("--output-format", choices=["uint8", "float32"], default="uint8")
     p.add_argument("--out", type=Path, help="also write the JSON report here")

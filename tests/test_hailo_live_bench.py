@@ -112,3 +112,65 @@ def test_manifest_hef_latency_is_used_unless_a_flag_overrides(
     assert bench.published_latencies(manifest, None, None)["embed_ms"] == 7.0
     assert bench.published_latencies(manifest, None, None)["embed_from"] == "manifest"
     assert bench.published_latencies(manifest, None, 2.5)["embed_ms"] == 2.5
+
+
+def test_memoised_chip_computes_each_input_once_and_answers_repeats_exactly(
+    bench: ModuleType,
+) -> None:
+    # given a chip whose compute is a real function of its input, counting its calls
+    import numpy as np
+
+    calls: list[int] = []
+
+    class Hef:
+        network_name = "net"
+
+    class Model:
+        _hef = Hef()
+
+    class Configured:
+        _model = Model()
+
+        def _compute(self, pixels: Any) -> dict[str, Any]:
+            calls.append(len(pixels))
+            return {"out": (pixels.astype(np.uint16).sum(axis=(1, 2)) % 251).astype(np.uint8)}
+
+    impl = type("Impl", (), {"ConfiguredInferModel": Configured})
+    original = Configured._compute
+    chip = bench.MemoisedChip(impl)
+    try:
+        rng = np.random.default_rng(0)
+        a, b, c = (rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(3))
+        # when batches repeat some inputs and add new ones
+        first = Configured()._compute(np.stack([a, b]))
+        second = Configured()._compute(np.stack([b, c, a]))
+    finally:
+        chip.close()
+    # then only unseen inputs reach the graph, and every answer equals the graph's own
+    assert calls == [2, 1]
+    want = original(Configured(), np.stack([b, c, a]))["out"]
+    assert np.array_equal(second["out"], want)
+    assert np.array_equal(first["out"], original(Configured(), np.stack([a, b]))["out"])
+    assert chip.counts() == {"hits": 2, "misses": 3, "entries": 3}
+    assert Configured._compute is original  # close() puts the double back
+
+
+def test_clip_loops_without_a_jump(bench: ModuleType) -> None:
+    # given a clip of a composited scene
+    import numpy as np
+
+    cards = [np.full((88, 63, 3), v, np.uint8) for v in (40, 120, 200)]
+    clip = bench.ClipSource(cards, cards=2, fps=10, clip_seconds=2.0)
+    frames = clip.frames
+    # then the step from the last frame back to the first is no bigger than any other step
+    steps = [np.abs(frames[i].astype(int) - frames[i - 1].astype(int)).mean() for i in range(20)]
+    assert steps[0] <= 1.5 * max(steps[1:]) + 1e-6
+    assert len(frames) == 20
+
+
+def test_run_answers_the_chip_from_the_memo(report: dict[str, Any]) -> None:
+    # then after the clip's first pass every chip job of the timed run was a memo hit
+    memo = report["latency_model"]["memo"]
+    assert memo["misses"] == 0
+    assert memo["hits"] > 0
+    assert report["latency_model"]["exact"] is True
