@@ -1,7 +1,9 @@
 """Procedural table-top backgrounds: the surfaces cards lie on.
 
-Training families: wood, cloth, playmat, desk (with clutter). Held-out families used only by the
-test-scene config: marble, granite, gingham. Textures are synthesised at half resolution and
+Training families: wood, cloth, playmat, desk (with clutter), carpet, collage, paper, tiles, blur
+(an out-of-focus room) and stripes: many kinds of texture, frequency and clutter, so a detector
+learns what a card is rather than what a table looks like. Held-out families used only by the
+test-scene config: marble, granite, gingham (made by generators the training world never runs). Textures are synthesised at half resolution and
 upscaled (detail finer than that is lost to camera blur anyway), which keeps a 1280x720 frame
 within a few milliseconds. An optional image folder supplies real photographs instead.
 """
@@ -23,7 +25,9 @@ from training.synth.arrays import u8
 logger = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
-TRAIN_FAMILIES = ("wood", "cloth", "playmat", "desk")
+TRAIN_FAMILIES = (
+    "wood", "cloth", "playmat", "desk", "carpet", "collage", "paper", "tiles", "blur", "stripes",
+)  # fmt: skip
 TEST_FAMILIES = ("marble", "granite", "gingham")
 
 
@@ -165,6 +169,121 @@ def desk(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
     return img
 
 
+def _colour(rng: np.random.Generator, lo: float = 0.0, hi: float = 255.0) -> tuple[float, ...]:
+    return tuple(float(v) for v in rng.uniform(lo, hi, 3))
+
+
+def carpet(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
+    """Carpet or a rough rug: per-pixel fibre noise smeared along a direction, over soft mottling."""
+    hh, ww = h // 2, w // 2
+    fibre = rng.normal(0.5, rng.uniform(0.1, 0.3), (hh, ww)).astype(np.float32)
+    k = int(rng.integers(1, 4)) * 2 + 1
+    kernel = np.zeros((k, k), np.float32)
+    kernel[k // 2, :] = 1.0 / k
+    rot = cv2.getRotationMatrix2D((k / 2 - 0.5, k / 2 - 0.5), rng.uniform(0, 180), 1.0)
+    fibre = cv2.filter2D(fibre, -1, cv2.warpAffine(kernel, rot, (k, k)))
+    t = np.clip(0.6 * fibre + 0.4 * value_noise(hh, ww, int(rng.integers(4, 20)), rng), 0, 1)
+    base = np.asarray(_colour(rng, 30, 230), np.float32)
+    return _up(_lerp(base * rng.uniform(0.3, 0.7), base, t.astype(np.float32)), h, w)
+
+
+def collage(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
+    """Overlapping flat shapes (posters, boxes, books seen from above): hard negatives with
+    straight edges and corners, some of them card-sized rectangles of other aspects."""
+    hh, ww = h // 2, w // 2
+    img = np.empty((hh, ww, 3), np.uint8)
+    img[:] = np.asarray(_colour(rng, 20, 235), np.uint8)
+    for _ in range(int(rng.integers(6, 25))):
+        kind = int(rng.integers(3))
+        cx, cy = rng.uniform(0, ww), rng.uniform(0, hh)
+        col = _colour(rng)
+        if kind == 0:
+            size = (rng.uniform(0.05, 0.5) * hh, rng.uniform(0.05, 0.5) * hh)
+            box = cv2.boxPoints(((cx, cy), size, rng.uniform(0, 180))).astype(np.int32)
+            cv2.fillPoly(img, [box], col, cv2.LINE_AA)
+        elif kind == 1:
+            r = int(rng.uniform(0.02, 0.2) * hh)
+            cv2.circle(img, (int(cx), int(cy)), r, col, -1, cv2.LINE_AA)
+        else:
+            pts = (np.array([cx, cy]) + rng.normal(0, 0.15 * hh, (3, 2))).astype(np.int32)
+            cv2.fillPoly(img, [pts], col, cv2.LINE_AA)
+    return _up(img, h, w)
+
+
+def paper(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
+    """Printed pages (a magazine, a price list): columns of text strokes and picture blocks."""
+    hh, ww = h // 2, w // 2
+    tone = rng.uniform(215, 250)
+    img = np.full((hh, ww, 3), tone, np.float32)
+    img *= np.asarray(rng.uniform(0.93, 1.0, 3), np.float32)
+    img = u8(img)
+    ink = _colour(rng, 0, 90)
+    line_h = int(rng.integers(4, 10))
+    cols = int(rng.integers(1, 4))
+    col_w = ww // cols
+    for c in range(cols):
+        y = int(rng.integers(2, 3 * line_h))
+        while y < hh - line_h:
+            if rng.random() < 0.08:  # a picture block
+                bh = int(rng.uniform(0.1, 0.3) * hh)
+                x0 = c * col_w + 6
+                cv2.rectangle(img, (x0, y), (x0 + col_w - 12, y + bh), _colour(rng), -1)
+                y += bh + line_h
+                continue
+            x = c * col_w + 6
+            while x < (c + 1) * col_w - 10:
+                word = int(rng.integers(line_h, 6 * line_h))
+                cv2.rectangle(
+                    img, (x, y), (min(x + word, (c + 1) * col_w - 6), y + line_h // 2), ink, -1
+                )
+                x += word + line_h // 2
+            y += line_h + int(rng.integers(2, line_h + 2))
+    return _up(img, h, w)
+
+
+def tiles(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
+    """A tiled floor or table: square or brick tiles, grout lines, a slightly rotated grid."""
+    hh, ww = h // 2, w // 2
+    size = rng.uniform(0.08, 0.35) * hh
+    base = np.asarray(_colour(rng, 40, 230), np.float32)
+    yy, xx = np.mgrid[0:hh, 0:ww].astype(np.float32)
+    ang = np.deg2rad(rng.uniform(-20, 20))
+    u = (xx * np.cos(ang) + yy * np.sin(ang)) / size
+    v = (-xx * np.sin(ang) + yy * np.cos(ang)) / (size * rng.choice([1.0, 0.5]))
+    u = u + 0.5 * (np.floor(v) % 2) * float(rng.random() < 0.5)  # brick bond
+    cell = (np.floor(u) * 7919 + np.floor(v) * 104729).astype(np.int64)
+    shade = ((cell * 2654435761) % 1000).astype(np.float32) / 1000.0
+    grout = (np.minimum(u % 1, v % 1) < rng.uniform(0.02, 0.06)).astype(np.float32)
+    t = np.clip(0.7 + 0.3 * shade - grout * 0.8, 0, 1)
+    return _up(_lerp(base * 0.25, base, t.astype(np.float32)), h, w)
+
+
+def blur(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
+    """An out-of-focus room behind a card held up to the camera: large soft colour regions."""
+    hh, ww = h // 8, w // 8
+    img = np.zeros((hh, ww, 3), np.float32)
+    for c in range(3):
+        img[..., c] = value_noise(hh, ww, int(rng.integers(2, 6)), rng) * rng.uniform(60, 255)
+    for _ in range(int(rng.integers(0, 6))):  # bright windows and lamps
+        x0, y0 = int(rng.uniform(0, ww)), int(rng.uniform(0, hh))
+        x1, y1 = x0 + int(rng.uniform(2, ww / 3)), y0 + int(rng.uniform(2, hh / 3))
+        cv2.rectangle(img, (x0, y0), (x1, y1), _colour(rng, 150, 255), -1)
+    img = cv2.GaussianBlur(img, (0, 0), rng.uniform(1.0, 3.0))
+    return _up(u8(np.clip(img, 0, 255)), h, w)
+
+
+def stripes(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
+    """A striped fabric or a slatted table: parallel bands of two to four colours at any angle."""
+    hh, ww = h // 2, w // 2
+    yy, xx = np.mgrid[0:hh, 0:ww].astype(np.float32)
+    ang = rng.uniform(0, np.pi)
+    pos = (xx * np.cos(ang) + yy * np.sin(ang)) / rng.uniform(4, 40)
+    n = int(rng.integers(2, 5))
+    palette = np.asarray([_colour(rng, 20, 240) for _ in range(n)], np.float32)
+    img = palette[(np.floor(pos).astype(np.int64) % n)]
+    return _up(u8(img), h, w)
+
+
 def marble(h: int, w: int, rng: np.random.Generator) -> ImageRGB:
     """Held-out: light stone with dark veins."""
     hh, ww = h // 2, w // 2
@@ -201,6 +320,12 @@ FAMILIES: dict[str, Callable[[int, int, np.random.Generator], ImageRGB]] = {
     "cloth": cloth,
     "playmat": playmat,
     "desk": desk,
+    "carpet": carpet,
+    "collage": collage,
+    "paper": paper,
+    "tiles": tiles,
+    "blur": blur,
+    "stripes": stripes,
     "marble": marble,
     "granite": granite,
     "gingham": gingham,
