@@ -191,3 +191,17 @@ def test_training_crops_are_cut_the_way_the_device_cuts_them() -> None:
     image[310:420, 400:600] = (0, 255, 0)
     crop = warp_card(image, box, CROP_H, CROP_W)
     assert crop[: CROP_H // 3, :, 0].mean() > crop[-CROP_H // 3 :, :, 0].mean()
+
+
+def test_every_background_family_is_a_seeded_full_frame() -> None:
+    """Each family fills the frame, is reproducible from its seed and varies with it; the
+    held-out families are not among the training ones."""
+    from training.synth.backgrounds import FAMILIES, TEST_FAMILIES, TRAIN_FAMILIES
+
+    assert not set(TRAIN_FAMILIES) & set(TEST_FAMILIES)
+    assert set(TRAIN_FAMILIES) | set(TEST_FAMILIES) == set(FAMILIES)
+    for name, make in FAMILIES.items():
+        a = make(72, 128, np.random.default_rng(5))
+        assert a.shape == (72, 128, 3) and a.dtype == np.uint8, name
+        assert np.array_equal(a, make(72, 128, np.random.default_rng(5))), name
+        assert not np.array_equal(a, make(72, 128, np.random.default_rng(6))), name
