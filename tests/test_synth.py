@@ -201,7 +201,7 @@ def test_every_background_family_is_a_seeded_full_frame() -> None:
     assert not set(TRAIN_FAMILIES) & set(TEST_FAMILIES)
     assert set(TRAIN_FAMILIES) | set(TEST_FAMILIES) == set(FAMILIES)
     for name, make in FAMILIES.items():
-        a = make(72, 128, np.random.default_rng(5))
-        assert a.shape == (72, 128, 3) and a.dtype == np.uint8, name
-        assert np.array_equal(a, make(72, 128, np.random.default_rng(5))), name
-        assert not np.array_equal(a, make(72, 128, np.random.default_rng(6))), name
+        a = make(180, 320, np.random.default_rng(5))
+        assert a.shape == (180, 320, 3) and a.dtype == np.uint8, name
+        assert np.array_equal(a, make(180, 320, np.random.default_rng(5))), name
+        assert not np.array_equal(a, make(180, 320, np.random.default_rng(6))), name
