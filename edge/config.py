@@ -33,6 +33,13 @@ class RuntimeSettings(_Section):
         "auto", description="auto: Hailo where a device and a matching HEF exist, else ONNX."
     )
     onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = all cores.")
+    onnx_spinning: bool = Field(
+        False,
+        description=(
+            "Let ONNX Runtime's worker threads spin after a run. Off: on a few cores the spinning "
+            "workers take the CPU from the host work (decode, rectify, search) that follows."
+        ),
+    )
     top_k: int = Field(5, ge=1, le=50, description="Candidates returned per card.")
 
 

@@ -22,7 +22,6 @@ from edge.backends import Backend
 from edge.embed import preprocess as model_input
 from edge.errors import BackendError, BadImageError
 from edge.manifest import DetectorSpec, InputSpec, Thresholds
-from edge.rectify import order_corners_batch
 from edge.types import ImageRGB, OrientedBox
 
 logger = logging.getLogger(__name__)
@@ -116,6 +115,32 @@ def xywhr_to_corners(xywhr: FloatArray) -> FloatArray:
     v2 = np.stack([-half_h * sin, half_h * cos], axis=-1)[:, None, :]
     signs = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]], dtype=np.float32)[None, :, :, None]
     return (ctr + signs[:, :, 0] * v1 + signs[:, :, 1] * v2).astype(np.float32)
+
+
+def card_corners(xywhr: FloatArray) -> FloatArray:
+    """(K, 5) boxes -> (K, 4, 2) corners ordered as `edge.rectify.order_corners` orders them
+    (clockwise from the card's top-left: a short edge first, the higher one of the two), straight
+    from the box's axes instead of sorting four points by angle.
+
+    The half-axis across the long side points at the top edge; the one along it runs from the
+    top-left to the top-right corner, i.e. the first one turned 90 degrees clockwise (y down).
+    """
+    b = np.asarray(xywhr, dtype=np.float32).reshape(-1, 5)
+    cos, sin = np.cos(b[:, 4]), np.sin(b[:, 4])
+    u = np.stack([cos, sin], axis=1) * (b[:, 2:3] / 2)  # along w
+    v = np.stack([-sin, cos], axis=1) * (b[:, 3:4] / 2)  # along h
+    portrait = (b[:, 2] <= b[:, 3])[:, None]
+    top = np.where(portrait, v, u)  # centre -> middle of a short edge
+    along = np.where(portrait, u, v)
+    # Of the two short edges, the higher one; a tie (a card lying exactly sideways) takes the
+    # one on the right, as the angle sort does.
+    flip = (top[:, 1] > 0) | ((top[:, 1] == 0) & (top[:, 0] < 0))
+    top = np.where(flip[:, None], -top, top)
+    turned = np.stack([-top[:, 1], top[:, 0]], axis=1)
+    along = np.where(((along * turned).sum(axis=1) < 0)[:, None], -along, along)
+    c = b[:, None, 0:2]
+    out = np.stack([top - along, top + along, along - top, -top - along], axis=1) + c
+    return out.astype(np.float32)
 
 
 def _f32(fn: np.ufunc, x: FloatArray) -> FloatArray:
@@ -285,7 +310,7 @@ def boxes_in_frame(
 ) -> list[OrientedBox]:
     """Frame-pixel xywhr -> OrientedBoxes: card-ordered corners, then clipped to the frame."""
     h, w = frame_hw
-    corners = order_corners_batch(xywhr_to_corners(xywhr))
+    corners = card_corners(xywhr)
     np.clip(corners[..., 0], 0, w, out=corners[..., 0])
     np.clip(corners[..., 1], 0, h, out=corners[..., 1])
     return [

@@ -421,3 +421,31 @@ def test_detector_input_equals_the_shared_preprocessing_of_the_letterbox(
     # then it is bit for bit the shared preprocessing of the whole letterboxed frame
     padded, _ = letterbox(img, (320, 320))
     np.testing.assert_array_equal(tensor, preprocess(padded[None], spec.input))
+
+
+def test_card_corners_order_boxes_as_the_general_corner_ordering_does() -> None:
+    # given many boxes of every size, aspect and angle
+    from edge.detect import card_corners
+    from edge.rectify import order_corners_batch
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    boxes = np.stack(
+        [
+            rng.uniform(0, 1280, n),
+            rng.uniform(0, 720, n),
+            rng.uniform(5, 400, n),
+            rng.uniform(5, 400, n),
+            rng.uniform(-np.pi, np.pi, n),
+        ],
+        axis=1,
+    ).astype(np.float32)
+    # when corners come straight from the box axes
+    fast = card_corners(boxes)
+    # then they equal sorting the four corners by angle and picking the portrait start
+    np.testing.assert_allclose(fast, order_corners_batch(xywhr_to_corners(boxes)), atol=1e-3)
+    # and a card lying exactly sideways starts, like the angle sort, at its right edge
+    sideways = np.array([[100, 100, 80, 50, 0]], np.float32)
+    np.testing.assert_allclose(
+        card_corners(sideways)[0], [[140, 75], [140, 125], [60, 125], [60, 75]]
+    )

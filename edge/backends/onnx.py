@@ -41,8 +41,9 @@ class OnnxBackend:
 
     key = KEY
 
-    def __init__(self, path: Path, *, threads: int = 0) -> None:
-        """Load `path` on the CPU provider with `threads` intra-op threads (0: ORT's default).
+    def __init__(self, path: Path, *, threads: int = 0, spinning: bool = False) -> None:
+        """Load `path` on the CPU provider with `threads` intra-op threads (0: ORT's default);
+        `spinning` lets idle workers busy-wait for the next run instead of sleeping.
 
         Raises BackendUnavailableError when onnxruntime is missing and BackendError when the file
         cannot be loaded or fails its warm-up run.
@@ -55,8 +56,9 @@ class OnnxBackend:
             ) from e
         self.path = Path(path)
         self.threads = threads
+        self.spinning = spinning
         self._ort_version: str = ort.__version__
-        self._session = self._open_session(ort, self.path, threads)
+        self._session = self._open_session(ort, self.path, threads, spinning)
         first = self._session.get_inputs()[0]
         self._input_name: str = first.name
         self._input_shape: tuple[int | str, ...] = tuple(
@@ -75,7 +77,7 @@ class OnnxBackend:
         )
 
     @staticmethod
-    def _open_session(ort: Any, path: Path, threads: int) -> Any:
+    def _open_session(ort: Any, path: Path, threads: int, spinning: bool) -> Any:
         """Create the InferenceSession; a missing or malformed file becomes a BackendError."""
         if not path.is_file():
             raise BackendError(
@@ -87,6 +89,7 @@ class OnnxBackend:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         opts.log_severity_level = 3  # errors only; ORT's warnings are noise on a device console
         try:
             return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -146,6 +149,7 @@ class OnnxBackend:
             "provider": "CPUExecutionProvider",
             "onnxruntime": self._ort_version,
             "threads": self.threads,
+            "spinning": self.spinning,
             "input": {"name": self._input_name, "shape": list(self._input_shape)},
             "outputs": list(self._output_names),
             "warmup_ms": round(self.warmup_ms, 2),

@@ -108,7 +108,9 @@ def _hailo_blocker(
 
 def _load_onnx(spec: ModelSpec, bundle_dir: Path, settings: RuntimeSettings) -> Backend:
     cls = backend_class("onnx")
-    backend: Backend = cls(bundle_dir / spec.file, threads=settings.onnx_threads)
+    backend: Backend = cls(
+        bundle_dir / spec.file, threads=settings.onnx_threads, spinning=settings.onnx_spinning
+    )
     return backend
 
 
