@@ -3,7 +3,9 @@
 Detection: recall and precision at polygon IoU >= 0.5 (cv2.intersectConvexConvex), greedy
 matching by IoU. Identification: top-1 on detected known cards, overall, for reprints and by card
 size, tilt and glare bins; unknown rejection (unknown cards flagged, known cards wrongly
-flagged); the worst confusions; and a perceptual-hash baseline (imagehash pHash, nearest by
+flagged); the worst confusions; detection recall per background family and card size; the
+embedder alone, on the boxes a perfect detector would give (the rotated rectangle of each true
+card); and a perceptual-hash baseline (imagehash pHash, nearest by
 Hamming distance over both views of every catalogue scan) on the very same rectified crops.
 Writes report.json and report.md.
 """
@@ -28,7 +30,7 @@ from PIL import Image
 
 from edge.config import RuntimeSettings
 from edge.pipeline import Recognizer
-from edge.rectify import rotate180
+from edge.rectify import order_corners, rotate180
 from edge.types import ImageRGB, OrientedBox
 from training.data import read_catalogue, read_rgb
 
@@ -53,6 +55,7 @@ class GtCard:
     size_frac: float
     tilt_deg: float
     glare: float
+    background: str = ""
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Outcome:
     margin: float = 0.0
     accepted: bool = False  # the Recognizer said "known"
     phash_predicted: str = ""
+    perfect_box_predicted: str = ""  # the embedder on the true card's rotated rectangle
 
 
 def load_scenes(scene_dir: Path) -> Iterator[tuple[str, ImageRGB, list[GtCard]]]:
@@ -82,6 +86,7 @@ def load_scenes(scene_dir: Path) -> Iterator[tuple[str, ImageRGB, list[GtCard]]]
                 size_frac=float(c.get("size_frac", 0.0)),
                 tilt_deg=float(c.get("tilt_deg", 0.0)),
                 glare=float(c.get("glare", 0.0)),
+                background=str(meta.get("background", "")),
             )
             for c in meta["cards"]
         ]
@@ -138,6 +143,13 @@ def _phash_bits(image: ImageRGB) -> np.ndarray:
     return np.asarray(imagehash.phash(Image.fromarray(image)).hash, dtype=bool).reshape(-1)
 
 
+def perfect_box(corners: np.ndarray) -> OrientedBox:
+    """What a perfect OBB detector reports for a card: the minimum-area rotated rectangle of its
+    true corners, card-ordered by the runtime's own ordering."""
+    rect = cv2.boxPoints(cv2.minAreaRect(np.asarray(corners, np.float32)))
+    return OrientedBox(corners=order_corners(rect), conf=1.0)
+
+
 def evaluate_scene(
     rec: Recognizer, image: ImageRGB, gt: list[GtCard], phash: PhashBaseline
 ) -> tuple[list[Outcome], int]:
@@ -158,6 +170,10 @@ def evaluate_scene(
                 match.known,
             )
             o.phash_predicted = phash.predict(crop.image)
+    if gt:
+        perfect, _ = rec.recognise(image, [perfect_box(g.corners) for g in gt])
+        for o, card in zip(outcomes, perfect, strict=True):
+            o.perfect_box_predicted = card.match.card_id
     return outcomes, len(boxes)
 
 
@@ -177,6 +193,21 @@ def _bins(outcomes: Sequence[Outcome], attr: str, edges: Sequence[float]) -> dic
         last = hi == edges[-1]
         sel = [o for o in outcomes if lo <= (v := getattr(o.gt, attr)) < hi or (last and v == hi)]
         out[f"{lo:.3g}-{hi:.3g}"] = {"model": _top1(sel), "phash": _top1(sel, phash=True)}
+    return out
+
+
+def _detection_bins(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """Detection recall per size tertile of all cards."""
+    edges = _tertiles([o.gt.size_frac for o in outcomes])
+    out = {}
+    for lo, hi in itertools.pairwise(edges):
+        last = hi == edges[-1]
+        sel = [
+            o.detected
+            for o in outcomes
+            if lo <= o.gt.size_frac < hi or (last and o.gt.size_frac == hi)
+        ]
+        out[f"{lo:.3g}-{hi:.3g}"] = {"recall": _rate(sel), "n": len(sel)}
     return out
 
 
@@ -219,6 +250,14 @@ def summarise(
             "phash": _top1([o for o in known if o.gt.reprint], phash=True),
         },
         "phash_top1": _top1(known, phash=True)["top1"],
+        "identification_top1_perfect_boxes": _rate(
+            [o.perfect_box_predicted == o.gt.card_id for o in outcomes if o.gt.known]
+        ),
+        "detection_by_background": {
+            family: _rate([o.detected for o in outcomes if o.gt.background == family])
+            for family in sorted({o.gt.background for o in outcomes})
+        },
+        "detection_by_size": _detection_bins(outcomes),
         "by_size": _bins(known, "size_frac", _tertiles([o.gt.size_frac for o in known])),
         "by_tilt": _bins(known, "tilt_deg", TILT_EDGES),
         "by_glare": _bins(known, "glare", _tertiles([o.gt.glare for o in known])),
@@ -298,7 +337,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {key} | {_fmt(gate['value'])} | {_fmt(baseline.get(key))} | "
             f"{gate['target']} | {'yes' if gate['met'] else 'NO'} |"
         )
-    for key in ("detection_precision", "identification_top1_accepted", "end_to_end_top1"):
+    for key in (  # identification_top1_perfect_boxes: the embedder alone, on perfect boxes
+        "detection_precision",
+        "identification_top1_accepted",
+        "end_to_end_top1",
+        "identification_top1_perfect_boxes",
+    ):
         lines.append(f"| {key} | {_fmt(report[key])} | - | - | - |")
     rp = report["reprints"]
     lines.append(
@@ -322,6 +366,12 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {name} | {cell['model']['n']} | {_fmt(cell['model']['top1'])} | "
                 f"{_fmt(cell['phash']['top1'])} |"
             )
+    lines += ["", "## Detection recall by background and by card size", "", "| bin | recall |"]
+    lines.append("|---|---|")
+    for family, recall in report["detection_by_background"].items():
+        lines.append(f"| {family or '-'} | {_fmt(recall)} |")
+    for name, cell in report["detection_by_size"].items():
+        lines.append(f"| size {name} (n={cell['n']}) | {_fmt(cell['recall'])} |")
     lines += ["", "## Worst confusions", "", "| true | predicted | count |", "|---|---|---|"]
     for c in report["worst_confusions"]:
         lines.append(
