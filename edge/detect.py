@@ -19,9 +19,11 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.backends import Backend
+from edge.embed import pixel_spec, takes_pixels
 from edge.embed import preprocess as model_input
 from edge.errors import BackendError, BadImageError
 from edge.manifest import DetectorSpec, InputSpec, Thresholds
+from edge.obb_head import raw_detector_output
 from edge.types import ImageRGB, OrientedBox
 
 logger = logging.getLogger(__name__)
@@ -334,6 +336,8 @@ class Detector:
         self._local = threading.local()
         self._grey: FloatArray | None = None
         self._centre_specs: dict[tuple[int, int], InputSpec] = {}
+        # a backend that normalises on the device gets the letterboxed pixels as they are
+        self._pixels = pixel_spec(spec.input) if takes_pixels(backend) else None
         self.last_pre_ms = 0.0
         self.last_forward_ms = 0.0
         self.last_post_ms = 0.0
@@ -349,6 +353,8 @@ class Detector:
     def preprocess(self, image: ImageRGB) -> tuple[npt.NDArray[Any], LetterboxInfo]:
         """RGB frame -> model input batch of one, per the manifest's input spec."""
         padded, info = letterbox(image, self.input_hw, out=self._buffer())
+        if self._pixels is not None:
+            return model_input(padded[None], self._pixels), info
         spec = self.spec.input
         if spec.dtype != "float32" or spec.layout != "NCHW":
             return model_input(padded[None], spec), info
@@ -386,16 +392,14 @@ class Detector:
         return spec
 
     def forward(self, tensor: npt.NDArray[Any]) -> FloatArray:
-        """The backend call: returns the raw (1, 4+nc+1, N) output."""
+        """The backend call: returns the raw (1, 4+nc+1, N) output.
+
+        A full graph's output comes back whole; a cut head's nine outputs (the HEF) are decoded
+        on the host for the anchors above det_conf only (postprocess keeps no others)."""
         outputs = self.backend.run(tensor)
-        raw = outputs.get(self.spec.output_name)
-        if raw is None and len(outputs) == 1:
-            raw = next(iter(outputs.values()))
-        if raw is None:
-            raise BackendError(
-                f"detector produced no output {self.spec.output_name!r}",
-                f"outputs were {sorted(outputs)}; fix output_name in the manifest",
-            )
+        if self.spec.output_name not in outputs and len(outputs) == 1:
+            outputs = {self.spec.output_name: next(iter(outputs.values()))}
+        raw = raw_detector_output(outputs, self.spec, min_score=self.thresholds.det_conf)
         rows = 4 + self.spec.num_classes + 1
         if raw.ndim != 3 or raw.shape[0] != 1 or raw.shape[1] != rows:
             raise BackendError(

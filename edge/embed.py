@@ -62,6 +62,18 @@ def preprocess(
     return _normalize(batch, spec, out)
 
 
+def pixel_spec(spec: InputSpec) -> InputSpec:
+    """The input of a backend that normalises on the device (a HEF with mean/std in its model
+    script): uint8 NHWC pixels in the model's colour order. `preprocess` with it gives exactly
+    the pixels the chip would otherwise get back from the normalised float tensor."""
+    return spec.model_copy(update={"dtype": "uint8", "layout": "NHWC"})
+
+
+def takes_pixels(backend: object) -> bool:
+    """Whether a backend's `run` wants raw device pixels rather than the normalised tensor."""
+    return bool(getattr(backend, "takes_pixels", False))
+
+
 def _normalize(
     batch: npt.NDArray[np.uint8], spec: InputSpec, out: FloatArray | None = None
 ) -> FloatArray:

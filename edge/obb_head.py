@@ -10,6 +10,7 @@ rotated box, sigmoid class scores, angle = (sigmoid - 0.25) * pi) and returns th
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -73,6 +74,17 @@ def make_anchors(
     return np.concatenate(points), np.concatenate(stride_col)
 
 
+@functools.lru_cache(maxsize=8)
+def _anchors(
+    sizes: tuple[tuple[int, int], ...], strides: tuple[int, ...]
+) -> tuple[FloatArray, FloatArray]:
+    """make_anchors, computed once per grid (read-only: every frame shares them)."""
+    points, stride_col = make_anchors(sizes, strides)
+    points.setflags(write=False)
+    stride_col.setflags(write=False)
+    return points, stride_col
+
+
 def dfl_expectation(box_logits: FloatArray, reg_max: int) -> FloatArray:
     """(B, N, 4*reg_max) DFL logits -> (B, N, 4) expected distances (softmax over bins, sum of bin*p)."""
     b, n, c = box_logits.shape
@@ -133,19 +145,30 @@ def decode_head(
     strides: Sequence[int] = (8, 16, 32),
     reg_max: int = 16,
     layout: Layout = "NCHW",
+    min_score: float | None = None,
 ) -> FloatArray:
     """Cut-head outputs (box, cls, angle per stride) -> (B, 4 + nc + 1, N) like the full ONNX graph.
 
     Rows: cx, cy, w, h in input pixels, nc sigmoid class scores, angle in radians in [-pi/4, 3pi/4).
+    With `min_score` (one image only) the columns are just the anchors whose best class score
+    exceeds it, in anchor order: the DFL decode, most of the host's cost, then runs on a few
+    dozen candidates instead of every anchor, and a decode thresholded at `min_score` or above
+    keeps exactly the boxes it would keep from the full tensor.
     """
     levels = split_levels(outputs, strides, layout=layout)
     box = np.concatenate([lv.box for lv in levels], axis=1)
-    cls = np.concatenate([lv.cls for lv in levels], axis=1)
+    cls = _sigmoid(np.concatenate([lv.cls for lv in levels], axis=1))
     ang_logit = np.concatenate([lv.angle for lv in levels], axis=1)
-    anchors, stride_col = make_anchors([(lv.height, lv.width) for lv in levels], strides)
+    anchors, stride_col = _anchors(tuple((lv.height, lv.width) for lv in levels), tuple(strides))
+    if min_score is not None:
+        if box.shape[0] != 1:
+            raise BackendError(f"min_score decodes one image, got a batch of {box.shape[0]}")
+        keep = np.flatnonzero(cls[0].max(axis=-1) > min_score)
+        box, cls, ang_logit = box[:, keep], cls[:, keep], ang_logit[:, keep]
+        anchors, stride_col = anchors[keep], stride_col[keep]
     angle = ((_sigmoid(ang_logit) - 0.25) * np.pi).astype(np.float32)
     rbox = dist2rbox(dfl_expectation(box, reg_max), angle, anchors) * stride_col
-    out = np.concatenate([rbox, _sigmoid(cls), angle], axis=-1)
+    out = np.concatenate([rbox, cls, angle], axis=-1)
     return np.ascontiguousarray(out.transpose(0, 2, 1), dtype=np.float32)
 
 
@@ -154,12 +177,14 @@ def raw_detector_output(
     spec: DetectorSpec,
     *,
     layout: Layout | None = None,
+    min_score: float | None = None,
 ) -> FloatArray:
     """A backend's outputs -> the (B, 4+nc+1, N) detector tensor, whichever graph produced them.
 
     The full ONNX graph already emits it under `spec.output_name`; a cut graph (the HEF) emits
     nine head outputs named, in decode order, by `spec.hef.output_names`. `layout` defaults to
-    NHWC for HEF streams (what HailoRT returns) and NCHW otherwise.
+    NHWC for HEF streams (what HailoRT returns) and NCHW otherwise. `min_score` is passed to
+    `decode_head` (candidates only); the full graph's tensor is returned whole.
     """
     if spec.output_name in outputs:
         return np.asarray(outputs[spec.output_name], dtype=np.float32)
@@ -176,4 +201,5 @@ def raw_detector_output(
         strides=spec.strides,
         reg_max=spec.reg_max,
         layout=layout or "NHWC",
+        min_score=min_score,
     )

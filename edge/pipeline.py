@@ -26,6 +26,7 @@ from edge.bundle import verify_bundle
 from edge.bundle_errors import BundleDimensionError
 from edge.config import HailoSettings, RuntimeSettings
 from edge.detect import Detector
+from edge.embed import pixel_spec, takes_pixels
 from edge.embed import preprocess as model_input
 from edge.errors import BackendError, BadImageError
 from edge.index import CardIndex, Catalogue, decide
@@ -115,6 +116,10 @@ class Recognizer:
         self._embedder_backend = backends["embedder"]
         self.detector = Detector(backends["detector"], manifest.detector, manifest.thresholds)
         self._crop_hw = (manifest.embedder.input.height, manifest.embedder.input.width)
+        embedder_input = manifest.embedder.input
+        self._embed_spec = (
+            pixel_spec(embedder_input) if takes_pixels(self._embedder_backend) else embedder_input
+        )
 
     @classmethod
     def from_bundle(
@@ -184,7 +189,7 @@ class Recognizer:
         spec = self.manifest.embedder
         if not crops:
             return np.zeros((0, spec.embedding_dim), np.float32), 0.0
-        batch = model_input(np.stack([c.image for c in crops]), spec.input)
+        batch = model_input(np.stack([c.image for c in crops]), self._embed_spec)
         parts: list[FloatArray] = []
         forward_ms = 0.0
         for start in range(0, len(batch), spec.max_batch):

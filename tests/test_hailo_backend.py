@@ -16,7 +16,7 @@ import pytest
 from edge.config import HailoSettings
 from edge.embed import preprocess
 from edge.errors import BackendError, BackendTimeoutError, BackendUnavailableError
-from edge.obb_head import decode_head
+from edge.obb_head import decode_head, raw_detector_output
 from tests import hailo_helpers as hh
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -104,21 +104,40 @@ def test_crops_are_batched_in_chunks_of_max_batch(bundle: Any, hp: Any) -> None:
     assert out.shape == (6, hh.EMB_D)
 
 
-def test_detector_returns_the_full_graph_tensor_decoded_from_nine_outputs(bundle: Any) -> None:
+def test_detector_returns_the_nine_head_outputs_that_decode_to_the_full_graph(bundle: Any) -> None:
     # given a frame and the cut ONNX graph's float outputs decoded on the host
     root, _, det = bundle
     frame = hh.calib_pixels(1, hh.DET, hh.DET, seed=6)
     x = preprocess(frame, det.input)
     names = [n.split("/", 1)[1] for n in det.hef.output_names]
     ref = decode_head(_onnx(root / "detector.onnx", x, names), layout="NCHW")
-    # when the Hailo backend runs it
+    # when the Hailo backend runs it and its outputs are decoded as the Detector does
     out = _backend(bundle, role="detector").run(x)
-    # then output0 has the ONNX shape, boxes within 2 px and scores within 0.02 (8-bit outputs)
-    raw = out["output0"]
+    raw = raw_detector_output(out, det)
+    # then the chip's nine outputs came back, and decode to the ONNX shape with boxes within
+    # 2 px and scores within 0.02 (8-bit outputs)
+    assert set(out) == set(det.hef.output_names)
     assert raw.shape == ref.shape == (1, 6, 64 + 16 + 4)
     np.testing.assert_allclose(raw[:, :4], ref[:, :4], atol=2.0)
     np.testing.assert_allclose(raw[:, 4], ref[:, 4], atol=0.02)
-    assert set(det.hef.output_names) <= set(out)
+
+
+def test_uint8_pixels_go_to_the_chip_as_they_are(bundle: Any, hp: Any) -> None:
+    # given the Hailo backend, which normalises inside the compiled model
+    from edge.embed import pixel_spec, takes_pixels
+
+    _, emb, _ = bundle
+    backend = _backend(bundle)
+    frames = hh.calib_pixels(2, hh.EMB_H, hh.EMB_W, seed=4)
+    # when the pipeline's one preprocessing prepares pixels for it
+    pixels = preprocess(frames, pixel_spec(emb.input))
+    # then they are the frames themselves (RGB model), and give the normalised tensor's result
+    assert takes_pixels(backend)
+    assert pixels.dtype == np.uint8 and pixels.shape == frames.shape
+    np.testing.assert_array_equal(pixels, frames)
+    np.testing.assert_array_equal(
+        backend.run(pixels)["embedding"], backend.run(preprocess(frames, emb.input))["embedding"]
+    )
 
 
 def test_models_share_one_vdevice_with_round_robin(bundle: Any, hp: Any) -> None:

@@ -150,6 +150,36 @@ def test_anchors_are_cell_centres_row_major() -> None:
     assert strides.ravel().tolist() == [8.0] * 6
 
 
+def _random_head(seed: int, size: int = 64) -> list[np.ndarray]:
+    """Nine NHWC head outputs with a few confident anchors among many background ones."""
+    rng = np.random.default_rng(seed)
+    outs = []
+    for g in (size // 8, size // 16, size // 32):
+        outs.append(rng.normal(0, 3, (1, g, g, 64)).astype(np.float32))
+        outs.append(rng.normal(-4, 2.5, (1, g, g, 1)).astype(np.float32))
+        outs.append(rng.normal(0, 1, (1, g, g, 1)).astype(np.float32))
+    return outs
+
+
+def test_candidate_only_decode_keeps_exactly_the_boxes_of_the_full_decode() -> None:
+    from edge.detect import decode_obb
+
+    for seed in range(5):
+        # given raw head outputs, decoded whole and decoded for the anchors above 0.25 only
+        outs = _random_head(seed, size=320)
+        full = decode_head(outs, layout="NHWC")
+        cand = decode_head(outs, layout="NHWC", min_score=0.25)
+        # then the candidates are exactly the full tensor's columns above the threshold
+        above = np.flatnonzero(full[0, 4] > 0.25)
+        assert 0 < cand.shape[2] == len(above) < full.shape[2] // 4
+        np.testing.assert_array_equal(cand[0], full[0][:, above])
+        # and thresholding plus NMS at that confidence keeps the same boxes, bit for bit
+        for a, b in zip(
+            decode_obb(full, 0.25, 0.7, 300), decode_obb(cand, 0.25, 0.7, 300), strict=True
+        ):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_wrong_number_of_head_outputs_is_a_backend_error() -> None:
     # given eight outputs for three strides
     outs = [np.zeros((1, 64, 4, 4), np.float32)] * 8

@@ -33,6 +33,9 @@ class Backend(Protocol):
     """A loaded model on some accelerator. Only `run` touches hardware."""
 
     key: str
+    # True where the model normalises on the device and `run` wants uint8 NHWC pixels in the
+    # model's colour order (edge.embed.pixel_spec); read with edge.embed.takes_pixels.
+    takes_pixels: bool
 
     def run(self, inputs: npt.NDArray[Any]) -> dict[str, npt.NDArray[np.float32]]:
         """Run one batch; return every output by name, dequantised to float32."""

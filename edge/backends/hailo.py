@@ -17,7 +17,6 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ import numpy.typing as npt
 from edge.config import HailoSettings
 from edge.errors import BackendError, BackendTimeoutError, BackendUnavailableError
 from edge.manifest import DetectorSpec, InputSpec, ModelSpec
-from edge.obb_head import decode_head
 
 logger = logging.getLogger(__name__)
 
@@ -255,6 +253,7 @@ class HailoBackend:
         return (1, *self._input_shape)
 
     input_layout = "NHWC"
+    takes_pixels = True  # mean/std live in the model script: run() wants uint8 NHWC pixels
 
     def run(self, inputs: npt.NDArray[Any]) -> dict[str, FloatArray]:
         """Run a batch (chunks of max_batch); outputs as OnnxBackend returns them, float32."""
@@ -319,22 +318,11 @@ class HailoBackend:
         return ((q.astype(np.float32) - zp) * scale).astype(np.float32)
 
     def _present(self, raw: dict[str, FloatArray]) -> dict[str, FloatArray]:
-        """Shape outputs as the ONNX graph's: decoded detector tensor, (N, D) embeddings."""
-        if self._detector is not None:
-            order: Sequence[str] = (
-                self._detector.hef.output_names
-                if self._detector.hef and self._detector.hef.output_names
-                else self._outputs
-            )
-            out = dict(raw)
-            out[self._detector.output_name] = decode_head(
-                [raw[n] for n in order],
-                strides=self._detector.strides,
-                reg_max=self._detector.reg_max,
-                layout="NHWC",
-            )
-            return out
-        if self._output_name and len(raw) == 1:
+        """Shape outputs as the ONNX graph's: (N, D) embeddings. A detector's nine cut-head
+        outputs are returned as the chip gave them (dequantised): the Detector finishes the head
+        on the host (edge.obb_head.raw_detector_output) with its confidence threshold, so the
+        DFL decode runs only on the anchors that can become boxes."""
+        if self._detector is None and self._output_name and len(raw) == 1:
             (only,) = raw.values()
             return {self._output_name: only.reshape(len(only), -1)}
         return raw

@@ -40,6 +40,7 @@ class OnnxBackend:
     """One ONNX model in an onnxruntime InferenceSession, tuned for single-request latency."""
 
     key = KEY
+    takes_pixels = False
 
     def __init__(self, path: Path, *, threads: int = 0, spinning: bool = False) -> None:
         """Load `path` on the CPU provider with `threads` intra-op threads (0: ORT's default);
