@@ -181,11 +181,19 @@ def test_training_crops_are_cut_the_way_the_device_cuts_them() -> None:
             / np.linalg.norm(edges[(i + 1) % 4])
         )
         assert abs(cos) < 1e-3
-    assert np.linalg.norm(box - trapezoid, axis=1).max() < 40  # near, but not the trapezoid
-    assert np.linalg.norm(box - trapezoid, axis=1).max() > 5
+    # Near the card but not its trapezoid, about as far as the demo detector's boxes stray: their
+    # median mean-corner error was 0.12 of the card's size (0.05 to 0.41 from 5th to 95th pct).
+    size = np.sqrt(cv2.contourArea(trapezoid))
+    errors = [
+        np.linalg.norm(device_box(trapezoid, rng) - trapezoid, axis=1).mean() / size
+        for _ in range(400)
+    ]
+    assert 0.05 < np.median(errors) < 0.15
+    assert np.percentile(errors, 95) < 0.3
+    assert np.percentile(errors, 5) > 0.02
     # Upside down (the card's top-left at the image's bottom-right): the box follows the labels.
     upside_down = device_box(np.roll(trapezoid, -2, axis=0), np.random.default_rng(3))
-    assert np.linalg.norm(upside_down[0] - trapezoid[2]) < 40
+    assert np.linalg.norm(upside_down[0] - trapezoid[2]) < 0.3 * size
     image = np.zeros((600, 900, 3), np.uint8)
     image[200:420, 400:600, 0] = 255  # top half red, bottom half green: orientation is visible
     image[310:420, 400:600] = (0, 255, 0)
