@@ -213,19 +213,3 @@ def test_every_background_family_is_a_seeded_full_frame() -> None:
         assert a.shape == (180, 320, 3) and a.dtype == np.uint8, name
         assert np.array_equal(a, make(180, 320, np.random.default_rng(5))), name
         assert not np.array_equal(a, make(180, 320, np.random.default_rng(6))), name
-
-
-def test_training_crops_span_the_card_sizes_of_full_frames() -> None:
-    """The embedder's crop scenes hold cards as few pixels wide as the smallest ones of full
-    1280x720 frames (training and held-out), and cards well above the crop resolution: the crops
-    are cut from small frames, so their size fractions are scaled by the frames' pixel counts."""
-    from training.synth.scene import TEST_SCENES, SceneConfig
-    from training.synth.writers import CROP_H, CROP_W, _crop_config
-
-    def card_area_px(cfg: SceneConfig, frac: float) -> float:
-        return frac**2 * cfg.width * cfg.height
-
-    crops = _crop_config()
-    for full in (TRAIN_SCENES, TEST_SCENES):
-        assert card_area_px(crops, crops.size_frac[0]) <= card_area_px(full, full.size_frac[0])
-    assert card_area_px(crops, crops.size_frac[1]) >= 2 * CROP_H * CROP_W

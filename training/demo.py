@@ -44,7 +44,7 @@ class DemoConfig:
     teacher_hidden: int = 192
     teacher_layers: int = 4
     teacher_phase1: int = 1
-    teacher_phase2: int = 20
+    teacher_phase2: int = 16
     # From-scratch backbones do not converge with ArcFace's s=64, m=0.5 on a CPU budget; a
     # cosine-softmax start with a small margin warmed up does (measured: see the report).
     arc_scale: float = 16.0
@@ -52,7 +52,7 @@ class DemoConfig:
     margin_warmup: int = 3
     augment: float = 0.3  # extra jitter on top of the synthetic crops' own variety
     student: str = "resnet10t"
-    distill_epochs: int = 13
+    distill_epochs: int = 10
     det_imgsz: int = 320
     det_epochs: int = 20
     batch: int = 64

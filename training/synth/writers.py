@@ -125,16 +125,9 @@ def device_box(corners: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return aligned
 
 
-# Card sizes of the crop scenes: log-uniform over the same pixel sizes as full 1280x720 frames
-# (size_frac 0.05-0.6 there is about 0.095-1.16 in a 640x384 frame). Crops of only large cards
-# (0.25 up) left the smallest third of held-out cards, 40-100 px wide, at 0.37 top-1 against 0.74
-# for the middle third: the embedder had never seen a card that small.
-CROP_SIZE_FRAC = (0.095, 0.7)
-
-
 def _crop_config() -> SceneConfig:
     """Small frames with one to three cards: crops carry real scene context at low cost."""
-    return replace(TRAIN_SCENES, width=640, height=384, size_frac=CROP_SIZE_FRAC, n_cards=(1, 3))
+    return replace(TRAIN_SCENES, width=640, height=384, size_frac=(0.25, 0.7), n_cards=(1, 3))
 
 
 def scene_crop(
