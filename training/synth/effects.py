@@ -24,15 +24,14 @@ _NOISE_SIGMA_Q = 16  # the noise bank holds N(0, 16) int16 samples; scaled by si
 
 @dataclass(frozen=True, slots=True)
 class LightParams:
-    """Ranges of the lighting model. The defaults (training) are wide; the held-out test config
-    draws a narrower, cooler and harsher mix from inside them."""
+    """Ranges of the lighting model; train and held-out test configs use different values."""
 
-    ambient: tuple[float, float] = (0.45, 1.3)  # overall exposure multiplier
-    gradient: float = 0.6  # max brightness change across the frame
-    spot_prob: float = 0.45  # chance of a lamp-like bright spot
-    spot_gain: float = 0.55
-    vignette: float = 0.45
-    wb_shift: float = 0.2  # max relative red/blue gain change (white balance)
+    ambient: tuple[float, float] = (0.6, 1.15)  # overall exposure multiplier
+    gradient: float = 0.45  # max brightness change across the frame
+    spot_prob: float = 0.3  # chance of a lamp-like bright spot
+    spot_gain: float = 0.35
+    vignette: float = 0.25
+    wb_shift: float = 0.12  # max relative red/blue gain change (white balance)
     wb_bias: tuple[float, float] = (0.0, 0.0)  # mean (red, blue) shift: warm or cool light
 
 
