@@ -213,3 +213,26 @@ def test_every_background_family_is_a_seeded_full_frame() -> None:
         assert a.shape == (180, 320, 3) and a.dtype == np.uint8, name
         assert np.array_equal(a, make(180, 320, np.random.default_rng(5))), name
         assert not np.array_equal(a, make(180, 320, np.random.default_rng(6))), name
+
+
+def test_embedder_world_covers_held_out_light_and_geometry_but_not_its_backgrounds() -> None:
+    """The embedder's crop scenes span at least the held-out ranges of light, tilt, perspective
+    and blur (variety in training), while the held-out backgrounds stay unseen."""
+    from training.synth.scene import TEST_SCENES, WIDE_SCENES
+    from training.synth.writers import _crop_config
+
+    wide, test = WIDE_SCENES, TEST_SCENES
+    assert (
+        _crop_config().light == wide.light
+        and _crop_config().backgrounds == TRAIN_SCENES.backgrounds
+    )
+    assert wide.max_tilt_deg >= test.max_tilt_deg
+    assert wide.camera_distance[0] <= test.camera_distance[0]
+    wl, tl = wide.light, test.light
+    assert wl.ambient[0] <= tl.ambient[0] and wl.ambient[1] >= tl.ambient[1]
+    assert wl.gradient >= tl.gradient and wl.vignette >= tl.vignette
+    assert wl.spot_gain >= tl.spot_gain
+    for bias in tl.wb_bias:  # the held-out white balance lies inside the wide range
+        assert wl.wb_shift >= abs(bias) + tl.wb_shift - 1e-9
+    assert wide.defocus_max >= test.defocus_max and wide.noise_sigma[1] >= test.noise_sigma[1]
+    assert not set(wide.backgrounds) & set(test.backgrounds)

@@ -23,6 +23,7 @@ from training.synth.io import item_rng, shard_indices, write_jpeg, write_scene
 from training.synth.scene import (
     TEST_SCENES,
     TRAIN_SCENES,
+    WIDE_SCENES,
     Scene,
     SceneCard,
     SceneConfig,
@@ -126,8 +127,9 @@ def device_box(corners: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _crop_config() -> SceneConfig:
-    """Small frames with one to three cards: crops carry real scene context at low cost."""
-    return replace(TRAIN_SCENES, width=640, height=384, size_frac=(0.25, 0.7), n_cards=(1, 3))
+    """Small frames with one to three cards from the wide world: crops carry real scene context
+    at low cost."""
+    return replace(WIDE_SCENES, width=640, height=384, size_frac=(0.25, 0.7), n_cards=(1, 3))
 
 
 def scene_crop(
