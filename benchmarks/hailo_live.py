@@ -574,7 +574,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 if chip is not None:
                     chip.reset_counts()
                 counting = CountingRecognizer(rec)
-                live = bench_live(cast(Any, counting), source, args.seconds)
+                live = bench_live(cast(Any, counting), source, args.seconds, camera_fps=args.fps)
                 during = {
                     "detector": meter.median(DET_NET),
                     "embed_per_crop": meter.median(EMB_NET),

@@ -444,8 +444,14 @@ class LiveLoop:
         }
 
 
-def bench_live(recognizer: RecognizerLike, source: FrameSource, seconds: float) -> dict[str, Any]:
+def bench_live(
+    recognizer: RecognizerLike,
+    source: FrameSource,
+    seconds: float,
+    *,
+    camera_fps: float | None = None,
+) -> dict[str, Any]:
     """See edge.live_bench.bench_live (kept importable from here)."""
     from edge.live_bench import bench_live as run
 
-    return run(recognizer, source, seconds)
+    return run(recognizer, source, seconds, camera_fps=camera_fps)

@@ -201,6 +201,17 @@ def test_bench_live_compares_live_fps_with_the_sequential_bound() -> None:
     )
 
 
+def test_bench_live_target_is_capped_by_a_paced_camera() -> None:
+    # given a camera paced far below what the recognizer could process
+    rec = FakeRecognizer(CARDS, detect_delay_s=0.001)
+    # when benched with the camera's rate
+    report = bench_live(rec, FakeCamera(static_frame, fps=10.0), seconds=1.5, camera_fps=10.0)
+    # then the target is the camera's rate, not the forward bound the camera never lets it reach
+    assert report["sequential_bound_fps"] > 10.0
+    assert report["target_fps"] == 10.0
+    assert report["ratio"] == pytest.approx(report["live_fps"] / 10.0, rel=0.01)
+
+
 def test_tracker_config_reaches_the_loop() -> None:
     _, loop = make_loop(
         FakeCamera(static_frame), config=LiveConfig(tracker=TrackerConfig(window=3))
