@@ -10,7 +10,7 @@ What runs: a copy of the bundle gets a detector graph cut before the head's conc
 format, tests/fakes/hailo_platform/hef_tool.py) and their HefSpec entries; the Recognizer loads
 it with runtime.backend = "hailo" against the `hailo_platform` double (tests/fakes on sys.path),
 so the real Hailo backend code runs: uint8 NHWC input, quantised outputs, host OBB-head decode,
-crops of a frame batched into one job. edge.live.bench_live then drives edge.live.LiveLoop on a
+crops of a frame batched into one job. edge.live_bench.bench_live then drives edge.live.LiveLoop on a
 camera paced at --fps that films 1280x720 scenes of --cards cards (edge.bench's compositor,
 drifting slowly so tracking works; a new scene every --scene-seconds), or any edge source URI.
 
@@ -515,7 +515,7 @@ def bar_figures(
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Everything the module docstring says; returns the JSON report."""
-    from edge.live import bench_live
+    from edge.live_bench import bench_live
     from edge.pipeline import Recognizer
     from edge.sources import open_source
 

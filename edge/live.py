@@ -49,7 +49,7 @@ _Out = TypeVar("_Out")
 STAGES = ("queue", "detect", "handoff", "rectify", "embed", "search", "track", "total")
 WORKERS = ("detect", "identify")  # the pipeline stages after capture
 
-__all__ = ["STAGES", "LatestFrame", "LiveConfig", "LiveLoop", "bench_live"]
+__all__ = ["STAGES", "LatestFrame", "LiveConfig", "LiveLoop"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,16 +442,3 @@ class LiveLoop:
             "embeddings_per_frame": round(self.embeddings / self.frames, 4) if self.frames else 0.0,
             "stage_ms": {k: round(v, 2) for k, v in self._stage_ms.items()},
         }
-
-
-def bench_live(
-    recognizer: RecognizerLike,
-    source: FrameSource,
-    seconds: float,
-    *,
-    camera_fps: float | None = None,
-) -> dict[str, Any]:
-    """See edge.live_bench.bench_live (kept importable from here)."""
-    from edge.live_bench import bench_live as run
-
-    return run(recognizer, source, seconds, camera_fps=camera_fps)

@@ -191,7 +191,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_bench_live(args: argparse.Namespace) -> int:
-    from edge.live import bench_live
+    from edge.live_bench import bench_live
     from edge.sources import open_source
 
     settings = _settings_from_args(args)

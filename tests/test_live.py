@@ -11,7 +11,8 @@ import pytest
 
 from edge.config import Settings
 from edge.errors import BackendError
-from edge.live import LatestFrame, LiveConfig, LiveLoop, bench_live
+from edge.live import LatestFrame, LiveConfig, LiveLoop
+from edge.live_bench import bench_live
 from edge.runtime import NotReadyError, Runtime
 from edge.track import TrackerConfig
 from edge.types import Frame
