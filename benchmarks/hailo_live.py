@@ -10,8 +10,8 @@ What runs: a copy of the bundle gets a detector graph cut before the head's conc
 format, tests/fakes/hailo_platform/hef_tool.py) and their HefSpec entries; the Recognizer loads
 it with runtime.backend = "hailo" against the `hailo_platform` double (tests/fakes on sys.path),
 so the real Hailo backend code runs: uint8 NHWC input, quantised outputs, host OBB-head decode,
-crops of a frame batched into one job. edge.live_bench.bench_live then drives edge.live.LiveLoop on a
-camera paced at --fps that films 1280x720 scenes of --cards cards (edge.bench's compositor,
+crops of a frame batched into one job. edge.live_bench.bench_live then drives edge.live.LiveLoop
+on a camera paced at --fps that films 1280x720 scenes of --cards cards (edge.bench's compositor,
 drifting slowly so tracking works; a new scene every --scene-seconds), or any edge source URI.
 
 Device time: the double computes real outputs with ONNX Runtime on this CPU before it "holds the

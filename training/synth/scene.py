@@ -93,8 +93,8 @@ WIDE_SCENES = SceneConfig(
 )
 # Held-out scenes: backgrounds never seen in training, cooler light with harder spots and
 # vignetting, stronger tilt and perspective, more blur (the light and geometry lie inside
-# WIDE_SCENES' ranges, as the world the embedder learns from should cover them). Differences are deliberate: test scenes
-# measure generalisation, not memorisation of the training distributions.
+# WIDE_SCENES' ranges, as the world the embedder learns from should cover them). Differences are
+# deliberate: test scenes measure generalisation, not memorisation of the training distributions.
 TEST_SCENES = SceneConfig(
     n_cards=(1, 6),
     max_tilt_deg=55.0,
