@@ -8,6 +8,7 @@ bundle's detector gives the same boxes here as in training and evaluation. Only
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -124,25 +125,27 @@ def card_corners(xywhr: FloatArray) -> FloatArray:
     (clockwise from the card's top-left: a short edge first, the higher one of the two), straight
     from the box's axes instead of sorting four points by angle.
 
-    The half-axis across the long side points at the top edge; the one along it runs from the
-    top-left to the top-right corner, i.e. the first one turned 90 degrees clockwise (y down).
+    Points are complex numbers x + iy (half the array operations of separate x and y; the
+    products below are exact, each imaginary or real part multiplying by zero). The half-axis
+    across the long side points at the top edge; the one along it runs from the top-left to the
+    top-right corner, i.e. the first one turned 90 degrees clockwise (times i, with y down).
     """
     b = np.asarray(xywhr, dtype=np.float32).reshape(-1, 5)
-    cos, sin = np.cos(b[:, 4]), np.sin(b[:, 4])
-    u = np.stack([cos, sin], axis=1) * (b[:, 2:3] / 2)  # along w
-    v = np.stack([-sin, cos], axis=1) * (b[:, 3:4] / 2)  # along h
-    portrait = (b[:, 2] <= b[:, 3])[:, None]
+    axis = (np.cos(b[:, 4]) + 1j * np.sin(b[:, 4])).astype(np.complex64)
+    u = axis * (b[:, 2] / 2)  # along w
+    v = axis * (b[:, 3] / 2) * np.complex64(1j)  # along h
+    portrait = b[:, 2] <= b[:, 3]
     top = np.where(portrait, v, u)  # centre -> middle of a short edge
     along = np.where(portrait, u, v)
     # Of the two short edges, the higher one; a tie (a card lying exactly sideways) takes the
     # one on the right, as the angle sort does.
-    flip = (top[:, 1] > 0) | ((top[:, 1] == 0) & (top[:, 0] < 0))
-    top = np.where(flip[:, None], -top, top)
-    turned = np.stack([-top[:, 1], top[:, 0]], axis=1)
-    along = np.where(((along * turned).sum(axis=1) < 0)[:, None], -along, along)
-    c = b[:, None, 0:2]
-    out = np.stack([top - along, top + along, along - top, -top - along], axis=1) + c
-    return out.astype(np.float32)
+    flip = (top.imag > 0) | ((top.imag == 0) & (top.real < 0))
+    top = np.where(flip, -top, top)
+    turned = top * np.complex64(1j)
+    along = np.where(along.real * turned.real + along.imag * turned.imag < 0, -along, along)
+    corners = np.stack([top - along, top + along, along - top, -top - along], axis=1)
+    corners += (b[:, 0] + 1j * b[:, 1]).astype(np.complex64)[:, None]
+    return corners.view(np.float32).reshape(-1, 4, 2)
 
 
 def _f32(fn: np.ufunc, x: FloatArray) -> FloatArray:
@@ -170,8 +173,8 @@ def _gauss(b: FloatArray) -> Gauss:
     return b[:, 0], b[:, 1], va, vb, vc
 
 
-def _probiou(g1: Gauss, g2: Gauss) -> FloatArray:
-    """Probabilistic IoU of broadcastable box Gaussians.
+def _bhattacharyya(g1: Gauss, g2: Gauss) -> FloatArray:
+    """Bhattacharyya distance of broadcastable box Gaussians, clipped to [eps, 100].
 
     Term by term the float32 arithmetic of ultralytics.utils.metrics.batch_probiou, so that
     suppression decisions near the threshold agree with ultralytics.
@@ -185,10 +188,46 @@ def _probiou(g1: Gauss, g2: Gauss) -> FloatArray:
     d1 = np.maximum(a1 * bb1 - c1**2, 0)
     d2 = np.maximum(a2 * bb2 - c2**2, 0)
     t3 = _f32(np.log, det / (4 * np.sqrt(d1 * d2) + PROBIOU_EPS) + PROBIOU_EPS) * 0.5
-    bd = np.clip(t1 + t2 + t3, PROBIOU_EPS, 100.0)
-    hd = np.sqrt(1.0 - _f32(np.exp, -bd) + PROBIOU_EPS)
+    bd: FloatArray = np.clip(t1 + t2 + t3, PROBIOU_EPS, 100.0)
+    return bd
+
+
+def _iou_of_distance(bd: FloatArray) -> FloatArray:
+    """Probabilistic IoU from the clipped Bhattacharyya distance: 1 - Hellinger distance."""
+    hd = np.sqrt(1.0 - _f32(np.exp, -np.asarray(bd, dtype=np.float32)) + PROBIOU_EPS)
     iou: FloatArray = np.asarray(1 - hd, dtype=np.float32)
     return iou
+
+
+def _probiou(g1: Gauss, g2: Gauss) -> FloatArray:
+    """Probabilistic IoU of broadcastable box Gaussians (ultralytics' float32 arithmetic)."""
+    return _iou_of_distance(_bhattacharyya(g1, g2))
+
+
+@functools.lru_cache(maxsize=64)
+def _distance_bound(iou: float) -> np.float32:
+    """The float32 B with `_iou_of_distance(bd) > iou` exactly when `bd < B`, for every clipped
+    distance bd: NMS then compares distances and skips the exp and sqrt on every pair.
+
+    `_iou_of_distance` is non-increasing in bd (each float32 step rounds monotonically), so the
+    distances that pass form a prefix of the float32 line; B, the first that fails, is found by
+    bisection over the bit patterns of [eps, 100] (ordered as their values).
+    """
+    lo = int(np.float32(PROBIOU_EPS).view(np.int32))
+    hi = int(np.float32(100.0).view(np.int32))
+
+    def passes(bits: int) -> bool:
+        bd = np.array([bits], dtype=np.int32).view(np.float32)
+        return bool(_iou_of_distance(bd)[0] > iou)
+
+    if not passes(lo):
+        return np.float32(PROBIOU_EPS)  # no clipped distance passes: bd < eps never holds
+    if passes(hi):
+        return np.float32(np.inf)  # every distance passes (iou < 0)
+    while hi - lo > 1:  # passes(lo) and not passes(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if passes(mid) else (lo, mid)
+    return np.float32(np.array([hi], dtype=np.int32).view(np.float32)[0])
 
 
 def _index(g: Gauss, idx: Any) -> Gauss:
@@ -222,6 +261,7 @@ def _suppressed_sparse(boxes: FloatArray, iou: float) -> npt.NDArray[np.bool_]:
     g = _gauss(boxes)
     trace = g[2] + g[3]
     reach = _reach(iou)
+    bound = _distance_bound(iou)
     suppressed = np.zeros(n, dtype=bool)
     x, y = g[0], g[1]
     for start in range(0, n - 1, NMS_CHUNK):
@@ -232,8 +272,8 @@ def _suppressed_sparse(boxes: FloatArray, iou: float) -> npt.NDArray[np.bool_]:
         near &= cols[None, :] > rows[:, None]
         ii, jj = np.nonzero(near)
         if len(ii):
-            ious = _probiou(_index(g, rows[ii]), _index(g, cols[jj]))
-            suppressed[cols[jj[ious > iou]]] = True
+            bd = _bhattacharyya(_index(g, rows[ii]), _index(g, cols[jj]))
+            suppressed[cols[jj[bd < bound]]] = True
     return suppressed
 
 
@@ -249,7 +289,9 @@ def nms_rotated(xywhr: FloatArray, scores: FloatArray, iou: float) -> IntArray:
     order = np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")
     boxes = np.asarray(xywhr, dtype=np.float32)[order]
     if len(boxes) <= NMS_DENSE_MAX:
-        suppressed = (np.triu(batch_probiou(boxes, boxes), k=1) > iou).any(axis=0)
+        g = _gauss(boxes)
+        bd = _bhattacharyya(_index(g, (slice(None), None)), _index(g, (None, slice(None))))
+        suppressed = np.triu(bd < _distance_bound(iou), k=1).any(axis=0)
     else:
         suppressed = _suppressed_sparse(boxes, iou)
     return order[~suppressed].astype(np.intp)
@@ -321,6 +363,19 @@ def boxes_in_frame(
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class _LetterboxState:
+    """One thread's detector input for one frame size: the tensor with its grey bars already
+    normalised, the view of its image area, and the uint8 image the frame is resized into."""
+
+    frame_hw: tuple[int, int]
+    info: LetterboxInfo
+    tensor: FloatArray  # 1 x 3 x H x W
+    tensor_centre: FloatArray  # view of the image area
+    centre: npt.NDArray[np.uint8]  # new_h x new_w x 3
+    centre_spec: InputSpec
+
+
 class Detector:
     """preprocess -> forward -> postprocess around one detector backend.
 
@@ -334,8 +389,6 @@ class Detector:
         self.thresholds = thresholds
         self.input_hw = (spec.input.height, spec.input.width)
         self._local = threading.local()
-        self._grey: FloatArray | None = None
-        self._centre_specs: dict[tuple[int, int], InputSpec] = {}
         # a backend that normalises on the device gets the letterboxed pixels as they are
         self._pixels = pixel_spec(spec.input) if takes_pixels(backend) else None
         self.last_pre_ms = 0.0
@@ -351,45 +404,46 @@ class Detector:
         return buf
 
     def preprocess(self, image: ImageRGB) -> tuple[npt.NDArray[Any], LetterboxInfo]:
-        """RGB frame -> model input batch of one, per the manifest's input spec."""
-        padded, info = letterbox(image, self.input_hw, out=self._buffer())
-        if self._pixels is not None:
-            return model_input(padded[None], self._pixels), info
+        """RGB frame -> model input batch of one, per the manifest's input spec.
+
+        The float32 NCHW tensor is this thread's own buffer, valid until the thread's next call
+        (the detector runs pre -> forward -> post on one thread). Its grey bars are written once
+        per frame geometry; each frame only resizes into the image area and normalises that.
+        """
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise BadImageError(f"expected an H x W x 3 RGB image, got shape {image.shape}")
         spec = self.spec.input
-        if spec.dtype != "float32" or spec.layout != "NCHW":
-            return model_input(padded[None], spec), info
-        # Only the resized image needs normalising; the grey bars are copied from a tensor the
-        # same preprocessing produced once from an all-grey input.
-        (new_w, new_h), _ = letterbox_geometry((image.shape[0], image.shape[1]), self.input_hw)
-        top, left = info.pad_y, info.pad_x
-        bottom, right = top + new_h, left + new_w
-        grey = self._grey_tensor()
-        tensor = np.empty_like(grey)
-        tensor[:, :, :top] = grey[:, :, :top]
-        tensor[:, :, bottom:] = grey[:, :, bottom:]
-        tensor[:, :, top:bottom, :left] = grey[:, :, top:bottom, :left]
-        tensor[:, :, top:bottom, right:] = grey[:, :, top:bottom, right:]
-        model_input(
-            padded[None, top:bottom, left:right],
-            self._centre_spec(new_h, new_w),
-            out=tensor[:, :, top:bottom, left:right],
-        )
-        return tensor, info
+        if self._pixels is not None or spec.dtype != "float32" or spec.layout != "NCHW":
+            padded, info = letterbox(image, self.input_hw, out=self._buffer())
+            return model_input(padded[None], self._pixels or spec), info
+        state = self._state_for((image.shape[0], image.shape[1]))
+        centre = state.centre
+        if (image.shape[1], image.shape[0]) == (centre.shape[1], centre.shape[0]):
+            centre[...] = image
+        else:
+            cv2.resize(image, centre.shape[1::-1], dst=centre, interpolation=cv2.INTER_LINEAR)
+        model_input(centre[None], state.centre_spec, out=state.tensor_centre)
+        return state.tensor, state.info
 
-    def _grey_tensor(self) -> FloatArray:
-        """The model input of an all-grey (letterbox padding) image, computed once."""
-        if self._grey is None:
+    def _state_for(self, frame_hw: tuple[int, int]) -> _LetterboxState:
+        """This thread's input tensor laid out for frames of this size (grey bars in place)."""
+        state: _LetterboxState | None = getattr(self._local, "state", None)
+        if state is None or state.frame_hw != frame_hw:
+            (new_w, new_h), info = letterbox_geometry(frame_hw, self.input_hw)
+            top, left = info.pad_y, info.pad_x
             grey = np.full((1, *self.input_hw, 3), PAD_VALUE, dtype=np.uint8)
-            self._grey = model_input(grey, self.spec.input)
-        return self._grey
-
-    def _centre_spec(self, height: int, width: int) -> InputSpec:
-        """The input spec resized to the letterboxed image area (cached per size)."""
-        spec = self._centre_specs.get((height, width))
-        if spec is None:
-            spec = self.spec.input.model_copy(update={"height": height, "width": width})
-            self._centre_specs[(height, width)] = spec
-        return spec
+            tensor = model_input(grey, self.spec.input)  # the grey bars, normalised once
+            area = (slice(None), slice(None), slice(top, top + new_h), slice(left, left + new_w))
+            state = _LetterboxState(
+                frame_hw=frame_hw,
+                info=info,
+                tensor=tensor,
+                tensor_centre=tensor[area],
+                centre=np.empty((new_h, new_w, 3), dtype=np.uint8),
+                centre_spec=self.spec.input.model_copy(update={"height": new_h, "width": new_w}),
+            )
+            self._local.state = state
+        return state
 
     def forward(self, tensor: npt.NDArray[Any]) -> FloatArray:
         """The backend call: returns the raw (1, 4+nc+1, N) output.

@@ -211,6 +211,21 @@ def test_nms_rotated_on_many_candidates_keeps_what_ultralytics_keeps(iou: float)
     np.testing.assert_array_equal(ours, theirs)
 
 
+@pytest.mark.parametrize("iou", [0.0, 0.1, 0.45, 0.7, 0.95, 0.9995, 1.0])
+def test_nms_distance_bound_decides_exactly_as_the_iou(iou: float) -> None:
+    from edge.detect import PROBIOU_EPS, _distance_bound, _iou_of_distance
+
+    # given clipped distances spread over the whole range, and every float32 next to the bound
+    bound = _distance_bound(iou)
+    spread = np.geomspace(PROBIOU_EPS, 100.0, 20_000).astype(np.float32)
+    near = np.array([bound], np.float32).view(np.int32) + np.arange(-500, 500, dtype=np.int32)
+    near = near.view(np.float32)
+    bd = np.clip(np.concatenate([spread, near[np.isfinite(near)]]), PROBIOU_EPS, 100.0)
+    # when NMS compares distances with the bound instead of computing the IoU
+    # then it suppresses exactly the pairs the IoU would
+    np.testing.assert_array_equal(bd < bound, _iou_of_distance(bd) > iou)
+
+
 def test_nms_rotated_of_nothing_is_empty() -> None:
     empty = np.zeros((0, 5), dtype=np.float32)
     assert nms_rotated(empty, np.zeros(0, dtype=np.float32), 0.7).shape == (0,)
@@ -421,6 +436,22 @@ def test_detector_input_equals_the_shared_preprocessing_of_the_letterbox(
     # then it is bit for bit the shared preprocessing of the whole letterboxed frame
     padded, _ = letterbox(img, (320, 320))
     np.testing.assert_array_equal(tensor, preprocess(padded[None], spec.input))
+
+
+def test_detector_input_follows_the_frame_size_from_call_to_call() -> None:
+    from edge.embed import preprocess
+
+    # given one detector fed frames of changing sizes (a camera switch, uploaded photos)
+    det = Detector(ScriptedBackend({}), _spec(320), Thresholds())
+    rng = np.random.default_rng(6)
+    for shape in [(720, 1280), (1280, 720), (333, 500), (720, 1280)]:
+        img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        # when it builds each input in its reused buffer
+        tensor, info = det.preprocess(img)
+        # then each is the shared preprocessing of that frame's letterbox, grey bars included
+        padded, expected_info = letterbox(img, (320, 320))
+        assert info == expected_info
+        np.testing.assert_array_equal(tensor, preprocess(padded[None], _spec(320).input))
 
 
 def test_card_corners_order_boxes_as_the_general_corner_ordering_does() -> None:
