@@ -79,9 +79,9 @@ def _normalize(
 ) -> FloatArray:
     """(pixel - mean) / std per channel, written once into the output layout.
 
-    Same float32 arithmetic as the textbook `(x.astype(f32) - mean) * (1 / std)`, but one plane at a
-    time from contiguous channel planes: a 640x640 detector input costs well under a millisecond
-    instead of several full-tensor temporaries.
+    Same float32 arithmetic as the textbook `(x.astype(f32) - mean) * (1 / std)`, but one channel
+    of the whole batch per ufunc call, written straight into its output plane: no full-tensor
+    temporaries, and a frame's batch of crops costs six calls, not six per crop.
     """
     mean = np.asarray(spec.mean, dtype=np.float32)
     inv_std = np.float32(1.0) / np.asarray(spec.std, dtype=np.float32)
@@ -97,15 +97,14 @@ def _normalize(
         np.subtract(nhwc, mean, out=out, dtype=np.float32)
         np.multiply(out, inv_std, out=out)
         return out
-    for i in range(n):
-        planes = cv2.split(np.ascontiguousarray(batch[i]))
-        for c in range(3):
-            dst = out[i, c]
-            if mean[c] == 0.0:  # x - 0 is exact: skip the pass
-                np.multiply(planes[src_channel[c]], inv_std[c], out=dst, dtype=np.float32)
-            else:
-                np.subtract(planes[src_channel[c]], mean[c], out=dst, dtype=np.float32)
-                np.multiply(dst, inv_std[c], out=dst)
+    channels = batch.transpose(0, 3, 1, 2)  # a strided view: each ufunc reads one channel
+    for c in range(3):
+        src, dst = channels[:, src_channel[c]], out[:, c]
+        if mean[c] == 0.0:  # x - 0 is exact: skip the pass
+            np.multiply(src, inv_std[c], out=dst, dtype=np.float32)
+        else:
+            np.subtract(src, mean[c], out=dst, dtype=np.float32)
+            np.multiply(dst, inv_std[c], out=dst)
     return out
 
 
