@@ -33,11 +33,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 VIEWS = ("upright", "rot180")
-# At or below this many vectors, search is exact (brute force in usearch's SIMD kernels): it is
-# then as fast as the graph and needs no recall argument. Above it the HNSW graph wins by ~10x
-# (benchmarks/index_recall.py, 768-d f16, batches of 4 on one shared core: 2,000 vectors exact
-# 1.3 vs HNSW 1.9 ms/query; 17,592: 8.5 vs 0.7; 35,184: 26 vs 3.0) at recall@1 1.000 against
-# exact float32 search.
+# At or below this many vectors, search is exact: one float32 matrix product over the stored
+# vectors, which needs no recall argument and beats the graph (8 queries of 768-d against 640
+# f16 vectors on one shared core: 0.34 ms, vs 0.9 for usearch's exact mode and 1.0 for HNSW;
+# against 4,096: 1.6 vs 5.4 and 4.9). Above it the HNSW graph keeps the time per query nearly
+# flat (benchmarks/index_recall.py: 17,592 vectors at 0.7 ms/query, recall@1 1.000 against exact
+# float32 search) and the runtime holds no float32 copy of a large catalogue.
 EXACT_MAX_VECTORS = 4096
 EXPANSION_SEARCH = 128  # HNSW search beam; recall rises with it (see the benchmark)
 
@@ -227,10 +228,13 @@ def _fold(text: object) -> str:
 class CardIndex:
     """The reference index of one bundle, searched per card (views deduplicated).
 
-    No BLAS here: a float32 matrix product over the stored vectors is 3x faster than usearch's
-    exact mode in isolation, but OpenBLAS leaves its worker threads spinning after each product,
-    and on a two-core device they take the other core from the next frame's forward and warps
-    (measured: the next rectify 0.3 ms slower, the whole frame no faster).
+    A small index (`exact`) is searched as one float32 matrix product over the stored vectors
+    with the best view per card taken by a gather: the same cosine usearch's exact mode
+    computes, without its per-call cost (a frame's 8 queries against 640 vectors: 0.34 ms
+    instead of 0.9). The product runs on one BLAS thread (see `edge/__init__.py`): OpenBLAS's
+    workers spin after each product and, on two cores, took the other core from the next
+    frame's forward and warps (the next rectify 0.3 ms slower, the frame no faster). A large
+    index is searched through usearch's HNSW graph.
     """
 
     def __init__(self, index: Index, catalogue: Catalogue, *, exact: bool) -> None:
@@ -238,8 +242,14 @@ class CardIndex:
         self.catalogue = catalogue
         self.exact = exact
         self.dim = int(index.ndim)
-        counts = np.unique(catalogue.key_card_ids.astype(str), return_counts=True)[1]
+        card_ids, card_of_key = np.unique(catalogue.key_card_ids.astype(str), return_inverse=True)
+        counts = np.bincount(card_of_key, minlength=len(card_ids))
         self._views_per_card = int(counts.max()) if counts.size else 1
+        self._card_ids: list[str] = card_ids.tolist()
+        self._matrix: npt.NDArray[np.float32] | None = None
+        self._card_keys: npt.NDArray[np.intp] | None = None
+        if exact and len(index):
+            self._matrix, self._card_keys = _exact_tables(index, card_of_key, self._views_per_card)
 
     @classmethod
     def open(
@@ -273,15 +283,36 @@ class CardIndex:
             raise ValueError(f"expected N x {self.dim} query vectors, got {q.shape}")
         if q.shape[0] == 0 or len(self._index) == 0:
             return [[] for _ in range(q.shape[0])]
+        if self._matrix is not None and self._card_keys is not None:
+            return self._search_exact(q, self._matrix, self._card_keys, k)
         # k distinct cards are always within the top views_per_card * k hits (pigeonhole).
         raw_k = min(len(self._index), self._views_per_card * max(k, 1))
-        hits: Any = self._index.search(q, raw_k, exact=self.exact, threads=1)
+        hits: Any = self._index.search(q, raw_k, exact=False, threads=1)
         keys = np.asarray(hits.keys).reshape(q.shape[0], -1)
         scores = 1.0 - np.asarray(hits.distances, dtype=np.float32).reshape(q.shape[0], -1)
         # usearch answers a single query with Matches (no counts), a batch with BatchMatches.
         counts = np.asarray(getattr(hits, "counts", [keys.shape[1]])).reshape(-1)
         return [
             self._dedupe(keys[i, : counts[i]], scores[i, : counts[i]], k) for i in range(len(q))
+        ]
+
+    def _search_exact(
+        self,
+        q: npt.NDArray[np.float32],
+        matrix: npt.NDArray[np.float32],
+        card_keys: npt.NDArray[np.intp],
+        k: int,
+    ) -> list[list[Candidate]]:
+        """Cosine against every stored vector, best view per card, top k cards by score."""
+        q_norm = np.linalg.norm(q, axis=1, keepdims=True)
+        scores = (q @ matrix.T) / np.maximum(q_norm, 1e-12)  # matrix rows are unit length
+        per_card = scores[:, card_keys].max(axis=2)  # (queries, cards)
+        top = np.argsort(-per_card, axis=1, kind="stable")[:, : max(k, 1)]
+        top_scores = np.take_along_axis(per_card, top, axis=1)
+        ids = self._card_ids
+        return [
+            [Candidate(card_id=ids[c], score=s) for c, s in zip(row, srow, strict=True)]
+            for row, srow in zip(top.tolist(), top_scores.tolist(), strict=True)
         ]
 
     def _dedupe(
@@ -301,6 +332,26 @@ class CardIndex:
 
     def close(self) -> None:
         self.catalogue.close()
+
+
+def _exact_tables(
+    index: Index, card_of_key: npt.NDArray[np.intp], views_per_card: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
+    """The stored vectors as unit float32 rows by key, and per card its keys (cards x views; a
+    card with fewer views repeats its own keys, which leaves its maximum unchanged)."""
+    n = len(index)
+    stored = np.asarray(index.get(np.arange(n, dtype=np.uint64), dtype="f32"))
+    matrix = stored.reshape(n, -1).astype(np.float32)
+    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    order = np.argsort(card_of_key, kind="stable")
+    n_cards = int(card_of_key.max()) + 1
+    card_keys = np.empty((n_cards, views_per_card), dtype=np.intp)
+    starts = np.searchsorted(card_of_key[order], np.arange(n_cards))
+    ends = np.append(starts[1:], n)
+    for card, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        keys = order[start:end]
+        card_keys[card] = np.resize(keys, views_per_card)
+    return np.ascontiguousarray(matrix), card_keys
 
 
 def decide(candidates: Sequence[Candidate], thresholds: Thresholds) -> Match:

@@ -136,6 +136,33 @@ def test_graph_search_agrees_with_exact_on_small_index(
     assert [r[0].card_id for r in exact] == [r[0].card_id for r in graph]
 
 
+def test_exact_search_equals_usearch_exact_mode_card_by_card(tmp_path: Path) -> None:
+    # given 60 cards, most with both views, some with one (uneven views per card)
+    rng = np.random.default_rng(3)
+    cards = [
+        CardInfo(f"c{i:02d}", f"Card {i}", "s", "Set", str(i), "common", "x.jpg") for i in range(60)
+    ]
+    rows = [
+        (c.card_id, v) for i, c in enumerate(cards) for v in ("upright", "rot180")[: 1 + i % 3 % 2]
+    ]
+    write_catalogue(tmp_path / "c.sqlite", cards, rows)
+    vectors = l2_normalize(rng.standard_normal((len(rows), DIM)).astype(np.float32))
+    usearch_index = build_index(vectors, "f16")
+    index = CardIndex(usearch_index, Catalogue(tmp_path / "c.sqlite"), exact=True)
+    queries = l2_normalize(vectors[::7] + 0.3 * rng.standard_normal((len(vectors[::7]), DIM)))
+    # when searched through the float32 product, and through usearch's own exact search
+    ours = index.search(queries, k=5)
+    hits = usearch_index.search(queries, len(rows), exact=True)
+    # then every query gets the same cards, each at the best score of its views
+    for q, cands in enumerate(ours):
+        best: dict[str, float] = {}
+        for key, dist in zip(hits.keys[q], hits.distances[q], strict=True):
+            best.setdefault(rows[int(key)][0], 1.0 - float(dist))
+        expected = sorted(best.items(), key=lambda kv: -kv[1])[:5]
+        assert [c.card_id for c in cands] == [card for card, _ in expected]
+        np.testing.assert_allclose([c.score for c in cands], [s for _, s in expected], atol=1e-4)
+
+
 def test_exact_search_asked_for_more_cards_than_exist_lists_them_all(
     vectors: np.ndarray, catalogue: Catalogue
 ) -> None:
