@@ -206,3 +206,23 @@ def test_decide_single_candidate_measures_margin_against_zero() -> None:
 def test_decide_without_candidates_is_unknown() -> None:
     m = decide([], THRESH)
     assert not m.known and m.card_id == ""
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("3", "3")])
+def test_edge_keeps_numpy_on_one_blas_thread_unless_told_otherwise(
+    given: str | None, expected: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    # given a fresh process, with or without the user's own OpenBLAS thread count
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    # when edge is imported before numpy (as the cardedge commands do)
+    code = "import edge, os, numpy; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    # then OpenBLAS gets one thread, or what the user set
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
