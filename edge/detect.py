@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -125,27 +126,32 @@ def card_corners(xywhr: FloatArray) -> FloatArray:
     (clockwise from the card's top-left: a short edge first, the higher one of the two), straight
     from the box's axes instead of sorting four points by angle.
 
-    Points are complex numbers x + iy (half the array operations of separate x and y; the
-    products below are exact, each imaginary or real part multiplying by zero). The half-axis
-    across the long side points at the top edge; the one along it runs from the top-left to the
-    top-right corner, i.e. the first one turned 90 degrees clockwise (times i, with y down).
+    The half-axis across the long side points at the top edge; the one along it runs from the
+    top-left to the top-right corner, i.e. the first one turned 90 degrees clockwise (y down).
+    Plain floats per box: a frame has a few boxes, each of which then costs a warp and an
+    embedding, and twenty numpy calls on 4-row arrays cost more than the arithmetic itself.
     """
-    b = np.asarray(xywhr, dtype=np.float32).reshape(-1, 5)
-    axis = (np.cos(b[:, 4]) + 1j * np.sin(b[:, 4])).astype(np.complex64)
-    u = axis * (b[:, 2] / 2)  # along w
-    v = axis * (b[:, 3] / 2) * np.complex64(1j)  # along h
-    portrait = b[:, 2] <= b[:, 3]
-    top = np.where(portrait, v, u)  # centre -> middle of a short edge
-    along = np.where(portrait, u, v)
-    # Of the two short edges, the higher one; a tie (a card lying exactly sideways) takes the
-    # one on the right, as the angle sort does.
-    flip = (top.imag > 0) | ((top.imag == 0) & (top.real < 0))
-    top = np.where(flip, -top, top)
-    turned = top * np.complex64(1j)
-    along = np.where(along.real * turned.real + along.imag * turned.imag < 0, -along, along)
-    corners = np.stack([top - along, top + along, along - top, -top - along], axis=1)
-    corners += (b[:, 0] + 1j * b[:, 1]).astype(np.complex64)[:, None]
-    return corners.view(np.float32).reshape(-1, 4, 2)
+    out = []
+    for cx, cy, w, h, angle in np.asarray(xywhr, dtype=np.float32).reshape(-1, 5).tolist():
+        cos, sin = math.cos(angle), math.sin(angle)
+        u = (cos * w / 2, sin * w / 2)  # along w
+        v = (-sin * h / 2, cos * h / 2)  # along h
+        (tx, ty), (ax, ay) = (v, u) if w <= h else (u, v)  # centre -> middle of a short edge
+        # Of the two short edges, the higher one; a tie (a card lying exactly sideways) takes the
+        # one on the right, as the angle sort does.
+        if ty > 0 or (ty == 0 and tx < 0):
+            tx, ty = -tx, -ty
+        if ax * -ty + ay * tx < 0:  # along must point as the top half-axis turned clockwise
+            ax, ay = -ax, -ay
+        out.append(
+            [
+                (cx + tx - ax, cy + ty - ay),
+                (cx + tx + ax, cy + ty + ay),
+                (cx + ax - tx, cy + ay - ty),
+                (cx - tx - ax, cy - ty - ay),
+            ]
+        )
+    return np.array(out, dtype=np.float32).reshape(-1, 4, 2)
 
 
 def _f32(fn: np.ufunc, x: FloatArray) -> FloatArray:
@@ -158,35 +164,38 @@ def _f32(fn: np.ufunc, x: FloatArray) -> FloatArray:
     return out
 
 
-Gauss = tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]
+# centre x, centre y, covariance a, b, c, and its determinant (clamped at 0), per box
+Gauss = tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]
 
 
 def _gauss(b: FloatArray) -> Gauss:
-    """Centre x, y and covariance (a, b, c) of rotated boxes, as ultralytics' _get_covariance_matrix."""
-    a = b[:, 2] ** 2 / 12
-    bb = b[:, 3] ** 2 / 12
+    """Box Gaussians as ultralytics' _get_covariance_matrix, plus each one's determinant."""
+    ab = b[:, 2:4] ** 2 / 12
+    a, bb = ab[:, 0], ab[:, 1]
     cos, sin = _f32(np.cos, b[:, 4]), _f32(np.sin, b[:, 4])
     cos2, sin2 = cos**2, sin**2
     va: FloatArray = np.asarray(a * cos2 + bb * sin2, dtype=np.float32)
     vb: FloatArray = np.asarray(a * sin2 + bb * cos2, dtype=np.float32)
     vc: FloatArray = np.asarray((a - bb) * cos * sin, dtype=np.float32)
-    return b[:, 0], b[:, 1], va, vb, vc
+    det: FloatArray = np.maximum(va * vb - vc**2, 0)
+    return b[:, 0], b[:, 1], va, vb, vc, det
 
 
 def _bhattacharyya(g1: Gauss, g2: Gauss) -> FloatArray:
     """Bhattacharyya distance of broadcastable box Gaussians, clipped to [eps, 100].
 
     Term by term the float32 arithmetic of ultralytics.utils.metrics.batch_probiou, so that
-    suppression decisions near the threshold agree with ultralytics.
+    suppression decisions near the threshold agree with ultralytics; shared subterms are computed
+    once (its (x2 - x1) is the exact negation of x1 - x2, carried into the factor -0.5).
     """
-    x1, y1, a1, bb1, c1 = g1
-    x2, y2, a2, bb2, c2 = g2
+    x1, y1, a1, bb1, c1, d1 = g1
+    x2, y2, a2, bb2, c2, d2 = g2
     sa, sb, sc = a1 + a2, bb1 + bb2, c1 + c2
     det = sa * sb - sc**2
-    t1 = ((sa * (y1 - y2) ** 2 + sb * (x1 - x2) ** 2) / (det + PROBIOU_EPS)) * 0.25
-    t2 = ((sc * (x2 - x1) * (y1 - y2)) / (det + PROBIOU_EPS)) * 0.5
-    d1 = np.maximum(a1 * bb1 - c1**2, 0)
-    d2 = np.maximum(a2 * bb2 - c2**2, 0)
+    den = det + PROBIOU_EPS
+    dx, dy = x1 - x2, y1 - y2
+    t1 = ((sa * dy**2 + sb * dx**2) / den) * 0.25
+    t2 = ((sc * dx * dy) / den) * -0.5
     t3 = _f32(np.log, det / (4 * np.sqrt(d1 * d2) + PROBIOU_EPS) + PROBIOU_EPS) * 0.5
     bd: FloatArray = np.clip(t1 + t2 + t3, PROBIOU_EPS, 100.0)
     return bd
@@ -232,8 +241,8 @@ def _distance_bound(iou: float) -> np.float32:
 
 def _index(g: Gauss, idx: Any) -> Gauss:
     """The same index (or broadcasting view) applied to every field of a Gauss."""
-    x, y, a, b, c = g
-    return x[idx], y[idx], a[idx], b[idx], c[idx]
+    x, y, a, b, c, d = g
+    return x[idx], y[idx], a[idx], b[idx], c[idx], d[idx]
 
 
 def batch_probiou(obb1: FloatArray, obb2: FloatArray) -> FloatArray:
@@ -355,8 +364,7 @@ def boxes_in_frame(
     """Frame-pixel xywhr -> OrientedBoxes: card-ordered corners, then clipped to the frame."""
     h, w = frame_hw
     corners = card_corners(xywhr)
-    np.clip(corners[..., 0], 0, w, out=corners[..., 0])
-    np.clip(corners[..., 1], 0, h, out=corners[..., 1])
+    np.clip(corners, 0, np.array([w, h], dtype=np.float32), out=corners)
     return [
         OrientedBox(corners=c, conf=float(s), class_id=int(k))
         for c, s, k in zip(corners, scores.tolist(), classes.tolist(), strict=True)
