@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+import edge
 from edge.errors import BundleError, BundleIncompatibleError, BundleSchemaError
 from edge.manifest import Manifest, Thresholds
 from edge.types import Candidate, Match
@@ -33,10 +34,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 VIEWS = ("upright", "rot180")
-# At or below this many vectors, search is exact: one float32 matrix product over the stored
-# vectors, which needs no recall argument and beats the graph (8 queries of 768-d against 640
-# f16 vectors on one shared core: 0.34 ms, vs 0.9 for usearch's exact mode and 1.0 for HNSW;
-# against 4,096: 1.6 vs 5.4 and 4.9). Above it the HNSW graph keeps the time per query nearly
+# At or below this many vectors, search is exact (a float32 matrix product, or usearch's exact
+# mode: see CardIndex), which needs no recall argument and beats the graph (8 queries of 768-d
+# against 640 f16 vectors on one shared core: product 0.34 ms, usearch exact 0.9, HNSW 1.0;
+# against 4,096: 1.6, 5.4 and 4.9). Above it the HNSW graph keeps the time per query nearly
 # flat (benchmarks/index_recall.py: 17,592 vectors at 0.7 ms/query, recall@1 1.000 against exact
 # float32 search) and the runtime holds no float32 copy of a large catalogue.
 EXACT_MAX_VECTORS = 4096
@@ -228,16 +229,19 @@ def _fold(text: object) -> str:
 class CardIndex:
     """The reference index of one bundle, searched per card (views deduplicated).
 
-    A small index (`exact`) is searched as one float32 matrix product over the stored vectors
-    with the best view per card taken by a gather: the same cosine usearch's exact mode
-    computes, without its per-call cost (a frame's 8 queries against 640 vectors: 0.34 ms
-    instead of 0.9). The product runs on one BLAS thread (see `edge/__init__.py`): OpenBLAS's
-    workers spin after each product and, on two cores, took the other core from the next
-    frame's forward and warps (the next rectify 0.3 ms slower, the frame no faster). A large
-    index is searched through usearch's HNSW graph.
+    A small index (`exact`) is searched exactly: as one float32 matrix product over the stored
+    vectors with the best view per card taken by a gather where numpy's BLAS runs on one thread
+    (a frame's 8 queries against 640 vectors: 0.34 ms), else by usearch's exact mode (0.9 ms).
+    A multi-threaded OpenBLAS would leave its workers spinning after each product, and on two
+    cores they took the other core from the next frame's forward and warps (the next rectify
+    0.3 ms slower, the frame no faster); see `edge.SINGLE_THREAD_BLAS`. A large index is searched
+    through usearch's HNSW graph.
     """
 
-    def __init__(self, index: Index, catalogue: Catalogue, *, exact: bool) -> None:
+    def __init__(
+        self, index: Index, catalogue: Catalogue, *, exact: bool, blas: bool | None = None
+    ) -> None:
+        """`blas`: search an exact index by matrix product (default: where BLAS is one thread)."""
         self._index = index
         self.catalogue = catalogue
         self.exact = exact
@@ -248,7 +252,8 @@ class CardIndex:
         self._card_ids: list[str] = card_ids.tolist()
         self._matrix: npt.NDArray[np.float32] | None = None
         self._card_keys: npt.NDArray[np.intp] | None = None
-        if exact and len(index):
+        use_blas = edge.SINGLE_THREAD_BLAS if blas is None else blas
+        if exact and use_blas and len(index):
             self._matrix, self._card_keys = _exact_tables(index, card_of_key, self._views_per_card)
 
     @classmethod
@@ -273,6 +278,13 @@ class CardIndex:
     def __len__(self) -> int:
         return len(self._index)
 
+    @property
+    def method(self) -> str:
+        """How queries are answered: "product" (exact, BLAS), "exact" (usearch) or "hnsw"."""
+        if self._matrix is not None:
+            return "product"
+        return "exact" if self.exact else "hnsw"
+
     def search(self, vectors: npt.NDArray[np.float32], k: int) -> list[list[Candidate]]:
         """Top-k distinct cards per query vector (rows L2-normalised), best view per card.
 
@@ -287,7 +299,7 @@ class CardIndex:
             return self._search_exact(q, self._matrix, self._card_keys, k)
         # k distinct cards are always within the top views_per_card * k hits (pigeonhole).
         raw_k = min(len(self._index), self._views_per_card * max(k, 1))
-        hits: Any = self._index.search(q, raw_k, exact=False, threads=1)
+        hits: Any = self._index.search(q, raw_k, exact=self.exact, threads=1)
         keys = np.asarray(hits.keys).reshape(q.shape[0], -1)
         scores = 1.0 - np.asarray(hits.distances, dtype=np.float32).reshape(q.shape[0], -1)
         # usearch answers a single query with Matches (no counts), a batch with BatchMatches.

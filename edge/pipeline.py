@@ -295,6 +295,7 @@ class Recognizer:
                 "dtype": self.manifest.index.dtype,
                 "dim": self.manifest.index.dim,
                 "exact": self.index.exact,
+                "search": self.index.method,
             },
             "thresholds": self.manifest.thresholds.model_dump(),
             "top_k": self.top_k,

@@ -37,8 +37,14 @@ def catalogue(tmp_path: Path) -> Catalogue:
     return Catalogue(path)
 
 
-def _card_index(vectors: np.ndarray, catalogue: Catalogue, *, exact: bool = True) -> CardIndex:
-    return CardIndex(build_index(vectors, "f16"), catalogue, exact=exact)
+def _card_index(
+    vectors: np.ndarray, catalogue: Catalogue, *, exact: bool = True, blas: bool = True
+) -> CardIndex:
+    return CardIndex(build_index(vectors, "f16"), catalogue, exact=exact, blas=blas)
+
+
+# exact search by matrix product (one BLAS thread) and by usearch's exact mode
+EXACT_WAYS = pytest.mark.parametrize("blas", [True, False], ids=["product", "usearch"])
 
 
 def test_catalogue_get_returns_the_card(catalogue: Catalogue) -> None:
@@ -94,9 +100,12 @@ def test_build_index_refuses_unnormalised_vectors() -> None:
         build_index(np.full((3, DIM), 2.0, np.float32), "f16")
 
 
-def test_search_finds_a_card_by_its_rot180_view(vectors: np.ndarray, catalogue: Catalogue) -> None:
+@EXACT_WAYS
+def test_search_finds_a_card_by_its_rot180_view(
+    vectors: np.ndarray, catalogue: Catalogue, blas: bool
+) -> None:
     # given an index of 4 cards x 2 views
-    index = _card_index(vectors, catalogue)
+    index = _card_index(vectors, catalogue, blas=blas)
     # when querying with card 2's rot180 vector (key 5)
     [cands] = index.search(vectors[5:6], k=3)
     # then card 2 comes first with score ~1 (f16 storage: tolerance 1e-3)
@@ -104,9 +113,10 @@ def test_search_finds_a_card_by_its_rot180_view(vectors: np.ndarray, catalogue: 
     assert cands[0].score == pytest.approx(1.0, abs=1e-3)
 
 
-def test_search_lists_each_card_once(vectors: np.ndarray, catalogue: Catalogue) -> None:
+@EXACT_WAYS
+def test_search_lists_each_card_once(vectors: np.ndarray, catalogue: Catalogue, blas: bool) -> None:
     # given a query halfway between both views of one card (both views rank high)
-    index = _card_index(vectors, catalogue)
+    index = _card_index(vectors, catalogue, blas=blas)
     q = l2_normalize(vectors[0:1] + vectors[1:2])
     # when asking for all 4 cards
     [cands] = index.search(q, k=4)
@@ -118,9 +128,16 @@ def test_search_lists_each_card_once(vectors: np.ndarray, catalogue: Catalogue) 
     assert cands[0].score == pytest.approx(best, abs=2e-3)
 
 
-def test_search_batches_queries(vectors: np.ndarray, catalogue: Catalogue) -> None:
+def test_index_says_how_it_searches(vectors: np.ndarray, catalogue: Catalogue) -> None:
+    assert _card_index(vectors, catalogue).method == "product"
+    assert _card_index(vectors, catalogue, blas=False).method == "exact"
+    assert _card_index(vectors, catalogue, exact=False).method == "hnsw"
+
+
+@EXACT_WAYS
+def test_search_batches_queries(vectors: np.ndarray, catalogue: Catalogue, blas: bool) -> None:
     # when querying three vectors in one call
-    index = _card_index(vectors, catalogue)
+    index = _card_index(vectors, catalogue, blas=blas)
     results = index.search(vectors[[0, 3, 6]], k=2)
     # then each gets its own card first
     assert [r[0].card_id for r in results] == ["base1-001", "base1-002", "jun-008"]
@@ -148,7 +165,7 @@ def test_exact_search_equals_usearch_exact_mode_card_by_card(tmp_path: Path) -> 
     write_catalogue(tmp_path / "c.sqlite", cards, rows)
     vectors = l2_normalize(rng.standard_normal((len(rows), DIM)).astype(np.float32))
     usearch_index = build_index(vectors, "f16")
-    index = CardIndex(usearch_index, Catalogue(tmp_path / "c.sqlite"), exact=True)
+    index = CardIndex(usearch_index, Catalogue(tmp_path / "c.sqlite"), exact=True, blas=True)
     queries = l2_normalize(vectors[::7] + 0.3 * rng.standard_normal((len(vectors[::7]), DIM)))
     # when searched through the float32 product, and through usearch's own exact search
     ours = index.search(queries, k=5)
@@ -163,10 +180,11 @@ def test_exact_search_equals_usearch_exact_mode_card_by_card(tmp_path: Path) -> 
         np.testing.assert_allclose([c.score for c in cands], [s for _, s in expected], atol=1e-4)
 
 
+@EXACT_WAYS
 def test_exact_search_asked_for_more_cards_than_exist_lists_them_all(
-    vectors: np.ndarray, catalogue: Catalogue
+    vectors: np.ndarray, catalogue: Catalogue, blas: bool
 ) -> None:
-    [cands] = _card_index(vectors, catalogue).search(vectors[:1], k=10)
+    [cands] = _card_index(vectors, catalogue, blas=blas).search(vectors[:1], k=10)
     assert sorted(c.card_id for c in cands) == sorted(c.card_id for c in CARDS)
 
 
@@ -208,9 +226,16 @@ def test_decide_without_candidates_is_unknown() -> None:
     assert not m.known and m.card_id == ""
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("3", "3")])
+@pytest.mark.parametrize(
+    ("given", "numpy_first", "expected"),
+    [
+        (None, False, "1 True"),  # the cardedge commands: one thread, and the index knows it
+        ("3", False, "3 False"),  # the user's own setting is kept
+        (None, True, "1 False"),  # numpy loaded before edge: too late, the index knows that too
+    ],
+)
 def test_edge_keeps_numpy_on_one_blas_thread_unless_told_otherwise(
-    given: str | None, expected: str
+    given: str | None, numpy_first: bool, expected: str
 ) -> None:
     import os
     import subprocess
@@ -220,9 +245,10 @@ def test_edge_keeps_numpy_on_one_blas_thread_unless_told_otherwise(
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     if given is not None:
         env["OPENBLAS_NUM_THREADS"] = given
-    # when edge is imported before numpy (as the cardedge commands do)
-    code = "import edge, os, numpy; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    # when edge is imported (before numpy, as the cardedge commands do, or after it)
+    first = "import numpy, edge" if numpy_first else "import edge, numpy"
+    code = f"{first}, os; print(os.environ['OPENBLAS_NUM_THREADS'], edge.SINGLE_THREAD_BLAS)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    # then OpenBLAS gets one thread, or what the user set
+    # then OpenBLAS gets one thread unless told otherwise, and edge knows whether it took effect
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == expected
