@@ -355,15 +355,10 @@ def _exact_tables(
     stored = np.asarray(index.get(np.arange(n, dtype=np.uint64), dtype="f32"))
     matrix = stored.reshape(n, -1).astype(np.float32)
     matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-    order = np.argsort(card_of_key, kind="stable")
-    n_cards = int(card_of_key.max()) + 1
-    card_keys = np.empty((n_cards, views_per_card), dtype=np.intp)
-    starts = np.searchsorted(card_of_key[order], np.arange(n_cards))
-    ends = np.append(starts[1:], n)
-    for card, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
-        keys = order[start:end]
-        card_keys[card] = np.resize(keys, views_per_card)
-    return np.ascontiguousarray(matrix), card_keys
+    order = np.argsort(card_of_key, kind="stable")  # keys grouped by card, cards in id order
+    per_card = np.split(order, np.flatnonzero(np.diff(card_of_key[order])) + 1)
+    card_keys = np.stack([np.resize(keys, views_per_card) for keys in per_card])
+    return np.ascontiguousarray(matrix), card_keys.astype(np.intp)
 
 
 def decide(candidates: Sequence[Candidate], thresholds: Thresholds) -> Match:
