@@ -101,12 +101,16 @@ def letterbox(
     out[bottom:] = PAD_VALUE
     out[top:bottom, :left] = PAD_VALUE
     out[top:bottom, right:] = PAD_VALUE
-    centre = out[top:bottom, left:right]
-    if (img.shape[1], img.shape[0]) == (new_w, new_h):
-        centre[...] = img
-    else:
-        cv2.resize(img, (new_w, new_h), dst=centre, interpolation=cv2.INTER_LINEAR)
+    _resize_into(img, out[top:bottom, left:right])
     return out, info
+
+
+def _resize_into(img: ImageRGB, dst: npt.NDArray[np.uint8]) -> None:
+    """The letterbox's resize (bilinear, as ultralytics), written into `dst` (a view is fine)."""
+    if img.shape[:2] == dst.shape[:2]:
+        dst[...] = img
+    else:
+        cv2.resize(img, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=cv2.INTER_LINEAR)
 
 
 def xywhr_to_corners(xywhr: FloatArray) -> FloatArray:
@@ -425,12 +429,8 @@ class Detector:
             padded, info = letterbox(image, self.input_hw, out=self._buffer())
             return model_input(padded[None], self._pixels or spec), info
         state = self._state_for((image.shape[0], image.shape[1]))
-        centre = state.centre
-        if (image.shape[1], image.shape[0]) == (centre.shape[1], centre.shape[0]):
-            centre[...] = image
-        else:
-            cv2.resize(image, centre.shape[1::-1], dst=centre, interpolation=cv2.INTER_LINEAR)
-        model_input(centre[None], state.centre_spec, out=state.tensor_centre)
+        _resize_into(image, state.centre)
+        model_input(state.centre[None], state.centre_spec, out=state.tensor_centre)
         return state.tensor, state.info
 
     def _state_for(self, frame_hw: tuple[int, int]) -> _LetterboxState:
