@@ -1,4 +1,7 @@
-"""Card detector: letterbox -> forward -> YOLO-OBB decode + rotated Fast-NMS, in pure numpy.
+"""Card detector: letterbox -> forward -> YOLO-OBB decode + rotated Fast-NMS.
+
+The decode runs in C (`edge/_obb.c`) where the install built it, else in numpy: the same
+decisions either way (tests hold the two to each other and to ultralytics).
 
 The decode reproduces what `ultralytics.YOLO(model).predict` does for an OBB model (letterbox
 geometry, confidence filter, Fast-NMS over probabilistic IoU, scaling back to the frame), so a
@@ -13,6 +16,7 @@ import logging
 import math
 import threading
 import time
+import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +31,12 @@ from edge.errors import BackendError, BadImageError
 from edge.manifest import DetectorSpec, InputSpec, Thresholds
 from edge.obb_head import raw_detector_output
 from edge.types import ImageRGB, OrientedBox
+
+_obb: types.ModuleType | None
+try:  # the decode in C, built at install where a C compiler was found (setup.py)
+    from edge import _obb
+except ImportError:  # pragma: no cover - depends on the install
+    _obb = None
 
 logger = logging.getLogger(__name__)
 
@@ -256,6 +266,7 @@ def batch_probiou(obb1: FloatArray, obb2: FloatArray) -> FloatArray:
     return _probiou(_index(g1, (slice(None), None)), _index(g2, (None, slice(None))))
 
 
+@functools.lru_cache(maxsize=64)
 def _reach(iou: float) -> float:
     """k such that probiou(i, j) > iou implies |centre_i - centre_j|^2 < k * (tr S_i + tr S_j).
 
@@ -326,30 +337,49 @@ def decode_obb(
     nc = pred.shape[0] - 5
     if pred.ndim != 2 or nc < 1:
         raise ValueError(f"expected (1, 4+nc+1, N) with nc >= 1, got {raw.shape}")
-    if nc == 1:
-        cand = np.flatnonzero(pred[4] > conf)
-        scores = pred[4, cand]
-        classes = np.zeros(len(cand), dtype=np.intp)
+    if _obb is not None:
+        kept = _kept_anchors_c(np.ascontiguousarray(pred), nc, conf, iou, max_det, agnostic)
     else:
-        best = pred[4 : 4 + nc].max(axis=0)
-        cand = np.flatnonzero(best > conf)
-        scores = best[cand]
-        classes = pred[4 : 4 + nc, cand].argmax(axis=0).astype(np.intp)
-    rows = np.array([0, 1, 2, 3, 4 + nc], dtype=np.intp)
-    boxes = pred[np.ix_(rows, cand)].T
+        kept = _kept_anchors(pred, nc, conf, iou, max_det, agnostic)
+    cols = pred[:, kept]
+    class_scores = cols[4 : 4 + nc]
+    if nc == 1:
+        scores, classes = class_scores[0], np.zeros(len(kept), dtype=np.intp)
+    else:
+        scores, classes = class_scores.max(axis=0), class_scores.argmax(axis=0).astype(np.intp)
+    return np.ascontiguousarray(cols[[0, 1, 2, 3, 4 + nc]].T), scores, classes
+
+
+def _kept_anchors(
+    pred: FloatArray, nc: int, conf: float, iou: float, max_det: int, agnostic: bool
+) -> IntArray:
+    """The anchors (columns of pred) that survive the threshold and Fast-NMS, best first: the
+    reference implementation in numpy, used where the C decode was not built."""
+    best = pred[4] if nc == 1 else pred[4 : 4 + nc].max(axis=0)
+    cand = np.flatnonzero(best > conf)
+    scores = best[cand]
     if len(cand) > MAX_NMS:
         top = np.argsort(-scores, kind="stable")[:MAX_NMS]
-        boxes, scores, classes = boxes[top], scores[top], classes[top]
-    nms_boxes = boxes
+        cand, scores = cand[top], scores[top]
+    boxes = pred[np.ix_(np.array([0, 1, 2, 3, 4 + nc], dtype=np.intp), cand)].T
     if not agnostic and nc > 1:  # keep classes apart, as ultralytics does
-        nms_boxes = boxes.copy()
-        nms_boxes[:, :2] += classes[:, None].astype(np.float32) * MAX_WH
-    keep = nms_rotated(nms_boxes, scores, iou)[:max_det]
-    return (
-        np.ascontiguousarray(boxes[keep], dtype=np.float32),
-        scores[keep].astype(np.float32),
-        classes[keep],
-    )
+        classes = pred[4 : 4 + nc, cand].argmax(axis=0)
+        boxes = boxes.copy()
+        boxes[:, :2] += classes[:, None].astype(np.float32) * MAX_WH
+    kept: IntArray = cand[nms_rotated(boxes, scores, iou)[:max_det]]
+    return kept
+
+
+def _kept_anchors_c(
+    pred: FloatArray, nc: int, conf: float, iou: float, max_det: int, agnostic: bool
+) -> IntArray:
+    """`_kept_anchors` in C (edge/_obb.c): the same decisions, without numpy's per-call cost."""
+    assert _obb is not None
+    n = pred.shape[1]
+    out = np.empty(min(n, max_det), dtype=np.int64)
+    bound, reach = float(_distance_bound(iou)), _reach(iou)
+    count = _obb.decode(pred, n, nc, conf, bound, reach, MAX_NMS, max_det, agnostic, MAX_WH, out)
+    return out[:count].astype(np.intp, copy=False)
 
 
 def scale_xywhr(xywhr: FloatArray, info: LetterboxInfo) -> FloatArray:

@@ -6,6 +6,7 @@ Where ultralytics is installed, its own functions are the reference; those tests
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import cv2
@@ -13,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+import edge.detect
 from edge.detect import (
     NMS_DENSE_MAX,
     PAD_VALUE,
@@ -59,6 +61,16 @@ def _random_raw(rng: np.random.Generator, n: int, nc: int) -> npt.NDArray[np.flo
     raw[0, 4 : 4 + nc] = rng.uniform(0, 1, (nc, n)) ** 2
     raw[0, 4 + nc] = rng.uniform(-np.pi / 4, 3 * np.pi / 4, n)
     return raw
+
+
+@pytest.fixture(params=["c", "numpy"])
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a decode test once with the C decode (edge/_obb.c) and once with the numpy one."""
+    if request.param == "c" and edge.detect._obb is None:
+        pytest.skip("the C decode was not built (no C compiler at install)")
+    if request.param == "numpy":
+        monkeypatch.setattr(edge.detect, "_obb", None)
+    return str(request.param)
 
 
 # --- letterbox -----------------------------------------------------------------------------
@@ -234,7 +246,7 @@ def test_nms_rotated_of_nothing_is_empty() -> None:
 # --- decode ---------------------------------------------------------------------------------
 
 
-def test_decode_returns_known_boxes_best_first() -> None:
+def test_decode_returns_known_boxes_best_first(decoder: str) -> None:
     # given two confident, separate boxes
     raw = _raw([(100, 100, 40, 60, 0.6, 0.1), (300, 200, 50, 70, 0.9, -0.2)])
     # when decoded
@@ -245,20 +257,20 @@ def test_decode_returns_known_boxes_best_first() -> None:
     np.testing.assert_array_equal(classes, [0, 0])
 
 
-def test_decode_drops_boxes_below_the_confidence_threshold() -> None:
+def test_decode_drops_boxes_below_the_confidence_threshold(decoder: str) -> None:
     raw = _raw([(100, 100, 40, 60, 0.24, 0.0), (300, 200, 50, 70, 0.26, 0.0)])
     xywhr, scores, _ = decode_obb(raw, 0.25, 0.7, 300)
     np.testing.assert_allclose(scores, [0.26])
     np.testing.assert_allclose(xywhr[:, :2], [[300, 200]])
 
 
-def test_decode_suppresses_a_near_duplicate() -> None:
+def test_decode_suppresses_a_near_duplicate(decoder: str) -> None:
     raw = _raw([(100, 100, 40, 60, 0.8, 0.1), (102, 101, 41, 60, 0.7, 0.12)])
     _, scores, _ = decode_obb(raw, 0.25, 0.7, 300)
     np.testing.assert_allclose(scores, [0.8])
 
 
-def test_decode_keeps_overlapping_boxes_of_different_classes_apart() -> None:
+def test_decode_keeps_overlapping_boxes_of_different_classes_apart(decoder: str) -> None:
     # given the same box twice, once per class
     raw = _raw([(100, 100, 40, 60, 0.8, 0.1, 0.1), (100, 100, 40, 60, 0.1, 0.7, 0.1)], nc=2)
     # when decoded class-aware and class-agnostic
@@ -269,7 +281,7 @@ def test_decode_keeps_overlapping_boxes_of_different_classes_apart() -> None:
     np.testing.assert_array_equal(agnostic, [0])
 
 
-def test_decode_caps_detections_at_max_det() -> None:
+def test_decode_caps_detections_at_max_det(decoder: str) -> None:
     raw = _raw([(50 + 60 * i, 100, 20, 30, 0.5 + i / 100, 0) for i in range(8)])
     xywhr, _, _ = decode_obb(raw, 0.25, 0.7, 3)
     assert len(xywhr) == 3
@@ -277,7 +289,7 @@ def test_decode_caps_detections_at_max_det() -> None:
 
 @pytest.mark.parametrize("nc", [1, 3])
 @pytest.mark.parametrize("seed", range(3))
-def test_decode_equals_ultralytics_non_max_suppression(nc: int, seed: int) -> None:
+def test_decode_equals_ultralytics_non_max_suppression(nc: int, seed: int, decoder: str) -> None:
     torch = _torch()
     nms = pytest.importorskip("ultralytics.utils.nms")
     # given a random raw output with many overlapping candidates
@@ -296,9 +308,78 @@ def test_decode_equals_ultralytics_non_max_suppression(nc: int, seed: int) -> No
     np.testing.assert_array_equal(classes, theirs[:, 5].astype(int))
 
 
-def test_decode_refuses_a_batch() -> None:
+def test_decode_refuses_a_batch(decoder: str) -> None:
     with pytest.raises(ValueError):
         decode_obb(np.zeros((2, 6, 10), dtype=np.float32), 0.25, 0.7, 300)
+
+
+def _hard_raw(rng: np.random.Generator, trial: int) -> tuple[npt.NDArray[np.float32], int]:
+    """Random outputs that probe every branch of the decode: one or three classes, tight and loose
+    clusters, tied scores, NaNs, and enough candidates for numpy's pair-pruned path."""
+    nc = 3 if trial % 3 == 2 else 1
+    n = int(rng.integers(0, 700))
+    k = int(rng.integers(1, 12))
+    centres = rng.uniform(0, 640, (k, 2))
+    raw = np.empty((1, 5 + nc, n), dtype=np.float32)
+    raw[0, 0:2] = (centres[rng.integers(0, k, n)] + rng.normal(0, rng.uniform(0.5, 30), (n, 2))).T
+    raw[0, 2:4] = rng.uniform(2, 160, (2, n))
+    raw[0, 4 : 4 + nc] = rng.uniform(0, 1, (nc, n))
+    raw[0, 4 + nc] = rng.uniform(-np.pi / 2, np.pi, n)
+    if trial % 5 == 0:
+        raw[0, 4, : n // 3] = 0.5  # ties: the lower anchor index goes first
+    if trial % 11 == 0 and n:
+        raw[0, int(rng.integers(0, 5 + nc)), rng.integers(0, n, 3)] = np.nan
+    return raw, nc
+
+
+def test_c_decode_keeps_exactly_what_the_numpy_decode_keeps() -> None:
+    if edge.detect._obb is None:
+        pytest.skip("the C decode was not built (no C compiler at install)")
+    rng = np.random.default_rng(7)
+    dense_and_sparse = set()
+    for trial in range(1500):
+        # given a random output and random settings
+        raw, nc = _hard_raw(rng, trial)
+        conf = float(rng.choice([0.01, 0.25, 0.6]))
+        iou = float(rng.choice([0.05, 0.45, 0.7, 0.95]))
+        max_det = int(rng.choice([2, 300]))
+        agnostic = bool(trial % 2)
+        # when both decodes run
+        args = (raw[0], nc, conf, iou, max_det, agnostic)
+        ours_c = edge.detect._kept_anchors_c(*args)
+        ours_np = edge.detect._kept_anchors(*args)
+        # then they keep the same anchors in the same order
+        np.testing.assert_array_equal(ours_c, ours_np, err_msg=f"trial {trial}")
+        dense_and_sparse.add(int((raw[0, 4] > conf).sum()) > NMS_DENSE_MAX)
+    assert dense_and_sparse == {False, True}  # both numpy paths were compared
+
+
+def test_c_decode_is_built_where_a_compiler_is() -> None:
+    # the speed of the detector's host work depends on it: a packaging slip must not hide
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler here: the numpy decode serves")
+    assert edge.detect._obb is not None, "edge/_obb.c was not built: reinstall (make install-dev)"
+
+
+def test_c_decode_refuses_buffers_it_cannot_read() -> None:
+    obb = edge.detect._obb
+    if obb is None:
+        pytest.skip("the C decode was not built (no C compiler at install)")
+    pred = np.zeros((6, 10), dtype=np.float32)
+    out = np.empty(10, dtype=np.int64)
+    args = (0.25, 1.0, 1.0, 300, 300, False, 7680.0)
+    with pytest.raises(ValueError, match="pred"):
+        obb.decode(pred.astype(np.float64), 10, 1, *args, out)  # wrong item type
+    with pytest.raises(ValueError, match="pred"):
+        obb.decode(pred, 11, 1, *args, out)  # fewer items than 6 x 11
+    with pytest.raises((ValueError, BufferError)):
+        obb.decode(np.zeros((6, 20), dtype=np.float32)[:, ::2], 10, 1, *args, out)  # strided
+    with pytest.raises(ValueError, match="out"):
+        obb.decode(pred, 10, 1, *args, np.empty(3, dtype=np.int64))  # too short for 10 kept
+    with pytest.raises(ValueError, match="out"):
+        obb.decode(pred, 10, 1, *args, np.empty(10, dtype=np.int32))
+    with pytest.raises(ValueError):
+        obb.decode(pred, -1, 1, *args, out)
 
 
 # --- Detector with a scripted backend -------------------------------------------------------
