@@ -7,6 +7,7 @@ calibration set skipped the training normalisation.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -97,6 +98,11 @@ def _normalize(
         np.subtract(nhwc, mean, out=out, dtype=np.float32)
         np.multiply(out, inv_std, out=out)
         return out
+    if n == 1:  # one image (the detector's frame): one table lookup per plane, no ufunc passes
+        planes = cv2.split(batch[0])
+        for c, table in enumerate(_channel_tables(tuple(spec.mean), tuple(spec.std))):
+            cv2.LUT(planes[src_channel[c]], table, dst=out[0, c])
+        return out
     channels = batch.transpose(0, 3, 1, 2)  # a strided view: each ufunc reads one channel
     for c in range(3):
         src, dst = channels[:, src_channel[c]], out[:, c]
@@ -106,6 +112,19 @@ def _normalize(
             np.subtract(src, mean[c], out=dst, dtype=np.float32)
             np.multiply(dst, inv_std[c], out=dst)
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_tables(
+    mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per channel, the normalised value of each of the 256 pixel values: the same float32
+    arithmetic as `_normalize`'s ufuncs (x - 0 is exact, so a zero mean changes nothing)."""
+    mean32 = np.asarray(mean, dtype=np.float32)
+    inv_std = np.float32(1.0) / np.asarray(std, dtype=np.float32)
+    levels = np.arange(256, dtype=np.float32)
+    first, second, third = (((levels - mean32[c]) * inv_std[c]).astype(np.float32) for c in range(3))
+    return first, second, third
 
 
 def l2_normalize(vectors: FloatArray, eps: float = 1e-12) -> FloatArray:
