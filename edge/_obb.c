@@ -7,8 +7,9 @@
  *
  * decode(pred, n, nc, conf, bound, reach, max_nms, max_det, agnostic, max_wh, out) -> count
  *   pred   float32 buffer, C-contiguous (4 + nc + 1) x n: cx, cy, w, h, nc class scores, angle
- *   out    writable int64 buffer of at least min(n, max_det) items: the kept anchors' indices,
- *          best score first (ties: lower index first, as a stable sort on the numpy path)
+ *   out    writable float32 buffer of at least min(n, max_det) x 7 items: per kept box, best
+ *          score first (ties: lower anchor first, as numpy's stable sort), its cx, cy, w, h,
+ *          angle, score and class (the first best class, as argmax)
  *   bound  the float32 Bhattacharyya distance below which a pair overlaps by more than the IoU
  *          threshold (edge.detect._distance_bound)
  *   reach  the pair pre-filter: a pair can overlap only if |dc|^2 < reach * (trace_i + trace_j)
@@ -16,7 +17,6 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +25,7 @@
 typedef struct {
     float score;
     Py_ssize_t index;
+    Py_ssize_t cls;
 } Cand;
 
 typedef struct {
@@ -116,12 +117,12 @@ static PyObject *decode(PyObject *self, PyObject *args)
         return NULL;
     }
     if (get_buffer(pred_obj, &pv, 0, "f", 4, (4 + nc + 1) * n, 0, "pred") != 0) return NULL;
-    if (get_buffer(out_obj, &ov, 1, "lq", 8, n < max_det ? n : max_det, 1, "out") != 0) {
+    if (get_buffer(out_obj, &ov, 1, "f", 4, 7 * (n < max_det ? n : max_det), 1, "out") != 0) {
         PyBuffer_Release(&pv);
         return NULL;
     }
     const float *p = (const float *)pv.buf;
-    int64_t *out = (int64_t *)ov.buf;
+    float *out = (float *)ov.buf;
     const float *angle = p + (4 + nc) * n;
 
     Py_BEGIN_ALLOW_THREADS
@@ -131,13 +132,18 @@ static PyObject *decode(PyObject *self, PyObject *args)
          * numpy's max does, and NaN is never above conf) */
         for (Py_ssize_t i = 0; i < n; i++) {
             float best = p[4 * n + i];
+            Py_ssize_t cls = 0;
             for (Py_ssize_t c = 1; c < nc && best == best; c++) {
                 float s = p[(4 + c) * n + i];
-                if (s > best || s != s) best = s;
+                if (s > best || s != s) {
+                    best = s;
+                    cls = c;
+                }
             }
             if (best > conf) {
                 cand[k].score = best;
                 cand[k].index = i;
+                cand[k].cls = cls;
                 k++;
             }
         }
@@ -151,16 +157,8 @@ static PyObject *decode(PyObject *self, PyObject *args)
             Py_ssize_t i = cand[j].index;
             float x = p[i], y = p[n + i];
             if (!agnostic && nc > 1) { /* keep classes apart, as edge.detect does */
-                Py_ssize_t cls = 0;
-                float best = p[4 * n + i];
-                for (Py_ssize_t c = 1; c < nc; c++) {
-                    if (p[(4 + c) * n + i] > best) {
-                        best = p[(4 + c) * n + i];
-                        cls = c;
-                    }
-                }
-                x = x + (float)cls * max_wh;
-                y = y + (float)cls * max_wh;
+                x = x + (float)cand[j].cls * max_wh;
+                y = y + (float)cand[j].cls * max_wh;
             }
             g[j] = gauss(x, y, p[2 * n + i], p[3 * n + i], angle[i]);
         }
@@ -177,7 +175,16 @@ static PyObject *decode(PyObject *self, PyObject *args)
             }
         }
         for (Py_ssize_t j = 0; j < k && kept < max_det; j++) {
-            if (!suppressed[j]) out[kept++] = (int64_t)cand[j].index;
+            if (suppressed[j]) continue;
+            Py_ssize_t i = cand[j].index;
+            float *row = out + 7 * kept++;
+            row[0] = p[i];
+            row[1] = p[n + i];
+            row[2] = p[2 * n + i];
+            row[3] = p[3 * n + i];
+            row[4] = angle[i];
+            row[5] = cand[j].score;
+            row[6] = (float)cand[j].cls;
         }
     }
     Py_END_ALLOW_THREADS
@@ -195,7 +202,8 @@ static PyObject *decode(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"decode", decode, METH_VARARGS,
      "decode(pred, n, nc, conf, bound, reach, max_nms, max_det, agnostic, max_wh, out) -> count\n"
-     "Kept anchor indices of a YOLO-OBB output, best first, written into `out`."},
+     "The boxes a YOLO-OBB output keeps, best first, written into `out` as rows of\n"
+     "cx, cy, w, h, angle, score, class."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -135,7 +135,7 @@ def xywhr_to_corners(xywhr: FloatArray) -> FloatArray:
     return (ctr + signs[:, :, 0] * v1 + signs[:, :, 1] * v2).astype(np.float32)
 
 
-def card_corners(xywhr: FloatArray) -> FloatArray:
+def card_corners(xywhr: FloatArray, frame_wh: tuple[int, int] | None = None) -> FloatArray:
     """(K, 5) boxes -> (K, 4, 2) corners ordered as `edge.rectify.order_corners` orders them
     (clockwise from the card's top-left: a short edge first, the higher one of the two), straight
     from the box's axes instead of sorting four points by angle.
@@ -144,6 +144,8 @@ def card_corners(xywhr: FloatArray) -> FloatArray:
     top-left to the top-right corner, i.e. the first one turned 90 degrees clockwise (y down).
     Plain floats per box: a frame has a few boxes, each of which then costs a warp and an
     embedding, and twenty numpy calls on 4-row arrays cost more than the arithmetic itself.
+    With `frame_wh` the corners are clipped to the frame (before the rounding to float32, which
+    gives the same numbers as clipping after it: both bounds are float32 values).
     """
     out = []
     for cx, cy, w, h, angle in np.asarray(xywhr, dtype=np.float32).reshape(-1, 5).tolist():
@@ -157,14 +159,16 @@ def card_corners(xywhr: FloatArray) -> FloatArray:
             tx, ty = -tx, -ty
         if ax * -ty + ay * tx < 0:  # along must point as the top half-axis turned clockwise
             ax, ay = -ax, -ay
-        out.append(
-            [
-                (cx + tx - ax, cy + ty - ay),
-                (cx + tx + ax, cy + ty + ay),
-                (cx + ax - tx, cy + ay - ty),
-                (cx - tx - ax, cy - ty - ay),
-            ]
-        )
+        corners = [
+            (cx + tx - ax, cy + ty - ay),
+            (cx + tx + ax, cy + ty + ay),
+            (cx + ax - tx, cy + ay - ty),
+            (cx - tx - ax, cy - ty - ay),
+        ]
+        if frame_wh is not None:
+            w_max, h_max = frame_wh  # min/max as np.clip: a NaN stays NaN
+            corners = [(min(max(x, 0), w_max), min(max(y, 0), h_max)) for x, y in corners]
+        out.append(corners)
     return np.array(out, dtype=np.float32).reshape(-1, 4, 2)
 
 
@@ -338,9 +342,8 @@ def decode_obb(
     if pred.ndim != 2 or nc < 1:
         raise ValueError(f"expected (1, 4+nc+1, N) with nc >= 1, got {raw.shape}")
     if _obb is not None:
-        kept = _kept_anchors_c(np.ascontiguousarray(pred), nc, conf, iou, max_det, agnostic)
-    else:
-        kept = _kept_anchors(pred, nc, conf, iou, max_det, agnostic)
+        return _decode_c(np.ascontiguousarray(pred), nc, conf, iou, max_det, agnostic)
+    kept = _kept_anchors(pred, nc, conf, iou, max_det, agnostic)
     cols = pred[:, kept]
     class_scores = cols[4 : 4 + nc]
     if nc == 1:
@@ -370,37 +373,43 @@ def _kept_anchors(
     return kept
 
 
-def _kept_anchors_c(
+def _decode_c(
     pred: FloatArray, nc: int, conf: float, iou: float, max_det: int, agnostic: bool
-) -> IntArray:
-    """`_kept_anchors` in C (edge/_obb.c): the same decisions, without numpy's per-call cost."""
+) -> tuple[FloatArray, FloatArray, IntArray]:
+    """`decode_obb` in C (edge/_obb.c): the same boxes, without numpy's per-call cost."""
     assert _obb is not None
     n = pred.shape[1]
-    out = np.empty(min(n, max_det), dtype=np.int64)
+    rows = np.empty((min(n, max_det), 7), dtype=np.float32)
     bound, reach = float(_distance_bound(iou)), _reach(iou)
-    count = _obb.decode(pred, n, nc, conf, bound, reach, MAX_NMS, max_det, agnostic, MAX_WH, out)
-    return out[:count].astype(np.intp, copy=False)
+    count = _obb.decode(pred, n, nc, conf, bound, reach, MAX_NMS, max_det, agnostic, MAX_WH, rows)
+    kept = rows[:count]
+    return kept[:, :5], kept[:, 5], kept[:, 6].astype(np.intp)
 
 
 def scale_xywhr(xywhr: FloatArray, info: LetterboxInfo) -> FloatArray:
     """Boxes in input pixels -> frame pixels (centre unpadded, sizes divided per axis)."""
-    out = np.array(xywhr, dtype=np.float32).reshape(-1, 5)
-    out[:, 0] = (out[:, 0] - info.pad_x) / info.gain_x
-    out[:, 1] = (out[:, 1] - info.pad_y) / info.gain_y
-    out[:, 2] /= info.gain_x
-    out[:, 3] /= info.gain_y
+    offset, gain = _unletterbox(info.pad_x, info.pad_y, info.gain_x, info.gain_y)
+    out: FloatArray = (np.asarray(xywhr, dtype=np.float32).reshape(-1, 5) - offset) / gain
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _unletterbox(
+    pad_x: int, pad_y: int, gain_x: float, gain_y: float
+) -> tuple[FloatArray, FloatArray]:
+    """Per xywhr column, what to subtract and then divide by (the angle: 0 and 1, exactly)."""
+    offset = np.array([pad_x, pad_y, 0, 0, 0], dtype=np.float32)
+    gain = np.array([gain_x, gain_y, gain_x, gain_y, 1], dtype=np.float32)
+    return offset, gain
 
 
 def boxes_in_frame(
     xywhr: FloatArray, scores: FloatArray, classes: IntArray, frame_hw: tuple[int, int]
 ) -> list[OrientedBox]:
-    """Frame-pixel xywhr -> OrientedBoxes: card-ordered corners, then clipped to the frame."""
-    h, w = frame_hw
-    corners = card_corners(xywhr)
-    np.clip(corners, 0, np.array([w, h], dtype=np.float32), out=corners)
+    """Frame-pixel xywhr -> OrientedBoxes: card-ordered corners, clipped to the frame."""
+    corners = card_corners(xywhr, (frame_hw[1], frame_hw[0]))
     return [
-        OrientedBox(corners=c, conf=float(s), class_id=int(k))
+        OrientedBox(corners=c, conf=s, class_id=k)
         for c, s, k in zip(corners, scores.tolist(), classes.tolist(), strict=True)
     ]
 

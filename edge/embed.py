@@ -123,7 +123,9 @@ def _channel_tables(
     mean32 = np.asarray(mean, dtype=np.float32)
     inv_std = np.float32(1.0) / np.asarray(std, dtype=np.float32)
     levels = np.arange(256, dtype=np.float32)
-    first, second, third = (((levels - mean32[c]) * inv_std[c]).astype(np.float32) for c in range(3))
+    first, second, third = (
+        ((levels - mean32[c]) * inv_std[c]).astype(np.float32) for c in range(3)
+    )
     return first, second, third
 
 

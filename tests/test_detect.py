@@ -313,7 +313,7 @@ def test_decode_refuses_a_batch(decoder: str) -> None:
         decode_obb(np.zeros((2, 6, 10), dtype=np.float32), 0.25, 0.7, 300)
 
 
-def _hard_raw(rng: np.random.Generator, trial: int) -> tuple[npt.NDArray[np.float32], int]:
+def _hard_raw(rng: np.random.Generator, trial: int) -> npt.NDArray[np.float32]:
     """Random outputs that probe every branch of the decode: one or three classes, tight and loose
     clusters, tied scores, NaNs, and enough candidates for numpy's pair-pruned path."""
     nc = 3 if trial % 3 == 2 else 1
@@ -329,27 +329,33 @@ def _hard_raw(rng: np.random.Generator, trial: int) -> tuple[npt.NDArray[np.floa
         raw[0, 4, : n // 3] = 0.5  # ties: the lower anchor index goes first
     if trial % 11 == 0 and n:
         raw[0, int(rng.integers(0, 5 + nc)), rng.integers(0, n, 3)] = np.nan
-    return raw, nc
+    return raw
 
 
-def test_c_decode_keeps_exactly_what_the_numpy_decode_keeps() -> None:
-    if edge.detect._obb is None:
+def test_c_decode_keeps_exactly_what_the_numpy_decode_keeps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    obb = edge.detect._obb
+    if obb is None:
         pytest.skip("the C decode was not built (no C compiler at install)")
     rng = np.random.default_rng(7)
     dense_and_sparse = set()
     for trial in range(1500):
         # given a random output and random settings
-        raw, nc = _hard_raw(rng, trial)
+        raw = _hard_raw(rng, trial)
         conf = float(rng.choice([0.01, 0.25, 0.6]))
         iou = float(rng.choice([0.05, 0.45, 0.7, 0.95]))
         max_det = int(rng.choice([2, 300]))
         agnostic = bool(trial % 2)
         # when both decodes run
-        args = (raw[0], nc, conf, iou, max_det, agnostic)
-        ours_c = edge.detect._kept_anchors_c(*args)
-        ours_np = edge.detect._kept_anchors(*args)
-        # then they keep the same anchors in the same order
-        np.testing.assert_array_equal(ours_c, ours_np, err_msg=f"trial {trial}")
+        monkeypatch.setattr(edge.detect, "_obb", obb)
+        ours_c = decode_obb(raw, conf, iou, max_det, agnostic=agnostic)
+        monkeypatch.setattr(edge.detect, "_obb", None)
+        ours_np = decode_obb(raw, conf, iou, max_det, agnostic=agnostic)
+        # then they keep the same boxes with the same scores and classes, in the same order
+        for c_part, np_part in zip(ours_c, ours_np, strict=True):
+            np.testing.assert_array_equal(c_part, np_part, err_msg=f"trial {trial}")
+            assert c_part.dtype == np_part.dtype
         dense_and_sparse.add(int((raw[0, 4] > conf).sum()) > NMS_DENSE_MAX)
     assert dense_and_sparse == {False, True}  # both numpy paths were compared
 
@@ -366,7 +372,7 @@ def test_c_decode_refuses_buffers_it_cannot_read() -> None:
     if obb is None:
         pytest.skip("the C decode was not built (no C compiler at install)")
     pred = np.zeros((6, 10), dtype=np.float32)
-    out = np.empty(10, dtype=np.int64)
+    out = np.empty((10, 7), dtype=np.float32)
     args = (0.25, 1.0, 1.0, 300, 300, False, 7680.0)
     with pytest.raises(ValueError, match="pred"):
         obb.decode(pred.astype(np.float64), 10, 1, *args, out)  # wrong item type
@@ -375,9 +381,9 @@ def test_c_decode_refuses_buffers_it_cannot_read() -> None:
     with pytest.raises((ValueError, BufferError)):
         obb.decode(np.zeros((6, 20), dtype=np.float32)[:, ::2], 10, 1, *args, out)  # strided
     with pytest.raises(ValueError, match="out"):
-        obb.decode(pred, 10, 1, *args, np.empty(3, dtype=np.int64))  # too short for 10 kept
+        obb.decode(pred, 10, 1, *args, np.empty((3, 7), dtype=np.float32))  # no room for 10
     with pytest.raises(ValueError, match="out"):
-        obb.decode(pred, 10, 1, *args, np.empty(10, dtype=np.int32))
+        obb.decode(pred, 10, 1, *args, np.empty((10, 7), dtype=np.float64))
     with pytest.raises(ValueError):
         obb.decode(pred, -1, 1, *args, out)
 
@@ -561,3 +567,7 @@ def test_card_corners_order_boxes_as_the_general_corner_ordering_does() -> None:
     np.testing.assert_allclose(
         card_corners(sideways)[0], [[140, 75], [140, 125], [60, 125], [60, 75]]
     )
+    # and clipped to a frame, they are exactly the float32 corners clipped afterwards
+    boxes[::97, 0] = np.nan
+    clipped = card_corners(boxes, (1280, 720))
+    np.testing.assert_array_equal(clipped, np.clip(card_corners(boxes), 0, [1280, 720]))
