@@ -135,7 +135,11 @@ def xywhr_to_corners(xywhr: FloatArray) -> FloatArray:
     return (ctr + signs[:, :, 0] * v1 + signs[:, :, 1] * v2).astype(np.float32)
 
 
-def card_corners(xywhr: FloatArray, frame_wh: tuple[int, int] | None = None) -> FloatArray:
+def card_corners(
+    xywhr: FloatArray,
+    frame_wh: tuple[int, int] | None = None,
+    info: LetterboxInfo | None = None,
+) -> FloatArray:
     """(K, 5) boxes -> (K, 4, 2) corners ordered as `edge.rectify.order_corners` orders them
     (clockwise from the card's top-left: a short edge first, the higher one of the two), straight
     from the box's axes instead of sorting four points by angle.
@@ -144,11 +148,13 @@ def card_corners(xywhr: FloatArray, frame_wh: tuple[int, int] | None = None) -> 
     top-left to the top-right corner, i.e. the first one turned 90 degrees clockwise (y down).
     Plain floats per box: a frame has a few boxes, each of which then costs a warp and an
     embedding, and twenty numpy calls on 4-row arrays cost more than the arithmetic itself.
-    With `frame_wh` the corners are clipped to the frame (before the rounding to float32, which
-    gives the same numbers as clipping after it: both bounds are float32 values).
+    With `info` the boxes are in model-input pixels and are first scaled back to the frame; with
+    `frame_wh` the corners are clipped to the frame (before the rounding to float32, which gives
+    the same numbers as clipping after it: both bounds are float32 values).
     """
     out = []
-    for cx, cy, w, h, angle in np.asarray(xywhr, dtype=np.float32).reshape(-1, 5).tolist():
+    for box in np.asarray(xywhr, dtype=np.float32).reshape(-1, 5).tolist():
+        cx, cy, w, h, angle = box if info is None else _box_to_frame(box, info)
         cos, sin = math.cos(angle), math.sin(angle)
         u = (cos * w / 2, sin * w / 2)  # along w
         v = (-sin * h / 2, cos * h / 2)  # along h
@@ -388,26 +394,26 @@ def _decode_c(
 
 def scale_xywhr(xywhr: FloatArray, info: LetterboxInfo) -> FloatArray:
     """Boxes in input pixels -> frame pixels (centre unpadded, sizes divided per axis)."""
-    offset, gain = _unletterbox(info.pad_x, info.pad_y, info.gain_x, info.gain_y)
-    out: FloatArray = (np.asarray(xywhr, dtype=np.float32).reshape(-1, 5) - offset) / gain
-    return out
+    rows = np.asarray(xywhr, dtype=np.float32).reshape(-1, 5).tolist()
+    return np.array([_box_to_frame(b, info) for b in rows], dtype=np.float32).reshape(-1, 5)
 
 
-@functools.lru_cache(maxsize=64)
-def _unletterbox(
-    pad_x: int, pad_y: int, gain_x: float, gain_y: float
-) -> tuple[FloatArray, FloatArray]:
-    """Per xywhr column, what to subtract and then divide by (the angle: 0 and 1, exactly)."""
-    offset = np.array([pad_x, pad_y, 0, 0, 0], dtype=np.float32)
-    gain = np.array([gain_x, gain_y, gain_x, gain_y, 1], dtype=np.float32)
-    return offset, gain
+def _box_to_frame(box: list[float], info: LetterboxInfo) -> tuple[float, ...]:
+    """One input-pixel xywhr box in frame pixels, as ultralytics' scale_boxes maps it."""
+    cx, cy, w, h, angle = box
+    gx, gy = info.gain_x, info.gain_y
+    return (cx - info.pad_x) / gx, (cy - info.pad_y) / gy, w / gx, h / gy, angle
 
 
 def boxes_in_frame(
-    xywhr: FloatArray, scores: FloatArray, classes: IntArray, frame_hw: tuple[int, int]
+    xywhr: FloatArray,
+    scores: FloatArray,
+    classes: IntArray,
+    info: LetterboxInfo,
+    frame_hw: tuple[int, int],
 ) -> list[OrientedBox]:
-    """Frame-pixel xywhr -> OrientedBoxes: card-ordered corners, clipped to the frame."""
-    corners = card_corners(xywhr, (frame_hw[1], frame_hw[0]))
+    """Input-pixel xywhr -> OrientedBoxes in the frame: card-ordered corners, clipped to it."""
+    corners = card_corners(xywhr, (frame_hw[1], frame_hw[0]), info)
     return [
         OrientedBox(corners=c, conf=s, class_id=k)
         for c, s, k in zip(corners, scores.tolist(), classes.tolist(), strict=True)
@@ -515,7 +521,7 @@ class Detector:
         """Raw output -> boxes in frame pixels, best first."""
         t = self.thresholds
         xywhr, scores, classes = decode_obb(raw, t.det_conf, t.det_iou, t.max_det)
-        return boxes_in_frame(scale_xywhr(xywhr, info), scores, classes, frame_hw)
+        return boxes_in_frame(xywhr, scores, classes, info, frame_hw)
 
     def __call__(self, image: ImageRGB) -> list[OrientedBox]:
         """Detect every card in an RGB frame, timing each stage."""

@@ -82,10 +82,10 @@ def _normalize(
 
     Same float32 arithmetic as the textbook `(x.astype(f32) - mean) * (1 / std)`, but one channel
     of the whole batch per ufunc call, written straight into its output plane: no full-tensor
-    temporaries, and a frame's batch of crops costs six calls, not six per crop.
+    temporaries, and a frame's batch of crops costs six calls, not six per crop. A single NCHW
+    image (the detector's frame) instead maps each plane through a 256-entry table of the same
+    float32 values (cv2.LUT): one pass over the pixels per channel and no ufunc setup.
     """
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    inv_std = np.float32(1.0) / np.asarray(spec.std, dtype=np.float32)
     src_channel = (2, 1, 0) if spec.color_order == "BGR" else (0, 1, 2)
     n, h, w, _ = batch.shape
     shape = (n, h, w, 3) if spec.layout == "NHWC" else (n, 3, h, w)
@@ -93,15 +93,17 @@ def _normalize(
         out = np.empty(shape, dtype=np.float32)
     elif out.shape != shape or out.dtype != np.float32:
         raise ValueError(f"out must be {shape} float32, got {out.shape} {out.dtype}")
+    if n == 1 and spec.layout == "NCHW":  # one frame: one table lookup per plane, no ufuncs
+        planes = cv2.split(batch[0])
+        for c, table in enumerate(_channel_tables(tuple(spec.mean), tuple(spec.std))):
+            cv2.LUT(planes[src_channel[c]], table, dst=out[0, c])
+        return out
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    inv_std = np.float32(1.0) / np.asarray(spec.std, dtype=np.float32)
     if spec.layout == "NHWC":
         nhwc = batch[..., list(src_channel)] if spec.color_order == "BGR" else batch
         np.subtract(nhwc, mean, out=out, dtype=np.float32)
         np.multiply(out, inv_std, out=out)
-        return out
-    if n == 1:  # one image (the detector's frame): one table lookup per plane, no ufunc passes
-        planes = cv2.split(batch[0])
-        for c, table in enumerate(_channel_tables(tuple(spec.mean), tuple(spec.std))):
-            cv2.LUT(planes[src_channel[c]], table, dst=out[0, c])
         return out
     channels = batch.transpose(0, 3, 1, 2)  # a strided view: each ufunc reads one channel
     for c in range(3):

@@ -571,3 +571,8 @@ def test_card_corners_order_boxes_as_the_general_corner_ordering_does() -> None:
     boxes[::97, 0] = np.nan
     clipped = card_corners(boxes, (1280, 720))
     np.testing.assert_array_equal(clipped, np.clip(card_corners(boxes), 0, [1280, 720]))
+    # and boxes in model-input pixels land where scaling them back first puts them
+    _, info = letterbox(np.zeros((720, 1280, 3), dtype=np.uint8), (320, 320))
+    np.testing.assert_allclose(
+        card_corners(boxes, info=info), card_corners(scale_xywhr(boxes, info)), atol=1e-3
+    )
