@@ -317,7 +317,7 @@ class CardIndex:
     ) -> list[list[Candidate]]:
         """Cosine against every stored vector, best view per card, top k cards by score."""
         q_norm = np.linalg.norm(q, axis=1, keepdims=True)
-        scores = (q @ matrix.T) / np.maximum(q_norm, 1e-12)  # matrix rows are unit length
+        scores = (q @ matrix) / np.maximum(q_norm, 1e-12)  # matrix columns are unit length
         per_card = scores[:, card_keys].max(axis=2)  # (queries, cards)
         top = np.argsort(-per_card, axis=1, kind="stable")[:, : max(k, 1)]
         top_scores = np.take_along_axis(per_card, top, axis=1)
@@ -349,7 +349,7 @@ class CardIndex:
 def _exact_tables(
     index: Index, card_of_key: npt.NDArray[np.intp], views_per_card: int
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
-    """The stored vectors as unit float32 rows by key, and per card its keys (cards x views; a
+    """The stored vectors as unit float32 columns by key, and per card its keys (cards x views; a
     card with fewer views repeats its own keys, which leaves its maximum unchanged)."""
     n = len(index)
     stored = np.asarray(index.get(np.arange(n, dtype=np.uint64), dtype="f32"))
@@ -358,7 +358,9 @@ def _exact_tables(
     order = np.argsort(card_of_key, kind="stable")  # keys grouped by card, cards in id order
     per_card = np.split(order, np.flatnonzero(np.diff(card_of_key[order])) + 1)
     card_keys = np.stack([np.resize(keys, views_per_card) for keys in per_card])
-    return np.ascontiguousarray(matrix), card_keys.astype(np.intp)
+    # stored transposed (dim x keys): the product then reads it in order (0.42 vs 0.47 ms for 6
+    # queries against 640 keys, measured right after a model forward)
+    return np.ascontiguousarray(matrix.T), card_keys.astype(np.intp)
 
 
 def decide(candidates: Sequence[Candidate], thresholds: Thresholds) -> Match:
