@@ -7,7 +7,9 @@ ambiguity is resolved downstream by embedding both the crop and its rotated twin
 
 from __future__ import annotations
 
+import functools
 import logging
+from typing import cast
 
 import cv2
 import numpy as np
@@ -55,14 +57,23 @@ def order_corners_batch(corners: npt.NDArray[np.float32]) -> npt.NDArray[np.floa
 
 def warp_card(image: ImageRGB, corners: Corners, out_h: int, out_w: int) -> ImageRGB:
     """Perspective-warp the quadrilateral `corners` (ordered TL, TR, BR, BL) to out_h x out_w."""
-    dst = np.array(
-        [[0, 0], [out_w - 1, 0], [out_w - 1, out_h - 1], [0, out_h - 1]], dtype=np.float32
+    m = cv2.getPerspectiveTransform(
+        np.asarray(corners, dtype=np.float32), _crop_corners(out_h, out_w)
     )
-    m = cv2.getPerspectiveTransform(np.asarray(corners, dtype=np.float32), dst)
     warped = cv2.warpPerspective(
         image, m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
-    return np.ascontiguousarray(warped)
+    return cast(ImageRGB, warped)  # cv2 returns a new contiguous array of the image's type
+
+
+@functools.lru_cache(maxsize=16)
+def _crop_corners(out_h: int, out_w: int) -> npt.NDArray[np.float32]:
+    """The crop's own corners, TL, TR, BR, BL (read-only: shared by every warp)."""
+    dst = np.array(
+        [[0, 0], [out_w - 1, 0], [out_w - 1, out_h - 1], [0, out_h - 1]], dtype=np.float32
+    )
+    dst.flags.writeable = False
+    return dst
 
 
 def rectify(image: ImageRGB, box: OrientedBox, out_h: int, out_w: int) -> CardCrop:
