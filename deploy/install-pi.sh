@@ -6,7 +6,8 @@
 #
 # Idempotent: run it again after `git pull` to update the code; existing configuration, token,
 # state and bundles are kept. What it does:
-#   1. apt: python3-venv, python3-picamera2 and (unless --no-hailo) hailo-all (HailoRT 4.x, driver)
+#   1. apt: python3-venv, python3-picamera2, a C compiler and Python headers (the detector's
+#      decode is compiled at install) and (unless --no-hailo) hailo-all (HailoRT 4.x, driver)
 #   2. a system user `cardedge` in the video and render groups
 #   3. a venv at PREFIX/.venv with --system-site-packages (so picamera2 and hailo_platform from
 #      apt are visible) and this package installed into it
@@ -75,7 +76,7 @@ check_host() {
 }
 
 install_apt_packages() {
-    local packages=(python3-venv python3-pip python3-picamera2 curl)
+    local packages=(python3-venv python3-pip python3-dev gcc python3-picamera2 curl)
     if [ "$WITH_HAILO" -eq 1 ]; then
         packages+=(hailo-all)
     fi
