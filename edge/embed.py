@@ -80,11 +80,11 @@ def _normalize(
 ) -> FloatArray:
     """(pixel - mean) / std per channel, written once into the output layout.
 
-    Same float32 arithmetic as the textbook `(x.astype(f32) - mean) * (1 / std)`, but one channel
-    of the whole batch per ufunc call, written straight into its output plane: no full-tensor
-    temporaries, and a frame's batch of crops costs six calls, not six per crop. A single NCHW
-    image (the detector's frame) instead maps each plane through a 256-entry table of the same
-    float32 values (cv2.LUT): one pass over the pixels per channel and no ufunc setup.
+    Same float32 arithmetic as the textbook `(x.astype(f32) - mean) * (1 / std)`. NCHW: each
+    image's planes split once and mapped through a 256-entry table of those values per channel
+    (cv2.LUT) straight into their output planes: one pass per plane, no temporaries (0.33 vs
+    0.38 ms for six crops after a model forward; 10.8 vs 13.6 ms for 64 at 224 px, against one
+    ufunc per channel over the whole batch). NHWC: two ufuncs over the batch.
     """
     src_channel = (2, 1, 0) if spec.color_order == "BGR" else (0, 1, 2)
     n, h, w, _ = batch.shape
@@ -93,26 +93,18 @@ def _normalize(
         out = np.empty(shape, dtype=np.float32)
     elif out.shape != shape or out.dtype != np.float32:
         raise ValueError(f"out must be {shape} float32, got {out.shape} {out.dtype}")
-    if n == 1 and spec.layout == "NCHW":  # one frame: one table lookup per plane, no ufuncs
-        planes = cv2.split(batch[0])
-        for c, table in enumerate(_channel_tables(tuple(spec.mean), tuple(spec.std))):
-            cv2.LUT(planes[src_channel[c]], table, dst=out[0, c])
-        return out
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    inv_std = np.float32(1.0) / np.asarray(spec.std, dtype=np.float32)
     if spec.layout == "NHWC":
+        mean = np.asarray(spec.mean, dtype=np.float32)
+        inv_std = np.float32(1.0) / np.asarray(spec.std, dtype=np.float32)
         nhwc = batch[..., list(src_channel)] if spec.color_order == "BGR" else batch
         np.subtract(nhwc, mean, out=out, dtype=np.float32)
         np.multiply(out, inv_std, out=out)
         return out
-    channels = batch.transpose(0, 3, 1, 2)  # a strided view: each ufunc reads one channel
-    for c in range(3):
-        src, dst = channels[:, src_channel[c]], out[:, c]
-        if mean[c] == 0.0:  # x - 0 is exact: skip the pass
-            np.multiply(src, inv_std[c], out=dst, dtype=np.float32)
-        else:
-            np.subtract(src, mean[c], out=dst, dtype=np.float32)
-            np.multiply(dst, inv_std[c], out=dst)
+    tables = _channel_tables(tuple(spec.mean), tuple(spec.std))
+    for i in range(n):
+        planes = cv2.split(batch[i])
+        for c, table in enumerate(tables):
+            cv2.LUT(planes[src_channel[c]], table, dst=out[i, c])
     return out
 
 
@@ -120,8 +112,8 @@ def _normalize(
 def _channel_tables(
     mean: tuple[float, ...], std: tuple[float, ...]
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Per channel, the normalised value of each of the 256 pixel values: the same float32
-    arithmetic as `_normalize`'s ufuncs (x - 0 is exact, so a zero mean changes nothing)."""
+    """Per channel, the normalised value of each of the 256 pixel values, in the float32
+    arithmetic of `(x.astype(f32) - mean) * (1 / std)`."""
     mean32 = np.asarray(mean, dtype=np.float32)
     inv_std = np.float32(1.0) / np.asarray(std, dtype=np.float32)
     levels = np.arange(256, dtype=np.float32)

@@ -53,3 +53,15 @@ def test_preprocess_writes_into_a_region_of_a_larger_tensor() -> None:
     # then the region holds the result and the rest is untouched
     np.testing.assert_array_equal(big[:, :, 4:16], preprocess(crop, spec))
     assert (big[:, :, :4] == -7).all() and (big[:, :, 16:] == -7).all()
+
+
+def test_preprocess_writes_into_a_strided_region_of_each_image() -> None:
+    # given a wider tensor (grey bars left and right, as for a portrait frame) and two crops
+    spec = _spec("BGR", "NCHW")
+    crops = np.random.default_rng(1).integers(0, 256, (2, 12, 8, 3), dtype=np.uint8)
+    big = np.full((2, 3, 12, 14), -7.0, np.float32)
+    # when preprocessed into the middle columns (rows of the region are not contiguous)
+    preprocess(crops, spec, out=big[:, :, :, 3:11])
+    # then every image's region holds its result and the bars are untouched
+    np.testing.assert_array_equal(big[:, :, :, 3:11], preprocess(crops, spec))
+    assert (big[..., :3] == -7).all() and (big[..., 11:] == -7).all()
