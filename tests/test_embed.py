@@ -16,7 +16,7 @@ def _spec(color_order: str, layout: str) -> InputSpec:
         resize="warp",
         color_order=color_order,  # type: ignore[arg-type]
         layout=layout,  # type: ignore[arg-type]
-        mean=(123.675, 0.0, 103.53),  # one zero mean: the pass that skips the subtraction
+        mean=(123.675, 0.0, 103.53),  # one zero mean: x - 0 must stay exact
         std=(58.395, 57.12, 57.375),
     )
 
