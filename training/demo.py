@@ -171,9 +171,21 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     with runs.timed("index+export+bundle+evaluate", timings):
         report = assemble(cfg, data, student)
     timings["total"] = round(time.perf_counter() - t0, 1)
-    report["build"] = {"timings_s": timings, "config": runs.config_dict(cfg)}
+    config = runs.config_dict(cfg)
+    for key in ("out", "reference", "work"):  # the report is committed: no folders of a machine
+        config[key] = _portable(getattr(cfg, key))
+    report["build"] = {"timings_s": timings, "config": config}
     evaluate.write_report(report, report_dir(cfg.out))
     return report
+
+
+def _portable(path: Path) -> str:
+    """A path as the committed report may name it: relative to the working directory when it
+    lies inside it, otherwise only its last component."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.name
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
