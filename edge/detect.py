@@ -392,14 +392,9 @@ def _decode_c(
     return kept[:, :5], kept[:, 5], kept[:, 6].astype(np.intp)
 
 
-def scale_xywhr(xywhr: FloatArray, info: LetterboxInfo) -> FloatArray:
-    """Boxes in input pixels -> frame pixels (centre unpadded, sizes divided per axis)."""
-    rows = np.asarray(xywhr, dtype=np.float32).reshape(-1, 5).tolist()
-    return np.array([_box_to_frame(b, info) for b in rows], dtype=np.float32).reshape(-1, 5)
-
-
 def _box_to_frame(box: list[float], info: LetterboxInfo) -> tuple[float, ...]:
-    """One input-pixel xywhr box in frame pixels, as ultralytics' scale_boxes maps it."""
+    """One input-pixel xywhr box in frame pixels, as ultralytics' scale_boxes maps it (centre
+    unpadded, sizes divided per axis)."""
     cx, cy, w, h, angle = box
     gx, gy = info.gain_x, info.gain_y
     return (cx - info.pad_x) / gx, (cy - info.pad_y) / gy, w / gx, h / gy, angle

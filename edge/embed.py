@@ -94,8 +94,7 @@ def _normalize(
     elif out.shape != shape or out.dtype != np.float32:
         raise ValueError(f"out must be {shape} float32, got {out.shape} {out.dtype}")
     if spec.layout == "NHWC":
-        mean = np.asarray(spec.mean, dtype=np.float32)
-        inv_std = np.float32(1.0) / np.asarray(spec.std, dtype=np.float32)
+        mean, inv_std = _mean_inv_std(spec.mean, spec.std)
         nhwc = batch[..., list(src_channel)] if spec.color_order == "BGR" else batch
         np.subtract(nhwc, mean, out=out, dtype=np.float32)
         np.multiply(out, inv_std, out=out)
@@ -114,13 +113,18 @@ def _channel_tables(
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Per channel, the normalised value of each of the 256 pixel values, in the float32
     arithmetic of `(x.astype(f32) - mean) * (1 / std)`."""
-    mean32 = np.asarray(mean, dtype=np.float32)
-    inv_std = np.float32(1.0) / np.asarray(std, dtype=np.float32)
+    mean32, inv_std = _mean_inv_std(mean, std)
     levels = np.arange(256, dtype=np.float32)
     first, second, third = (
         ((levels - mean32[c]) * inv_std[c]).astype(np.float32) for c in range(3)
     )
     return first, second, third
+
+
+def _mean_inv_std(mean: Sequence[float], std: Sequence[float]) -> tuple[FloatArray, FloatArray]:
+    """The spec's per-channel mean and 1 / std, as the float32 arrays the arithmetic uses."""
+    inv_std: FloatArray = np.float32(1.0) / np.asarray(std, dtype=np.float32)
+    return np.asarray(mean, dtype=np.float32), inv_std
 
 
 def l2_normalize(vectors: FloatArray, eps: float = 1e-12) -> FloatArray:

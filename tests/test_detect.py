@@ -24,7 +24,6 @@ from edge.detect import (
     decode_obb,
     letterbox,
     nms_rotated,
-    scale_xywhr,
     xywhr_to_corners,
 )
 from edge.errors import BackendError, BadImageError
@@ -61,6 +60,13 @@ def _random_raw(rng: np.random.Generator, n: int, nc: int) -> npt.NDArray[np.flo
     raw[0, 4 : 4 + nc] = rng.uniform(0, 1, (nc, n)) ** 2
     raw[0, 4 + nc] = rng.uniform(-np.pi / 4, 3 * np.pi / 4, n)
     return raw
+
+
+def _to_frame(xywhr: npt.NDArray[np.float32], info: LetterboxInfo) -> npt.NDArray[np.float32]:
+    """Input-pixel boxes in frame pixels, one by one as the detector's corner loop scales them."""
+    from edge.detect import _box_to_frame
+
+    return np.array([_box_to_frame(b, info) for b in xywhr.tolist()], dtype=np.float32)
 
 
 @pytest.fixture(params=["c", "numpy"])
@@ -139,7 +145,7 @@ def test_letterbox_maps_frame_corners_onto_the_image_area() -> None:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_scale_xywhr_equals_ultralytics_scale_boxes(shape: tuple[int, int]) -> None:
+def test_boxes_scale_back_to_the_frame_as_ultralytics_scale_boxes(shape: tuple[int, int]) -> None:
     torch = _torch()
     ops = pytest.importorskip("ultralytics.utils.ops")
     # given input-pixel boxes and a frame size
@@ -147,7 +153,7 @@ def test_scale_xywhr_equals_ultralytics_scale_boxes(shape: tuple[int, int]) -> N
     xywhr = rng.uniform(10, 300, (8, 5)).astype(np.float32)
     _, info = letterbox(np.zeros((*shape, 3), dtype=np.uint8), (320, 320))
     # when both scale them back to the frame
-    ours = scale_xywhr(xywhr, info)
+    ours = _to_frame(xywhr, info)
     theirs = torch.from_numpy(xywhr.copy())
     theirs[:, :4] = ops.scale_boxes((320, 320), theirs[:, :4], shape, xywh=True)
     # then they agree
@@ -574,5 +580,5 @@ def test_card_corners_order_boxes_as_the_general_corner_ordering_does() -> None:
     # and boxes in model-input pixels land where scaling them back first puts them
     _, info = letterbox(np.zeros((720, 1280, 3), dtype=np.uint8), (320, 320))
     np.testing.assert_allclose(
-        card_corners(boxes, info=info), card_corners(scale_xywhr(boxes, info)), atol=1e-3
+        card_corners(boxes, info=info), card_corners(_to_frame(boxes, info)), atol=1e-3
     )
