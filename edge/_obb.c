@@ -12,7 +12,8 @@
  *          angle, score and class (the first best class, as argmax)
  *   bound  the float32 Bhattacharyya distance below which a pair overlaps by more than the IoU
  *          threshold (edge.detect._distance_bound)
- *   reach  the pair pre-filter: a pair can overlap only if |dc|^2 < reach * (trace_i + trace_j)
+ *   reach  the pair pre-filter: two regular boxes can overlap only if
+ *          |dc|^2 < reach * (trace_i + trace_j) (edge.detect._reach; 0: no pre-filter)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -30,6 +31,7 @@ typedef struct {
 
 typedef struct {
     float x, y, a, b, c, det, trace;
+    int regular; /* the distance pre-filter may judge it (edge.detect._regular) */
 } Gauss;
 
 static int by_score(const void *p, const void *q)
@@ -56,6 +58,7 @@ static Gauss gauss(float x, float y, float w, float h, float r)
     det = g.a * g.b - g.c * g.c;
     g.det = det < 0.0f ? 0.0f : det; /* np.maximum(det, 0): NaN stays NaN */
     g.trace = g.a + g.b;
+    g.regular = g.det >= 1.0f && g.trace * g.trace <= 1e4f * g.det;
     return g;
 }
 
@@ -167,7 +170,9 @@ static PyObject *decode(PyObject *self, PyObject *args)
             for (Py_ssize_t i = 0; i < j; i++) {
                 double dx = (double)g[i].x - g[j].x, dy = (double)g[i].y - g[j].y;
                 double tr = (double)g[i].trace + g[j].trace;
-                if (!(dx * dx + dy * dy < reach * tr)) continue; /* too far apart to overlap */
+                /* too far apart to overlap: judged only where edge.detect._reach is safe */
+                if (reach > 0.0 && g[i].regular && g[j].regular && !(dx * dx + dy * dy < reach * tr))
+                    continue;
                 if (bhattacharyya(&g[i], &g[j]) < bound) {
                     suppressed[j] = 1;
                     break;

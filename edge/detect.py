@@ -220,7 +220,8 @@ def _bhattacharyya(g1: Gauss, g2: Gauss) -> FloatArray:
     dx, dy = x1 - x2, y1 - y2
     t1 = ((sa * dy**2 + sb * dx**2) / den) * 0.25
     t2 = ((sc * dx * dy) / den) * -0.5
-    t3 = _f32(np.log, det / (4 * np.sqrt(d1 * d2) + PROBIOU_EPS) + PROBIOU_EPS) * 0.5
+    with np.errstate(invalid="ignore", divide="ignore"):  # degenerate boxes: NaN, as torch
+        t3 = _f32(np.log, det / (4 * np.sqrt(d1 * d2) + PROBIOU_EPS) + PROBIOU_EPS) * 0.5
     bd: FloatArray = np.clip(t1 + t2 + t3, PROBIOU_EPS, 100.0)
     return bd
 
@@ -278,14 +279,26 @@ def batch_probiou(obb1: FloatArray, obb2: FloatArray) -> FloatArray:
 
 @functools.lru_cache(maxsize=64)
 def _reach(iou: float) -> float:
-    """k such that probiou(i, j) > iou implies |centre_i - centre_j|^2 < k * (tr S_i + tr S_j).
+    """k such that probiou(i, j) > iou implies |centre_i - centre_j|^2 < k * (tr S_i + tr S_j)
+    for two regular boxes (`_regular`); 0 where no such k is safe (iou above about 0.97).
 
     The Bhattacharyya distance is at least 1/4 of the Mahalanobis distance of the centres under
     S_i + S_j (its log-det term is >= 0), which is at least |d|^2 / 4 tr(S_i + S_j); probiou > iou
-    needs that distance below -ln(1 + eps - (1 - iou)^2). A 5% margin covers float32 rounding.
+    needs that distance below bd_max = -ln(1 + eps - (1 - iou)^2). The eps terms move the
+    distance by under 1e-7 when det(S_i + S_j) >= 2, and float32 rounding by under 0.1% when
+    S is no worse conditioned than 1e4; the 5% margin covers both once bd_max >= 1e-3.
     """
     bd_max = -np.log(1.0 + PROBIOU_EPS - (1.0 - iou) ** 2)
-    return float(4.0 * bd_max * 1.05 + 1e-6)
+    return float(4.0 * bd_max * 1.05 + 1e-6) if bd_max >= 1e-3 else 0.0
+
+
+def _regular(g: Gauss) -> npt.NDArray[np.bool_]:
+    """Boxes the distance pre-filter may judge: area >= 12 px^2 (det S >= 1) and an aspect
+    within about 100 (tr^2 <= 1e4 det). Smaller or thinner ones (and NaNs) are always compared
+    in full: there the eps terms or rounding can make two far-apart boxes overlap."""
+    trace, det = g[2] + g[3], g[5]
+    regular: npt.NDArray[np.bool_] = (det >= 1.0) & (trace * trace <= 1e4 * det)
+    return regular
 
 
 def _suppressed_sparse(boxes: FloatArray, iou: float) -> npt.NDArray[np.bool_]:
@@ -294,6 +307,7 @@ def _suppressed_sparse(boxes: FloatArray, iou: float) -> npt.NDArray[np.bool_]:
     n = len(boxes)
     g = _gauss(boxes)
     trace = g[2] + g[3]
+    irregular = ~_regular(g)
     reach = _reach(iou)
     bound = _distance_bound(iou)
     suppressed = np.zeros(n, dtype=bool)
@@ -302,7 +316,8 @@ def _suppressed_sparse(boxes: FloatArray, iou: float) -> npt.NDArray[np.bool_]:
         rows = np.arange(start, min(n, start + NMS_CHUNK))
         cols = np.arange(start + 1, n)  # only lower-scoring boxes can be suppressed by these rows
         d2 = (x[rows, None] - x[None, cols]) ** 2 + (y[rows, None] - y[None, cols]) ** 2
-        near = d2 < reach * (trace[rows, None] + trace[None, cols])
+        near = (d2 < reach * (trace[rows, None] + trace[None, cols])) | (reach == 0.0)
+        near |= irregular[rows, None] | irregular[None, cols]
         near &= cols[None, :] > rows[:, None]
         ii, jj = np.nonzero(near)
         if len(ii):

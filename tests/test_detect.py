@@ -335,6 +335,14 @@ def _hard_raw(rng: np.random.Generator, trial: int) -> npt.NDArray[np.float32]:
         raw[0, 4, : n // 3] = 0.5  # ties: the lower anchor index goes first
     if trial % 11 == 0 and n:
         raw[0, int(rng.integers(0, 5 + nc)), rng.integers(0, n, 3)] = np.nan
+    if trial % 13 == 0 and n > 1:  # zero-size boxes on one point: they overlap completely
+        raw[0, 0:2, : n // 2] = raw[0, 0:2, :1]
+        raw[0, 2:4, : n // 2] = 0.0
+    if trial % 17 == 0:  # specks far apart: probiou's eps terms make them overlap anyway
+        raw[0, 2:4] = rng.uniform(0.0, 1.5, (2, n))
+    if trial % 19 == 0:  # needles: long, thin, badly conditioned
+        raw[0, 2] = rng.uniform(100, 400, n)
+        raw[0, 3] = rng.uniform(0.01, 1.0, n)
     return raw
 
 
@@ -350,7 +358,7 @@ def test_c_decode_keeps_exactly_what_the_numpy_decode_keeps(
         # given a random output and random settings
         raw = _hard_raw(rng, trial)
         conf = float(rng.choice([0.01, 0.25, 0.6]))
-        iou = float(rng.choice([0.05, 0.45, 0.7, 0.95]))
+        iou = float(rng.choice([0.05, 0.45, 0.7, 0.95, 0.99, 0.9995]))
         max_det = int(rng.choice([2, 300]))
         agnostic = bool(trial % 2)
         # when both decodes run
@@ -364,6 +372,23 @@ def test_c_decode_keeps_exactly_what_the_numpy_decode_keeps(
             assert c_part.dtype == np_part.dtype
         dense_and_sparse.add(int((raw[0, 4] > conf).sum()) > NMS_DENSE_MAX)
     assert dense_and_sparse == {False, True}  # both numpy paths were compared
+
+
+def test_pair_pruned_nms_suppresses_exactly_what_the_dense_matrix_does() -> None:
+    from edge.detect import _bhattacharyya, _distance_bound, _gauss, _index, _suppressed_sparse
+
+    rng = np.random.default_rng(11)
+    for trial in range(400):
+        # given score-sorted candidates of every kind: cards, specks, needles, zero-size, NaNs
+        raw = _hard_raw(rng, trial)[0]
+        boxes = np.ascontiguousarray(raw[[0, 1, 2, 3, raw.shape[0] - 1]].T)
+        iou = float(rng.choice([0.05, 0.45, 0.7, 0.95, 0.99, 0.9995]))
+        # when suppression runs on pairs that could overlap, and on the whole matrix
+        g = _gauss(boxes)
+        bd = _bhattacharyya(_index(g, (slice(None), None)), _index(g, (None, slice(None))))
+        dense = np.triu(bd < _distance_bound(iou), k=1).any(axis=0)
+        # then they agree on every box
+        np.testing.assert_array_equal(_suppressed_sparse(boxes, iou), dense, f"trial {trial}")
 
 
 def test_c_decode_is_built_where_a_compiler_is() -> None:
