@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.config import RuntimeSettings
+from edge.config import Settings
 from edge.imageio import read_image_file
 from edge.pipeline import Recognizer
 from edge.types import ImageRGB, StageTimings
@@ -291,13 +291,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(args: argparse.Namespace, bundle: Path, runtime: RuntimeSettings, max_pixels: int) -> int:
-    """Load the bundle, build frames, run, print."""
+def main(args: argparse.Namespace, bundle: Path, settings: Settings) -> int:
+    """Load the bundle (with the configured runtime and hailo sections), build frames, run, print."""
+    runtime = settings.runtime
     if args.threads is not None:
         runtime = runtime.model_copy(update={"onnx_threads": args.threads})
-    rec = Recognizer.from_bundle(bundle, runtime)
+    rec = Recognizer.from_bundle(bundle, runtime, hailo=settings.hailo)
     try:
-        frames = load_frames(rec, args.images, min(args.frames, 16), max_pixels)
+        frames = load_frames(rec, args.images, min(args.frames, 16), settings.limits.max_pixels)
         report = run_bench(rec, frames, max(1, args.frames))
     finally:
         rec.close()

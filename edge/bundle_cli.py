@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from edge.bundle_install import InstallPolicy, install_bundle, policy_from_settings, verify_source
-from edge.config import Settings, load_settings
+from edge.config import Settings, load_with_flags
 from edge.errors import EdgeError
 from edge.push import (
     ProgressPrinter,
@@ -31,10 +31,8 @@ logger = logging.getLogger(__name__)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, dict[str, object]] = {}
-    if args.state_dir is not None:
-        overrides["runtime"] = {"state_dir": args.state_dir}
-    return load_settings(args.config, **overrides)
+    """Flags > CARDEDGE_* variables > --config file > defaults."""
+    return load_with_flags(args.config, {"--state-dir": (("runtime", "state_dir"), args.state_dir)})
 
 
 def _store(settings: Settings) -> BundleStore:

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edge.config import Settings, format_validation_error, load_settings, read_config_file
+from edge.config import Settings, format_validation_error, load_with_flags, read_config_file
 from edge.errors import ConfigError, EdgeError
 from edge.imageio import read_image_file
 from edge.pipeline import IdentifyResult, Recognizer
@@ -99,8 +99,10 @@ def _print_table(line: dict[str, Any]) -> None:
 
 def cmd_identify(args: argparse.Namespace) -> int:
     """Identify every card in each image; exit 1 only when every image failed."""
-    settings = load_settings(args.config)
-    rec = Recognizer.from_bundle(resolve_bundle(args.bundle, settings), settings.runtime)
+    settings = load_with_flags(args.config, {"--bundle": (("runtime", "bundle"), args.bundle)})
+    rec = Recognizer.from_bundle(
+        resolve_bundle(args.bundle, settings), settings.runtime, hailo=settings.hailo
+    )
     failures = 0
     try:
         for path in args.images:
@@ -150,9 +152,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from edge.serve import run_bench_live
 
         return run_bench_live(args)
-    settings = load_settings(args.config)
-    bundle = resolve_bundle(args.bundle, settings)
-    return bench.main(args, bundle, settings.runtime, settings.limits.max_pixels)
+    settings = load_with_flags(args.config, {"--bundle": (("runtime", "bundle"), args.bundle)})
+    return bench.main(args, resolve_bundle(args.bundle, settings), settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,7 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except EdgeError as e:
         print(
-            json.dumps({"error": e.to_dict()}) if getattr(args, "json", False) else f"error: {e}",
+            json.dumps({"error": e.to_dict()})
+            if getattr(args, "json", False)
+            else f"error [{e.code}]: {e.message}" + (f"\n  hint: {e.hint}" if e.hint else ""),
             file=sys.stderr,
         )
         return 2

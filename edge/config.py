@@ -1,12 +1,17 @@
 """Runtime configuration: one TOML/YAML file plus CARDEDGE_* environment variables (pydantic-settings).
 
 Nested sections map to variables with a double underscore: CARDEDGE_SERVER__PORT=8080.
+Precedence, highest first: command-line flag > CARDEDGE_* variable > config file > default.
 Sections belong to their subsystem; add fields to your section with a description each.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,12 +27,27 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+SYSTEM_STATE_DIR = Path("/var/lib/cardedge")
+
+
+def default_state_dir() -> Path:
+    """/var/lib/cardedge for root (the systemd unit sets it explicitly too); otherwise a per-user
+    directory, $XDG_STATE_HOME/cardedge or ~/.local/state/cardedge, which the user can write."""
+    if os.geteuid() == 0:
+        return SYSTEM_STATE_DIR
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "cardedge"
+
+
 class RuntimeSettings(_Section):
     bundle: Path | None = Field(
         None, description="Bundle directory to serve; default: the store's current bundle."
     )
     state_dir: Path = Field(
-        Path("/var/lib/cardedge"), description="State directory: bundles/, current link, feedback/."
+        default_factory=default_state_dir,
+        description="State directory: bundles/, current link, feedback/. Default: "
+        "/var/lib/cardedge as root, else $XDG_STATE_HOME/cardedge or ~/.local/state/cardedge.",
     )
     backend: Literal["auto", "onnx", "hailo"] = Field(
         "auto", description="auto: Hailo where a device and a matching HEF exist, else ONNX."
@@ -125,8 +145,31 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment variables win over the file (passed as init kwargs), as operators expect.
-        return (env_settings, init_settings, file_secret_settings)
+        # First wins: explicit values (command-line flags, or Settings(...) in code), then
+        # CARDEDGE_* variables, then the config file that load_settings is reading.
+        return (init_settings, env_settings, _FileSource(settings_cls), file_secret_settings)
+
+
+_FILE_DATA: ContextVar[Mapping[str, Any] | None] = ContextVar("cardedge_config_file", default=None)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The config file's values, below the environment (set by load_settings for one call)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return (_FILE_DATA.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_DATA.get() or {})
+
+
+@contextmanager
+def _file_values(data: Mapping[str, Any]) -> Iterator[None]:
+    token = _FILE_DATA.set(data)
+    try:
+        yield
+    finally:
+        _FILE_DATA.reset(token)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -156,14 +199,54 @@ def format_validation_error(e: ValidationError) -> list[str]:
     return [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
 
 
-def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """Settings from an optional file, CARDEDGE_* variables and explicit overrides (CLI flags)."""
+def env_name(loc: tuple[str, ...]) -> str:
+    """The CARDEDGE_* variable that sets a dotted setting: ("server", "port") -> CARDEDGE_SERVER__PORT."""
+    return "CARDEDGE_" + "__".join(p.upper() for p in loc)
+
+
+def _origin(loc: tuple[str, ...], flags: Mapping[tuple[str, str], str], path: Path | None) -> str:
+    """Where a bad value came from, so the message names what the user must change."""
+    key = (loc[0], loc[1]) if len(loc) >= 2 else None
+    if key is not None and key in flags:
+        return f"flag {flags[key]}"
+    if len(loc) >= 2 and env_name(loc[:2]) in os.environ:
+        return f"variable {env_name(loc[:2])}"
+    return f"config file {path}" if path else "defaults"
+
+
+def load_settings(
+    path: Path | None = None,
+    *,
+    flags: Mapping[tuple[str, str], str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Settings from an optional file, CARDEDGE_* variables and explicit overrides (CLI flags):
+    flag > environment > file > default. `flags` names the flag behind each override, e.g.
+    {("server", "port"): "--port"}, so that a bad value's error says which flag to fix."""
     data: dict[str, Any] = read_config_file(path) if path else {}
-    for section, values in overrides.items():
-        data.setdefault(section, {}).update(values)
+    given = {k: v for k, v in overrides.items() if v}
     try:
-        return Settings(**data)
+        with _file_values(data):
+            return Settings(**given)
     except ValidationError as e:
-        raise ConfigError(
-            "invalid configuration:\n  " + "\n  ".join(format_validation_error(e))
-        ) from e
+        flags = flags or {}
+        lines = [
+            f"{problem} (from {_origin(tuple(str(p) for p in err['loc']), flags, path)})"
+            for problem, err in zip(format_validation_error(e), e.errors(), strict=True)
+        ]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from e
+
+
+def load_with_flags(
+    path: Path | None, flags: Mapping[str, tuple[tuple[str, str], Any]]
+) -> Settings:
+    """load_settings for a command: `flags` maps each flag to its setting and parsed value, e.g.
+    {"--port": (("server", "port"), 9000)}; flags left unset (None) fall through to the
+    environment, the file and the defaults."""
+    overrides: dict[str, dict[str, Any]] = {}
+    names: dict[tuple[str, str], str] = {}
+    for flag, ((section, field), value) in flags.items():
+        if value is not None:
+            overrides.setdefault(section, {})[field] = value
+            names[(section, field)] = flag
+    return load_settings(path, flags=names, **overrides)

@@ -275,7 +275,18 @@ def run_doctor(
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    findings = run_doctor(args.bundle, state_dir=args.state_dir)
+    from edge.config import load_with_flags
+
+    settings = load_with_flags(
+        args.config,
+        {
+            "--bundle": (("runtime", "bundle"), args.bundle),
+            "--state-dir": (("runtime", "state_dir"), args.state_dir),
+        },
+    )
+    findings = run_doctor(
+        settings.runtime.bundle, state_dir=settings.runtime.state_dir, hailo=settings.hailo
+    )
     if args.json:
         print(json.dumps([dataclasses.asdict(f) for f in findings], indent=2))
     else:
@@ -294,10 +305,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--bundle", type=Path, help="bundle directory to check against the device")
     p.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path("/var/lib/cardedge"),
-        help="state directory (disk check)",
+        "--state-dir", type=Path, help="state directory (disk check; default: runtime.state_dir)"
     )
+    p.add_argument("--config", type=Path, help="config file (TOML or YAML)")
     p.add_argument("--json", action="store_true", help="machine-readable findings")
     p.set_defaults(func=_cmd)

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edge.config import Settings, load_settings
+from edge.config import Settings, load_with_flags
 from edge.errors import ConfigError
 from edge.runtime import RecognizerLike, Runtime
 
@@ -120,16 +120,17 @@ def build_runtime(settings: Settings, recognizer: RecognizerLike) -> Runtime:
 
 
 def _settings_from_args(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, dict[str, Any]] = {}
-    if getattr(args, "bundle", None):
-        overrides.setdefault("runtime", {})["bundle"] = args.bundle
-    if getattr(args, "source", None):
-        overrides.setdefault("source", {})["uri"] = args.source
-    if getattr(args, "host", None):
-        overrides.setdefault("server", {})["host"] = args.host
-    if getattr(args, "port", None):
-        overrides.setdefault("server", {})["port"] = args.port
-    return load_settings(args.config, **overrides)
+    """Flags > CARDEDGE_* variables > --config file > defaults."""
+    return load_with_flags(
+        args.config,
+        {
+            "--bundle": (("runtime", "bundle"), getattr(args, "bundle", None)),
+            "--source": (("source", "uri"), getattr(args, "source", None)),
+            "--host": (("server", "host"), getattr(args, "host", None)),
+            "--port": (("server", "port"), getattr(args, "port", None)),
+            "--state-dir": (("runtime", "state_dir"), getattr(args, "state_dir", None)),
+        },
+    )
 
 
 def pipelined_settings(settings: Settings, *, live: bool | None = None) -> Settings:
@@ -154,11 +155,12 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from edge.api.app import create_app
+    from edge.state import seed_store
 
     settings = pipelined_settings(_settings_from_args(args))
-    bundle = resolve_bundle(settings)
+    bundle, store = seed_store(settings)
     runtime = build_runtime(settings, load_recognizer(bundle, settings))
-    app = create_app(settings, runtime)
+    app = create_app(settings, runtime, store=store)
     # The loop threads hold the GIL in bursts; a shorter switch interval (default 5 ms) keeps
     # the event loop's latency for cheap reads like /v1/scene in the low milliseconds.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -224,6 +226,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _common(p)
     p.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 opens the LAN)")
     p.add_argument("--port", type=int, help="TCP port (default 8080)")
+    p.add_argument(
+        "--state-dir", type=Path, help="bundle store and feedback (default: runtime.state_dir)"
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run_serve)
     b = subparsers.add_parser("bench-live", help="live fps vs the sequential forward bound")
