@@ -1,5 +1,7 @@
 """Hot swaps under load: N load threads hit POST /v1/identify and GET /v1/scene on loopback while
-bundles are swapped back and forth through the API; every request must succeed.
+bundles are swapped back and forth through the API of a real `cardedge serve` process (the
+installed console script, started with a config file and its own state directory); every request
+must succeed.
 
     python benchmarks/swap_under_load.py [--bundle DIR] [--swaps 20] [--clients 4] [--source URI]
 
@@ -16,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -72,12 +73,6 @@ def rebrand(src: Path, dst: Path, bundle_id: str) -> Path:
     manifest = load_manifest(dst / "manifest.json")
     write_manifest(dst, manifest.model_copy(update={"bundle_id": bundle_id}))
     return dst
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _request(
@@ -140,55 +135,26 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def start_server(settings: Any, bundle_dir: Path) -> tuple[Any, threading.Thread]:
-    import uvicorn
-
-    from edge.api.app import create_app
-    from edge.api.routes import bundles as bundle_routes
-    from edge.serve import build_runtime, load_recognizer
-
-    runtime = build_runtime(settings, load_recognizer(bundle_dir, settings))
-    app = create_app(settings, runtime)
-    if not any(getattr(r, "path", "") == "/v1/bundles" for r in app.routes):
-        app.include_router(bundle_routes.router)  # until create_app mounts it
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=settings.server.port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
-    return server, thread
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Start the real `cardedge serve` (installed console script, config file, state directory
+    seeded from bundle A), put load on it, upload B over the API, then swap back and forth."""
     from edge.bundle_archive import pack
-    from edge.bundle_install import InstallPolicy, install_bundle
-    from edge.config import load_settings
     from edge.manifest import load_manifest
-    from edge.store import BundleStore
+    from tests.serve_process import ServeProcess
 
     work = Path(tempfile.mkdtemp(prefix="swap-bench-"))
     try:
         src = _bundle(args.bundle, work)
         a = rebrand(src, work / "bundle-a", "swap-a")
         b = rebrand(src, work / "bundle-b", "swap-b")
-        state = work / "state"
-        store = BundleStore(state)
-        store.activate(install_bundle(store, a, InstallPolicy()).bundle_id)
-        port = _free_port()
-        source = {"uri": args.source} if args.source else {}
-        settings = load_settings(
-            None,
-            runtime={"state_dir": state, "onnx_threads": args.threads, "backend": "onnx"},
-            server={"port": port, "token": TOKEN},
-            source=source,
-        )
-        server, thread = start_server(settings, store.path_for("swap-a"))
-        auth = {"Authorization": f"Bearer {TOKEN}"}
+        config: dict[str, dict[str, Any]] = {"runtime": {"onnx_threads": args.threads}}
+        if args.no_selftest:
+            config["bundles"] = {"selftest": False}
+        server = ServeProcess(
+            work / "serve", bundle=a, token=TOKEN, source=args.source, config=config
+        ).start()
+        port = server.port
+        auth = server.auth()
         selftest = load_manifest(a / "manifest.json").selftest
         image = (a / next(iter(selftest))).read_bytes()
 
@@ -226,9 +192,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stop.set()
         for w in workers:
             w.join(timeout=130)
-        server.should_exit = True
-        thread.join(timeout=30)
+        exit_code = server.stop()
         return {
+            "bundle": src.name,
+            "selftest": not args.no_selftest,
             "swaps": args.swaps,
             "swap_failures": swap_errors,
             "swap_ms": _percentiles(swap_ms),
@@ -238,6 +205,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "failed_requests": len(stats.failures),
             "failures_sample": stats.failures[:5],
             "responses_per_bundle": dict(stats.bundles_seen),
+            "server_exit_code": exit_code,
             "cpu_count": os.cpu_count(),
         }
     finally:
@@ -256,6 +224,9 @@ def main() -> int:
     p.add_argument("--pause", type=float, default=0.2, help="seconds between swaps")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per model")
     p.add_argument("--source", help="live source for /v1/scene, e.g. synthetic: (default: none)")
+    p.add_argument(
+        "--no-selftest", action="store_true", help="bundles.selftest = false on the server"
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     summary = run(args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 
 import pytest
 
@@ -11,6 +12,10 @@ from tests.bundle_factory import bundle_copy, factory_bundle  # noqa: F401  (pro
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Apps built in-process probe their state directory: keep it out of /var/lib and the home folder.
+os.environ.setdefault(
+    "CARDEDGE_RUNTIME__STATE_DIR", tempfile.mkdtemp(prefix="cardedge-test-state-")
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -8,17 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.malformed_bundles import make_bundle, rebrand, tar_of  # isort: skip
 from tests.test_hotswap import FakeRecognizer  # isort: skip
 
-from edge.api.deps import ApiContext
-from edge.api.errors import install_error_handlers
-from edge.api.routes import bundles
+from edge.api.app import create_app
 from edge.bundle_install import InstallPolicy, install_bundle
-from edge.config import Settings
+from edge.config import ServerSettings, Settings
 from edge.hotswap import HotSwapper
 from edge.runtime import Runtime
 from edge.store import BundleStore
@@ -37,6 +34,7 @@ def client(tmp_path: Path, base: Path) -> Iterator[tuple[TestClient, Runtime]]:
     settings = Settings(
         runtime={"state_dir": tmp_path / "state"}, limits={"max_bundle_bytes": 200_000}
     )
+    server = ServerSettings(token=TOKEN)
     store = BundleStore(settings.runtime.state_dir)
     old = install_bundle(store, rebrand(base, tmp_path / "old", "old"), InstallPolicy())
     store.activate("old")
@@ -45,11 +43,10 @@ def client(tmp_path: Path, base: Path) -> Iterator[tuple[TestClient, Runtime]]:
     def loader(path: Path) -> Any:
         return FakeRecognizer(path, wrong=path.name.startswith("bad"))
 
-    app = FastAPI()
-    app.state.ctx = ApiContext(settings=settings, runtime=runtime, token=TOKEN)
+    # the shipped app, with a swapper whose loader makes fake recognizers (the real loader runs
+    # in tests/test_serve_process.py against `cardedge serve`)
+    app = create_app(settings.model_copy(update={"server": server}), runtime)
     app.state.bundle_swapper = HotSwapper(runtime, store, loader, InstallPolicy())
-    install_error_handlers(app)
-    app.include_router(bundles.router)
     with TestClient(app) as c:
         yield c, runtime
 

@@ -13,18 +13,20 @@ from starlette.concurrency import run_in_threadpool
 from edge.api.deps import ApiContext, resolve_token
 from edge.api.errors import install_error_handlers
 from edge.api.fastpath import SceneFastPath
-from edge.api.routes import cards, health, identify, metrics, scene, status, web
+from edge.api.routes import bundles, cards, feedback, health, identify, metrics, scene, status, web
 from edge.api.routes.status import _version
 from edge.config import Settings
 from edge.errors import ConfigError
 from edge.runtime import Runtime
+from edge.state import StoreState, probe_state_dir
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
+def create_app(settings: Settings, runtime: Runtime, *, store: StoreState | None = None) -> FastAPI:
     """An app serving `runtime`; its lifespan starts and stops the live loop. The caller owns
-    the runtime and closes it (edge.serve does, after the server exits)."""
+    the runtime and closes it (edge.serve does, after the server exits). `store` says whether
+    the state directory (bundle store, feedback) is writable; probed here when not given."""
     token = resolve_token(settings)
     if settings.server.protect_reads and token is None:
         raise ConfigError("server.protect_reads needs a token", "set server.token or token_file")
@@ -44,9 +46,11 @@ def create_app(settings: Settings, runtime: Runtime) -> FastAPI:
         description="Trading-card recognition on the edge. Errors are JSON {code, message, hint}.",
         lifespan=lifespan,
     )
-    app.state.ctx = ApiContext(settings=settings, runtime=runtime, token=token)
+    if store is None:
+        store = probe_state_dir(settings.runtime.state_dir)
+    app.state.ctx = ApiContext(settings=settings, runtime=runtime, token=token, store=store)
     install_error_handlers(app)
-    for module in (health, status, identify, scene, cards, metrics, web):
+    for module in (health, status, identify, scene, cards, bundles, feedback, metrics, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     fast = not settings.server.protect_reads  # protected reads go through the token check

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from edge.config import Settings
 from edge.errors import AuthError, ConfigError, EdgeError
 from edge.runtime import Runtime
+from edge.state import StoreState
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class ApiContext:
     settings: Settings
     runtime: Runtime
     token: str | None
+    store: StoreState
 
 
 def resolve_token(settings: Settings) -> str | None:

@@ -118,6 +118,13 @@ class LiveOut(BaseModel):
     stage_ms: dict[str, float]
 
 
+class StoreOut(BaseModel):
+    state_dir: str = Field(description="State directory: bundle store, uploads, feedback.")
+    writable: bool = Field(description="Bundle uploads and feedback can be stored.")
+    reason: str | None = Field(None, description="Why not writable.")
+    hint: str | None = Field(None, description="How to make it writable.")
+
+
 class StatusOut(BaseModel):
     version: str
     bundle_id: str | None
@@ -127,3 +134,4 @@ class StatusOut(BaseModel):
     camera: LiveOut | None
     ready: bool
     checks: dict[str, str]
+    store: StoreOut

@@ -96,6 +96,7 @@ def get_swapper(request: Request) -> HotSwapper:
         swapper: HotSwapper | None = getattr(state, "bundle_swapper", None)
         if swapper is None:
             ctx = get_context(request)
+            ctx.store.require()
             swapper = make_swapper(ctx.settings, ctx.runtime)
             state.bundle_swapper = swapper
     return swapper

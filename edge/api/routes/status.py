@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from importlib import metadata
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from edge.api.deps import ReadAccess, RuntimeDep
-from edge.api.schemas import BackendOut, LiveOut, StatusOut
+from edge.api.deps import ReadAccess, RuntimeDep, get_context
+from edge.api.schemas import BackendOut, LiveOut, StatusOut, StoreOut
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,8 @@ def _version() -> str:
 
 
 @router.get("/v1/status", response_model=StatusOut, summary="Runtime status")
-async def status(runtime: RuntimeDep) -> StatusOut:
+async def status(request: Request, runtime: RuntimeDep) -> StatusOut:
+    store = get_context(request).store
     rec = runtime.peek()
     ready, checks = runtime.health()
     live = runtime.live
@@ -36,4 +37,10 @@ async def status(runtime: RuntimeDep) -> StatusOut:
         camera=LiveOut(**live.status()) if live else None,
         ready=ready,
         checks=checks,
+        store=StoreOut(
+            state_dir=str(store.state_dir),
+            writable=store.writable,
+            reason=store.reason,
+            hint=store.hint,
+        ),
     )
