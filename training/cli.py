@@ -29,6 +29,7 @@ STAGES: dict[str, tuple[str, str]] = {
         "unknown-card thresholds from detector boxes in fresh training-config scenes",
     ),
     "evaluate": ("training.evaluate", "evaluate a bundle on held-out scenes (+ pHash baseline)"),
+    "feedback": ("training.feedback", "device corrections (POST /v1/feedback) -> cls/ crops"),
     "demo-bundle": ("training.demo", "regenerate the demo bundle end to end"),
 }
 
