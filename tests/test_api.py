@@ -13,7 +13,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edge.api.app import create_app
-from edge.api.deps import WriteAccess
 from edge.config import load_settings
 from edge.errors import BackendError
 from edge.live import LiveConfig, LiveLoop
@@ -301,29 +300,25 @@ def test_reads_are_open_by_default(still_client: TestClient) -> None:
     assert still_client.get("/v1/status").status_code == 200
 
 
-def app_with_a_write_route(**server: Any) -> TestClient:
-    c, _ = make_client(live=False, server=server)
-
-    @c.app.post("/v1/_test_write", dependencies=[WriteAccess])  # type: ignore[attr-defined]
-    def write() -> dict[str, bool]:
-        return {"ok": True}
-
-    return c
-
-
-def test_writes_need_the_token() -> None:
-    with app_with_a_write_route(token=TOKEN) as c:
-        assert_error(c.post("/v1/_test_write"), 401, "unauthorized")
-        assert c.post("/v1/_test_write", headers={"Authorization": f"Bearer {TOKEN}"}).json() == {
-            "ok": True
-        }
+def test_writes_need_the_token(tmp_path: Path) -> None:
+    # given the shipped app with a token and a fresh store, and one of its real write routes
+    c, _ = make_client(live=False, server={"token": TOKEN}, runtime={"state_dir": tmp_path})
+    with c:
+        # then without the token: 401; with it the request reaches the route (nothing to roll
+        # back to on a fresh store)
+        assert_error(c.post("/v1/bundles/rollback"), 401, "unauthorized")
+        assert_error(
+            c.post("/v1/bundles/rollback", headers={"Authorization": f"Bearer {TOKEN}"}),
+            409,
+            "bundle_no_previous",
+        )
 
 
 def test_writes_are_refused_when_no_token_is_configured() -> None:
-    with app_with_a_write_route() as c:
-        assert_error(
-            c.post("/v1/_test_write", headers={"Authorization": "Bearer x"}), 403, "forbidden"
-        )
+    c, _ = make_client(live=False)
+    with c:
+        for path in ("/v1/bundles/rollback", "/v1/bundles", "/v1/feedback"):
+            assert_error(c.post(path, headers={"Authorization": "Bearer x"}), 403, "forbidden")
 
 
 def test_protect_reads_without_a_token_is_a_config_error() -> None:
