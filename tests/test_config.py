@@ -100,3 +100,48 @@ def test_every_field_has_a_description() -> None:
                 missing.append(f"{section_name}.{name}")
     # then none lacks a description (the config reference is generated from them)
     assert missing == []
+
+
+def test_a_flag_wins_over_the_environment_and_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge.config import load_with_flags
+
+    # given a file, a variable and a flag all setting the port, and the file alone setting host
+    path = tmp_path / "c.toml"
+    path.write_text('[server]\nport = 9001\nhost = "0.0.0.0"\n')
+    monkeypatch.setenv("CARDEDGE_SERVER__PORT", "9002")
+    # when loaded for a command
+    s = load_with_flags(path, {"--port": (("server", "port"), 9000), "--host": (("server", "host"), None)})  # fmt: skip
+    # then the flag wins; an unset flag leaves the file's value
+    assert s.server.port == 9000 and s.server.host == "0.0.0.0"
+
+
+def test_a_bad_flag_value_names_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.config import load_with_flags
+
+    with pytest.raises(ConfigError, match=r"server\.port.*flag --port"):
+        load_with_flags(None, {"--port": (("server", "port"), 70000)})
+
+
+def test_a_bad_variable_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARDEDGE_RUNTIME__TOP_K", "0")
+    with pytest.raises(ConfigError, match="variable CARDEDGE_RUNTIME__TOP_K"):
+        load_settings()
+
+
+def test_state_dir_defaults_per_user_when_not_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from edge import config
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert config.default_state_dir() == tmp_path / "xdg" / "cardedge"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert config.default_state_dir() == tmp_path / "home" / ".local" / "state" / "cardedge"
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert config.default_state_dir() == config.SYSTEM_STATE_DIR
