@@ -14,7 +14,6 @@ from pathlib import Path
 
 from edge.bundle_install import InstallPolicy, install_bundle, policy_from_settings, verify_source
 from edge.config import Settings, load_with_flags
-from edge.errors import EdgeError
 from edge.push import (
     ProgressPrinter,
     PushOptions,
@@ -210,24 +209,3 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("bundle", type=Path)
     p.add_argument("--key", type=Path, required=True, help="PEM Ed25519 private key")
     p.set_defaults(func=cmd_sign)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (`python -m edge.bundle_cli bundle ...`) until `cardedge` wires `register`."""
-    parser = argparse.ArgumentParser(prog="cardedge")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        rc: int = args.func(args)
-    except EdgeError as e:
-        print(
-            f"error [{e.code}]: {e.message}" + (f"\n  hint: {e.hint}" if e.hint else ""),
-            file=sys.stderr,
-        )
-        return 2
-    return rc
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

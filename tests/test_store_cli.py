@@ -10,7 +10,7 @@ import pytest
 from tests.malformed_bundles import make_bundle, rebrand  # isort: skip
 
 from edge.bundle_archive import pack
-from edge.bundle_cli import main
+from edge.cli import main  # the `cardedge` entry point itself, not a parser of its own
 
 
 @pytest.fixture(scope="module")
