@@ -271,3 +271,46 @@ def test_an_unwritable_state_dir_serves_read_only_and_says_why(tmp_path: Path) -
         assert status == 503 and body["code"] == "store_unavailable" and body["hint"]
         status, body = _post_feedback(server, {"card_id": CARD})
         assert status == 503 and body["code"] == "store_unavailable"
+
+
+def test_the_web_page_calls_only_served_routes(demo: ServeProcess) -> None:
+    # given the API paths the shipped page's script and HTML request
+    static = REPO / "edge" / "api" / "static"
+    text = (static / "app.js").read_text() + (static / "index.html").read_text()
+    called = {p.split("?")[0] for p in re.findall(r"[\"'`](/v1/[A-Za-z0-9_./-]+)", text)}
+    assert called, "no API path found in the page"
+    # then the real server serves each of them
+    paths = {p for _, p in served_routes(demo)}
+    assert called <= paths, called - paths
+    status, headers, _ = demo.request("GET", "/")
+    assert status == 200 and headers.get("content-type", "").startswith("text/html")
+
+
+def test_the_shipped_systemd_environment_is_valid_settings(tmp_path: Path) -> None:
+    # given the unit's Environment= lines and the example environment file, as systemd sets them
+    env: dict[str, str] = {}
+    unit = (REPO / "systemd" / "cardedge.service").read_text()
+    for line in unit.splitlines():
+        if line.startswith("Environment=CARDEDGE_"):
+            key, _, value = line.removeprefix("Environment=").partition("=")
+            env[key] = value.replace("%d", str(tmp_path))
+    example = (REPO / "systemd" / "cardedge.env.example").read_text()
+    for line in example.splitlines():
+        if line.startswith("CARDEDGE_"):
+            key, _, value = line.partition("=")
+            env[key] = value
+    # when a command reads its settings under that environment (state dir redirected here)
+    import subprocess
+
+    from tests.serve_process import clean_env, console_script
+
+    result = subprocess.run(
+        [str(console_script("cardedge")), "bundle", "list", "--json"],
+        env=clean_env(**{**env, "CARDEDGE_RUNTIME__STATE_DIR": str(tmp_path / "state")}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # then every variable is a known, valid setting
+    assert result.returncode == 0, result.stderr
+    assert len(env) >= 5
