@@ -215,3 +215,27 @@ def test_subsystem_commands_are_registered(capsys: pytest.CaptureFixture[str]) -
     assert done.value.code == 0
     for command in ("identify", "bench", "config", "serve", "bundle", "doctor"):
         assert command in out
+
+
+@pytest.mark.parametrize("command", ["identify", "bench"])
+def test_identify_and_bench_pass_the_configured_hailo_section(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a config with a non-default hailo section
+    from edge import cli
+    from edge.config import HailoSettings
+
+    config = tmp_path / "c.toml"
+    config.write_text("[hailo]\ntimeout_ms = 4321\n")
+    seen: list[HailoSettings | None] = []
+
+    def from_bundle(bundle: Path, runtime: object, *, hailo: HailoSettings | None = None) -> None:
+        seen.append(hailo)
+        raise cli.EdgeError("stop here")
+
+    monkeypatch.setattr(cli.Recognizer, "from_bundle", staticmethod(from_bundle))
+    # when the command loads its bundle
+    args = [command, "x.jpg"] if command == "identify" else [command]
+    assert cli.main([*args, "--bundle", str(tmp_path), "--config", str(config)]) == 2
+    # then the Recognizer got the configured hailo section, as `serve` passes it
+    assert [h.timeout_ms if h else None for h in seen] == [4321]

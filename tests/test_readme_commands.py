@@ -109,11 +109,11 @@ def test_identify_of_an_unreadable_file_prints_its_code_and_fails(tmp_path: Path
     assert json.loads(result.stdout)["error"]["code"] == "bad_image"
 
 
-def test_identify_uses_the_configured_hailo_section(tmp_path: Path) -> None:
-    # given a config whose hailo section is invalid for the Recognizer's Hailo backend
+def test_identify_validates_the_hailo_section(tmp_path: Path) -> None:
+    # given a config whose hailo section is invalid
     config = tmp_path / "c.toml"
     config.write_text("[hailo]\ntimeout_ms = 0\n")
-    # then the command refuses it, naming the setting (the whole config is read and passed on)
+    # then the command refuses it, naming the setting (tests/test_cli.py checks it is passed on)
     result = run("cardedge", "identify", str(SCAN), "--bundle", str(DEMO), "--config", str(config), ok=(2,))  # fmt: skip
     assert "hailo.timeout_ms" in result.stderr and "config_invalid" in result.stderr
 
