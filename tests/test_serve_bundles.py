@@ -211,3 +211,21 @@ def test_two_uploads_at_once_each_get_an_answer(fleet: Fleet) -> None:
     ok = [n for n, (s, _) in answers.items() if s == 200]
     assert ok and served(server) in ok
     assert server.json("GET", "/v1/bundles")[1]["current"] == served(server)
+
+
+def test_push_exits_1_when_a_device_fails_and_says_which(fleet: Fleet) -> None:
+    # given one live device and one address where nothing listens
+    from tests.serve_process import free_port
+
+    live = fleet.servers[0]
+    dead = f"http://127.0.0.1:{free_port()}"
+    args = [str(console_script("cardedge")), "bundle", "push", str(fleet.b), "--device", live.url]
+    args += ["--device", dead, "--token-file", str(fleet.token_file), "--retries", "1"]
+    args += ["--backoff", "0.05", "--timeout", "5"]
+    # when pushed with the shipped command
+    result = subprocess.run(args, env=clean_env(), capture_output=True, text=True, timeout=120)
+    # then exit 1, the table marks the dead device FAILED, and the live one serves the bundle
+    assert result.returncode == 1, result.stdout + result.stderr
+    dead_row = next(line for line in result.stdout.splitlines() if dead in line)
+    assert "FAILED" in dead_row
+    assert served(live) == "push-b"
