@@ -177,6 +177,12 @@ class HotSwapper:
 
     def _swap_to(self, bundle_id: str, timings: dict[str, float]) -> SwapResult:
         previous = self.runtime.current_bundle_id
+        if bundle_id == previous and self.store.has(bundle_id):
+            # Already served (bundle ids are immutable): nothing to load, test or swap; a push of
+            # the running bundle succeeds instead of re-running its self-test under load.
+            self.store.activate(bundle_id)
+            logger.info("bundle %s is already being served", bundle_id)
+            return SwapResult(True, bundle_id, previous, swapped=False, timings_ms=timings)
         try:
             path = self.store.path_for(bundle_id)
             if not self.store.has(bundle_id):

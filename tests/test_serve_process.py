@@ -314,3 +314,23 @@ def test_the_shipped_systemd_environment_is_valid_settings(tmp_path: Path) -> No
     # then every variable is a known, valid setting
     assert result.returncode == 0, result.stderr
     assert len(env) >= 5
+
+
+def test_the_issue_repro_push_of_the_served_bundle_succeeds(demo: ServeProcess, tmp_path: Path) -> None:  # fmt: skip
+    # given `cardedge serve --bundle models/demo ...` with a token (the fixture)
+    import subprocess
+
+    from tests.serve_process import clean_env, console_script
+
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    # when `cardedge bundle push models/demo --device URL` runs (it used to get HTTP 404)
+    result = subprocess.run(
+        [str(console_script("cardedge")), "bundle", "push", str(DEMO), "--device", demo.url,
+         "--token-file", str(token_file)],
+        env=clean_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    # then it succeeds: the device already serves that bundle, which it reports
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1/1 devices ok" in result.stdout
+    assert demo.json("GET", "/v1/status")[1]["bundle_id"] == "demo"
