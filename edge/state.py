@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.bundle_errors import BundleConflictError
 from edge.config import Settings
 from edge.errors import ConfigError, EdgeError
 from edge.store import BundleStore
@@ -108,9 +109,14 @@ def seed_store(settings: Settings) -> tuple[Path, StoreState]:
         bundle_id = _already_installed(store, seed)
         added = False
         if bundle_id is None:
-            result = install_bundle(
-                store, seed, policy_from_settings(settings.bundles, settings.limits)
-            )
+            policy = policy_from_settings(settings.bundles, settings.limits)
+            try:
+                result = install_bundle(store, seed, policy)
+            except BundleConflictError as e:
+                raise BundleConflictError(
+                    f"{seed} is not the bundle installed under its id in {state_dir}: {e.message}",
+                    "give the rebuilt bundle a new bundle_id, or start with a fresh --state-dir",
+                ) from e
             bundle_id, added = result.bundle_id, result.added
         if added or store.current_id() is None:
             old = store.activate(bundle_id)
