@@ -13,9 +13,11 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -48,6 +50,7 @@ def wait_http(url: str, timeout: float) -> None:
 @contextmanager
 def served(bundle: Path, source: str, port: int) -> Iterator[str]:
     """`cardedge serve` as a child process; yields its base URL."""
+    state = tempfile.mkdtemp(prefix="scene-load-state-")
     cmd = [
         sys.executable,
         "-m",
@@ -63,6 +66,9 @@ def served(bundle: Path, source: str, port: int) -> Iterator[str]:
         str(port),
         "--log-level",
         "warning",
+        # a private store: the run must neither serve nor touch the user's installed bundles
+        "--state-dir",
+        state,
     ]
     proc = subprocess.Popen(cmd)
     base = f"http://127.0.0.1:{port}"
@@ -76,6 +82,7 @@ def served(bundle: Path, source: str, port: int) -> Iterator[str]:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 async def _worker(

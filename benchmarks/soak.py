@@ -46,10 +46,13 @@ def main() -> int:
     ap.add_argument("--warmup-minutes", type=float, default=3.0)
     ap.add_argument("--sample-seconds", type=float, default=10.0)
     args = ap.parse_args()
+    import shutil
     import subprocess
+    import tempfile
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    state = tempfile.mkdtemp(prefix="soak-state-")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -64,6 +67,9 @@ def main() -> int:
             str(port),
             "--log-level",
             "warning",
+            # a private store: the soak must neither serve nor touch the user's installed bundles
+            "--state-dir",
+            state,
         ]
     )
     samples: list[tuple[float, int]] = []
@@ -90,6 +96,7 @@ def main() -> int:
     finally:
         proc.terminate()
         proc.wait(20)
+        shutil.rmtree(state, ignore_errors=True)
     warm = [s for s in samples if s[0] >= args.warmup_minutes * 60]
     start, final = warm[0][1], warm[-1][1]
     growth = (final - start) / start
