@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 _M = TypeVar("_M", bound=ModelSpec)
 # Files the runtime loads by type; one on disk that the manifest does not list is refused.
-_LOADABLE_SUFFIXES = (".onnx", ".hef", ".usearch", ".sqlite")
+_LOADABLE_SUFFIXES = (".onnx", ".hef", ".usearch", ".sqlite", ".bin")
 
 
 def sha256_file(path: Path) -> str:
@@ -92,6 +92,9 @@ def refresh_hashes(bundle_dir: Path, manifest: Manifest) -> Manifest:
             update={"sha256": digest(manifest.catalogue.file)}
         ),
     }
+    if manifest.verification is not None:
+        v = manifest.verification
+        updates["verification"] = v.model_copy(update={"sha256": digest(v.file)})
     return Manifest.model_validate(manifest.model_copy(update=updates).model_dump())
 
 
@@ -120,6 +123,8 @@ def required_files(manifest: Manifest) -> dict[str, str | None]:
     for spec in (manifest.detector, manifest.embedder):
         if spec.hef is not None:
             req[spec.hef.file] = spec.hef.sha256
+    if manifest.verification is not None:
+        req[manifest.verification.file] = manifest.verification.sha256
     for name in manifest.selftest:
         req.setdefault(name, None)
     return req

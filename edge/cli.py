@@ -49,16 +49,21 @@ def card_json(rec: Recognizer, result: IdentifyResult) -> list[dict[str, Any]]:
     """The cards of one result as the JSON objects `identify --json` prints."""
     out = []
     for card in result.cards:
-        info = rec.catalogue.get(card.match.card_id) if card.match.card_id else None
+        info = rec.catalogue.get(card.match.card_id) if card.match.known else None
         out.append(
             {
-                "card_id": card.match.card_id or None,
+                "card_id": (card.match.card_id or None) if card.match.known else None,
+                "best_card_id": card.match.card_id or None,
                 "name": info.name if info else None,
                 "set_id": info.set_id if info else None,
                 "number": info.number if info else None,
                 "score": round(card.match.score, 4),
                 "margin": round(card.match.margin, 4),
                 "known": card.match.known,
+                "confidence": card.match.confidence,
+                "inliers": card.match.inliers,
+                "reason": card.match.reason,
+                "runner_up": card.match.runner_up or None,
                 "polygon": [[round(float(x), 1), round(float(y), 1)] for x, y in card.box.corners],
                 "det_conf": round(card.box.conf, 4),
             }
@@ -89,11 +94,13 @@ def _print_table(line: dict[str, Any]) -> None:
     cards = line["cards"]
     print(f"{line['image']}: {len(cards)} card(s), {line['timings_ms']['total']:.1f} ms")
     for c in cards:
-        verdict = "known" if c["known"] else "UNKNOWN"
+        tier = c["confidence"].upper() if c["confidence"] == "unknown" else c["confidence"]
+        evidence = f"{c['inliers']} inliers" if c["inliers"] else f"score {c['score']:.3f}"
         print(
             f"  {c['card_id'] or '-':<16} {c['name'] or '-':<24} {c['set_id'] or '-':<10} "
-            f"{c['number'] or '-':<10} score {c['score']:.3f} margin {c['margin']:.3f} "
-            f"{verdict:<7} det {c['det_conf']:.2f}"
+            f"{c['number'] or '-':<10} {tier:<8} {evidence:<12} det {c['det_conf']:.2f}"
+            + (f"  ({c['reason']})" if c["reason"] else "")
+            + (f"  or {c['runner_up']}?" if c["runner_up"] else "")
         )
 
 

@@ -99,20 +99,19 @@ def full_frame_box(height: int, width: int) -> OrientedBox:
 
 
 def self_test(recognizer: RecognizerLike, *, max_pixels: int = 40_000_000) -> list[SelfTestCase]:
-    """Embed each of the bundle's reference scans as one full-frame card (no detector involved)
-    and match it: every scan must come back as its own card, known."""
-    selftest = recognizer.manifest.selftest
-    if not selftest:
-        return []
-    crops = []
-    for name in selftest:
+    """Recognise each of the bundle's reference scans as one full-frame card (no detector
+    involved) through the whole decision (shortlist, verification where the bundle has reference
+    features): every scan must come back as its own card, known."""
+    cases = []
+    for name, expected in recognizer.manifest.selftest.items():
         image = read_image_file(recognizer.bundle_dir / name, max_pixels=max_pixels)
-        crops.extend(recognizer.crops(image, [full_frame_box(*image.shape[:2])]))
-    results = recognizer.match(recognizer.embed(crops))
-    return [
-        SelfTestCase(name, expected, match.card_id, float(match.score), bool(match.known))
-        for (name, expected), (match, _candidates) in zip(selftest.items(), results, strict=True)
-    ]
+        [card], _ = recognizer.verdicts(image, [full_frame_box(*image.shape[:2])])
+        if card is None:
+            cases.append(SelfTestCase(name, expected, "", 0.0, False))
+            continue
+        m = card.match
+        cases.append(SelfTestCase(name, expected, m.card_id, float(m.score), bool(m.known)))
+    return cases
 
 
 class HotSwapper:

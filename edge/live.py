@@ -46,7 +46,9 @@ logger = logging.getLogger(__name__)
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
 
-STAGES = ("queue", "detect", "handoff", "rectify", "embed", "search", "track", "total")
+STAGES = (
+    "queue", "detect", "handoff", "rectify", "embed", "search", "verify", "track", "total",
+)  # fmt: skip
 WORKERS = ("detect", "identify")  # the pipeline stages after capture
 
 __all__ = ["STAGES", "LatestFrame", "LiveConfig", "LiveLoop"]
@@ -322,13 +324,16 @@ class LiveLoop:
         events = self._maybe_reset(rec)
         plan = self._tracker.plan(boxes, frame.frame_id, frame.t_capture)
         verdicts: dict[int, tuple[Match, tuple[Candidate, ...]]] = {}
-        rectify_ms = embed_ms = search_ms = 0.0
+        rectify_ms = embed_ms = search_ms = verify_ms = 0.0
         if plan.to_embed:
-            cards, (rectify_ms, embed_ms, _, search_ms) = rec.recognise(
+            cards, (rectify_ms, embed_ms, _, search_ms, verify_ms) = rec.verdicts(
                 frame.image, [boxes[i] for i in plan.to_embed]
             )
+            # A background box (None) gets no vote: its track never becomes an identified card.
             verdicts = {
-                i: (card.match, card.top_k) for i, card in zip(plan.to_embed, cards, strict=True)
+                i: (card.match, card.top_k)
+                for i, card in zip(plan.to_embed, cards, strict=True)
+                if card is not None
             }
         events += self._tracker.commit(plan, verdicts)
         tracked = self._tracker.snapshot()
@@ -346,7 +351,8 @@ class LiveLoop:
             "rectify": rectify_ms,
             "embed": embed_ms,
             "search": search_ms,
-            "track": (t5 - t1) * 1000 - rectify_ms - embed_ms - search_ms,
+            "verify": verify_ms,
+            "track": (t5 - t1) * 1000 - rectify_ms - embed_ms - search_ms - verify_ms,
             "total": (t5 - item.t_start) * 1000,
         }
         self._account(ms, len(plan.to_embed), len(tracked), t5)

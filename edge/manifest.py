@@ -108,6 +108,58 @@ class Thresholds(_Strict):
     det_conf: float = Field(0.25, ge=0, le=1, description="Detector confidence threshold.")
     det_iou: float = Field(0.7, ge=0, le=1, description="Rotated NMS IoU threshold (probiou).")
     max_det: int = Field(300, ge=1, description="Most detections kept per frame.")
+    verify_min_inliers: int = Field(
+        15, ge=4, description="Homography inliers a candidate needs to be `verified`."
+    )
+    verify_min_photometric: float = Field(
+        0.5,
+        ge=-1,
+        le=1,
+        description="Colour agreement (normalised cross-correlation with the "
+        "reference under the homography) a verified candidate needs.",
+    )
+    verify_shortlist: int = Field(
+        10, ge=1, le=100, description="Candidates per card checked by verification."
+    )
+    verify_min_px: float = Field(
+        48.0,
+        ge=0,
+        description="Card short side (frame px) below which a crop is too small to "
+        "verify; such cards may be `probable` on the embedding alone.",
+    )
+    verify_ambiguous: float = Field(
+        0.4,
+        gt=0,
+        le=1,
+        description="Candidates with at least this share of the best's inliers "
+        "are compared with it where their references differ (same-art reprints).",
+    )
+    probable_score: float = Field(
+        1.01,
+        description="Embedding-only acceptance for crops too small to verify; above 1 "
+        "never (the embedding's score alone is not trusted).",
+    )
+    probable_margin: float = Field(0.2, description="Margin needed for `probable`.")
+    background_conf: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="A box that verifies against nothing is background, and "
+        "dropped, below this detector confidence; above it, it is an unknown card.",
+    )
+
+
+class VerificationSpec(_Strict):
+    """The reference local features that verification matches crops against."""
+
+    file: str = Field("features.bin", description="Reference feature file name.")
+    sha256: str = Field(description="sha256 of the feature file, hex.")
+    method: Literal["orb"] = Field("orb", description="Local feature type.")
+    n_features: int = Field(gt=0, description="Features extracted per crop.")
+    height: int = Field(gt=0, description="Canvas height the card is warped to, px.")
+    width: int = Field(gt=0, description="Canvas width the card is warped to, px.")
+    cards: int = Field(ge=0, description="Cards with reference features.")
+    keypoints: int = Field(ge=0, description="Reference keypoints in all.")
 
 
 class FileEntry(_Strict):
@@ -124,6 +176,9 @@ class Manifest(_Strict):
     embedder: EmbedderSpec
     index: IndexSpec
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    verification: VerificationSpec | None = Field(
+        None, description="Reference local features; without them cards are never `verified`."
+    )
     files: dict[str, FileEntry] = Field(
         default_factory=dict,
         description="Every file of the bundle except manifest.json and manifest.sig, with hash and size.",

@@ -17,6 +17,7 @@ STAGES = (
     "rectify",
     "embed",
     "search",
+    "verify",
     "track",
     "total",
     "identify",

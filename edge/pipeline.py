@@ -2,7 +2,9 @@
 
 detect (letterbox -> detector forward -> OBB decode + NMS) -> rectify (perspective warp of every
 box) -> embed (ALL crops of the frame in one batch, chunked by the manifest's max_batch, one
-vectorised preprocess) -> search (all vectors in one index call) -> unknown decision.
+vectorised preprocess) -> search (all vectors in one index call: the shortlist) -> verify (local
+features + homography per candidate, edge.verify_stage) -> decision with a confidence tier.
+A bundle without reference features decides on the embedding alone (tier `probable` at best).
 
 Thread-safe for concurrent `identify` calls: the detector keeps per-thread buffers, ONNX Runtime
 sessions and usearch searches are reentrant, the catalogue serialises its SQLite access.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,16 +26,18 @@ import numpy.typing as npt
 from edge.backends import Backend
 from edge.backends.select import Role, select_backend
 from edge.bundle import verify_bundle
-from edge.bundle_errors import BundleDimensionError
+from edge.bundle_errors import BundleDimensionError, BundleModelError
 from edge.config import HailoSettings, RuntimeSettings
 from edge.detect import Detector
 from edge.embed import pixel_spec, takes_pixels
 from edge.embed import preprocess as model_input
 from edge.errors import BackendError, BadImageError
+from edge.features import ReferenceFeatures
 from edge.index import CardIndex, Catalogue, decide
 from edge.manifest import Manifest, ModelSpec
 from edge.rectify import warp_card
 from edge.types import Candidate, CardCrop, CardMatch, ImageRGB, Match, OrientedBox, StageTimings
+from edge.verify_stage import VerifyStage
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +109,7 @@ class Recognizer:
         index: CardIndex,
         *,
         top_k: int = 5,
+        verify: VerifyStage | None = None,
     ) -> None:
         self.bundle_dir = bundle_dir
         self.manifest = manifest
@@ -112,6 +118,7 @@ class Recognizer:
         self.top_k = top_k
         self.index = index
         self.catalogue: Catalogue = index.catalogue
+        self.verify_stage = verify
         self._detector_backend = backends["detector"]
         self._embedder_backend = backends["embedder"]
         self.detector = Detector(backends["detector"], manifest.detector, manifest.thresholds)
@@ -134,11 +141,14 @@ class Recognizer:
             )
         index = CardIndex.open(bundle_dir, manifest)
         try:
+            verify = _load_verification(bundle_dir, manifest, index.catalogue)
             backends, reasons = _load_backends(bundle_dir, manifest, settings, hailo)
         except BaseException:
             index.close()
             raise
-        rec = cls(bundle_dir, manifest, backends, reasons, index, top_k=settings.top_k)
+        rec = cls(
+            bundle_dir, manifest, backends, reasons, index, top_k=settings.top_k, verify=verify
+        )
         try:
             rec.warm_up()
         except BaseException:
@@ -225,12 +235,36 @@ class Recognizer:
 
     def recognise(
         self, image: ImageRGB, boxes: list[OrientedBox]
-    ) -> tuple[list[CardMatch], tuple[float, float, float, float]]:
-        """Rectify, embed (one batch) and match every box; boxes whose aspect is ambiguous are
-        also tried turned 90 degrees and keep whichever orientation matches better.
+    ) -> tuple[list[CardMatch], tuple[float, float, float, float, float]]:
+        """Rectify, embed (one batch), shortlist, verify and decide every box; boxes whose aspect
+        is ambiguous are also embedded turned 90 degrees (both shortlists are verified).
 
-        Returns the cards (in box order) and (rectify_ms, embed_ms, embed_forward_ms, search_ms).
+        Returns the cards (in box order; background boxes dropped, a verified card's box is its
+        refined polygon) and (rectify_ms, embed_ms, embed_forward_ms, search_ms, verify_ms).
         """
+        verdicts, times = self.verdicts(image, boxes)
+        return [c for c in verdicts if c is not None], times
+
+    def verdicts(
+        self, image: ImageRGB, boxes: list[OrientedBox]
+    ) -> tuple[list[CardMatch | None], tuple[float, float, float, float, float]]:
+        """`recognise`, aligned with `boxes`: None where a box is background or a second box on
+        a card already reported."""
+        cards, shortlists, times = self.shortlist(image, boxes)
+        t3 = time.perf_counter()
+        verdicts: list[CardMatch | None]
+        if self.verify_stage is not None:
+            verdicts = self.verify_stage.run(image, cards, shortlists)
+        else:
+            verdicts = [embedding_only(c) for c in cards]
+        return verdicts, (*times, _ms(t3, time.perf_counter()))
+
+    def shortlist(
+        self, image: ImageRGB, boxes: list[OrientedBox]
+    ) -> tuple[list[CardMatch], list[list[Candidate]], tuple[float, float, float, float]]:
+        """Embedding verdicts per box, and each box's shortlist for verification: the index's
+        candidates for the crop and, for a box of ambiguous aspect, for the crop turned 90
+        degrees too (the better-scoring way up first)."""
         t0 = time.perf_counter()
         alternates = [i for i, b in enumerate(boxes) if ambiguous_aspect(b.corners)]
         turned = [turned_90(boxes[i]) for i in alternates]
@@ -238,15 +272,23 @@ class Recognizer:
         t1 = time.perf_counter()
         vectors, embed_fwd = self._embed(crops)
         t2 = time.perf_counter()
-        matches = self.match(vectors) if crops else []
-        chosen = list(zip(boxes, matches[: len(boxes)], strict=True))
-        for k, i in enumerate(alternates):
-            alt = matches[len(boxes) + k]
-            if alt[0].score > chosen[i][1][0].score:
-                chosen[i] = (turned[k], alt)
-        cards = [CardMatch(box=box, match=m, top_k=top) for box, (m, top) in chosen]
-        t3 = time.perf_counter()
-        return cards, (_ms(t0, t1), _ms(t1, t2), embed_fwd, _ms(t2, t3))
+        k = max(self.top_k, 2, self.manifest.thresholds.verify_shortlist)
+        hits = self.index.search(vectors, k) if crops else []
+        thresholds = self.manifest.thresholds
+        chosen = [(box, hits[i]) for i, box in enumerate(boxes)]
+        lists = [list(h) for _, h in chosen]
+        for n, i in enumerate(alternates):
+            alt = hits[len(boxes) + n]
+            if alt and (not chosen[i][1] or alt[0].score > chosen[i][1][0].score):
+                lists[i] = _merge(alt, chosen[i][1])
+                chosen[i] = (turned[n], alt)
+            else:
+                lists[i] = _merge(chosen[i][1], alt)
+        cards = [
+            CardMatch(box=box, match=decide(h, thresholds), top_k=tuple(h[: self.top_k]))
+            for box, h in chosen
+        ]
+        return cards, lists, (_ms(t0, t1), _ms(t1, t2), embed_fwd, _ms(t2, time.perf_counter()))
 
     def match(self, vectors: FloatArray) -> list[tuple[Match, tuple[Candidate, ...]]]:
         """Per vector: the unknown decision and the top-k distinct cards (one index call)."""
@@ -262,12 +304,13 @@ class Recognizer:
         t0 = time.perf_counter()
         boxes, det_fwd = self._detect(image)
         t1 = time.perf_counter()
-        cards, (rectify_ms, embed_ms, emb_fwd, search_ms) = self.recognise(image, boxes)
+        cards, (rectify_ms, embed_ms, emb_fwd, search_ms, verify_ms) = self.recognise(image, boxes)
         timings = StageTimings(
             detect=_ms(t0, t1),
             rectify=rectify_ms,
             embed=embed_ms,
             search=search_ms,
+            verify=verify_ms,
             total=_ms(t0, time.perf_counter()),
             detect_forward=det_fwd,
             embed_forward=emb_fwd,
@@ -297,15 +340,71 @@ class Recognizer:
                 "exact": self.index.exact,
                 "search": self.index.method,
             },
+            "verification": self._describe_verification(),
             "thresholds": self.manifest.thresholds.model_dump(),
             "top_k": self.top_k,
         }
 
+    def _describe_verification(self) -> dict[str, Any]:
+        stage = self.verify_stage
+        if stage is None:
+            return {
+                "enabled": False,
+                "reason": "the bundle has no reference features: cards are decided on the "
+                "embedding alone and are never `verified`",
+            }
+        spec = stage.refs.spec
+        return {
+            "enabled": True,
+            "method": spec.method,
+            "n_features": spec.n_features,
+            "canvas": [spec.height, spec.width],
+            "cards": len(stage.refs),
+            "keypoints": stage.refs.total,
+            "min_inliers": self.manifest.thresholds.verify_min_inliers,
+        }
+
     def close(self) -> None:
-        """Release both backends and the catalogue."""
+        """Release both backends, the verification threads and the catalogue."""
+        if self.verify_stage is not None:
+            self.verify_stage.close()
         self._detector_backend.close()
         self._embedder_backend.close()
         self.index.close()
+
+
+def _load_verification(
+    bundle_dir: Path, manifest: Manifest, catalogue: Catalogue
+) -> VerifyStage | None:
+    """The bundle's reference features, checked against its manifest and catalogue."""
+    spec = manifest.verification
+    if spec is None:
+        logger.warning("bundle %s has no reference features: no verification", manifest.bundle_id)
+        return None
+    refs = ReferenceFeatures(bundle_dir / spec.file)
+    got = refs.spec
+    if (got.method, got.height, got.width) != (spec.method, spec.height, spec.width):
+        raise BundleModelError(
+            f"{spec.file} was built as {got.method} on {got.height}x{got.width}, the manifest "
+            f"says {spec.method} on {spec.height}x{spec.width}",
+            "rebuild the bundle's verification features",
+        )
+    refs.check_cards(sorted(set(catalogue.key_card_ids.tolist())))
+    return VerifyStage(refs, manifest.thresholds)
+
+
+def embedding_only(card: CardMatch) -> CardMatch:
+    """The verdict of a bundle without reference features: the embedding's, never `verified`."""
+    m = card.match
+    if m.known:
+        return replace(card, match=replace(m, confidence="probable", reason="embedding only"))
+    return replace(card, match=replace(m, confidence="unknown", reason="embedding score too low"))
+
+
+def _merge(first: Sequence[Candidate], second: Sequence[Candidate]) -> list[Candidate]:
+    """Candidates of `first`, then those of `second` not already in it."""
+    seen = {c.card_id for c in first}
+    return [*first, *(c for c in second if c.card_id not in seen)]
 
 
 def ambiguous_aspect(corners: npt.NDArray[np.float32]) -> bool:

@@ -4,7 +4,9 @@ Boxes are associated with existing tracks by oriented-box (polygon) IoU plus clo
 track's predicted centre (constant-velocity motion). Each track keeps a sliding window of index
 verdicts and votes a card id from them. A box is re-embedded only when its track is new, still
 uncertain, moved or changed shape a lot since its last embedding, or every `refresh_every` frames;
-on a static scene the embeddings per frame therefore fall to about zero.
+on a static scene the embeddings per frame therefore fall to about zero. A verdict verified by
+geometry settles its track's vote at once: a verified, stable track is not verified again every
+frame, and a new card is named as soon as its track is confirmed.
 Events: card_appeared (a track is confirmed), card_identified (its vote settles or changes),
 card_left (a confirmed track is lost).
 """
@@ -94,6 +96,12 @@ class _Track:
     identity: tuple[str | None, float, bool] = (None, 0.0, False)
     identified: bool = False
     top_k: tuple[Candidate, ...] = ()
+    verified: str | None = None  # a card id proven by geometry in this track: settles the vote
+
+    def settled(self, cfg: TrackerConfig) -> tuple[tuple[str | None, float, bool], bool]:
+        """The track's vote; one geometric verification of the winner settles it at once."""
+        identity, settled = vote(self.votes, cfg.min_votes, cfg.min_share)
+        return identity, settled or (identity[0] is not None and identity[0] == self.verified)
 
 
 def centre(corners: Corners) -> npt.NDArray[np.float32]:
@@ -178,6 +186,8 @@ class Tracker:
             if i in verdicts:
                 match, top_k = verdicts[i]
                 track.votes.append((match.card_id, match.score, match.known))
+                if match.confidence == "verified":
+                    track.verified = match.card_id
                 while len(track.votes) > cfg.window:
                     track.votes.popleft()
                 track.last_embed_frame, track.embed_box, track.top_k = (
@@ -188,7 +198,7 @@ class Tracker:
             if not track.announced and track.hits >= cfg.min_hits:
                 track.announced = True
                 events.append(self._event("card_appeared", track, plan))
-            identity, settled = vote(track.votes, cfg.min_votes, cfg.min_share)
+            identity, settled = track.settled(cfg)
             changed = identity[0] != track.identity[0] or identity[2] != track.identity[2]
             track.identity = identity
             if track.announced and settled and (changed or not track.identified):
@@ -236,7 +246,7 @@ class Tracker:
         cfg = self.config
         if track.embed_box is None:
             return True
-        _, settled = vote(track.votes, cfg.min_votes, cfg.min_share)
+        _, settled = track.settled(cfg)
         if not settled or frame_id - track.last_embed_frame >= cfg.refresh_every:
             return True
         return polygon_iou(track.box.corners, track.embed_box.corners) < cfg.reembed_iou

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
+Confidence = Literal["verified", "probable", "unknown"]
 ImageRGB = npt.NDArray[np.uint8]  # H x W x 3, uint8, RGB
 Corners = npt.NDArray[np.float32]  # 4 x 2, float32, pixels (x, y)
 
@@ -45,7 +47,11 @@ class Match:
     card_id: str
     score: float  # cosine similarity of the best reference, in [-1, 1]
     margin: float  # best score minus the best score of a *different* card
-    known: bool  # passed both the score and the margin thresholds
+    known: bool  # verified, or probable on the embedding alone; false for unknown
+    confidence: Confidence = "unknown"
+    inliers: int = 0  # homography inliers of the reported card (0: not verified)
+    reason: str = ""  # why the card is probable or unknown, in words
+    runner_up: str = ""  # a close second candidate that also verified (same-art reprints)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,7 @@ class StageTimings:
     total: float = 0.0
     detect_forward: float = 0.0  # part of `detect` spent inside the backend
     embed_forward: float = 0.0  # part of `embed` spent inside the backend
+    verify: float = 0.0  # local features + homographies of every card
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -85,5 +92,6 @@ class StageTimings:
             "rectify": self.rectify,
             "embed": self.embed,
             "search": self.search,
+            "verify": self.verify,
             "total": self.total,
         }

@@ -24,10 +24,15 @@ CARD_KEYS = {
     "score",
     "margin",
     "known",
+    "confidence",
+    "inliers",
+    "reason",
+    "runner_up",
+    "best_card_id",
     "polygon",
     "det_conf",
 }
-TIMING_KEYS = {"decode", "detect", "rectify", "embed", "search", "total"}
+TIMING_KEYS = {"decode", "detect", "rectify", "embed", "search", "verify", "total"}
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from edge.errors import BackendError, BundleNotFoundError
 from edge.hotswap import HotSwapper, full_frame_box, self_test
 from edge.manifest import Manifest, load_manifest
 from edge.store import BundleStore
-from edge.types import Candidate, CardCrop, ImageRGB, Match, OrientedBox
+from edge.types import Candidate, CardCrop, CardMatch, ImageRGB, Match, OrientedBox
 
 FAST = InstallPolicy(check_models=False)
 
@@ -35,6 +35,7 @@ class FakeRecognizer:
         self.wrong = wrong
         self.closed = False
         self.crop_shapes: list[tuple[int, ...]] = []
+        self._served = 0
 
     def crops(self, image: ImageRGB, boxes: list[OrientedBox]) -> list[CardCrop]:
         self.crop_shapes.append(image.shape)
@@ -49,6 +50,17 @@ class FakeRecognizer:
             (Match("wrong" if self.wrong else ids[i], 0.99, 0.5, True), ())
             for i in range(len(vectors))
         ]
+
+    def verdicts(
+        self, image: ImageRGB, boxes: list[OrientedBox]
+    ) -> tuple[list[CardMatch | None], tuple[float, ...]]:
+        """The self-test's way in: one scan per call, answered in the manifest's order."""
+        self.crop_shapes.append(image.shape)
+        ids = list(self.manifest.selftest.values())
+        card_id = "wrong" if self.wrong else ids[self._served % len(ids)]
+        self._served += 1
+        match = Match(card_id, 0.99, 0.5, True, "verified", 60)
+        return [CardMatch(box=b, match=match) for b in boxes], (0.0,) * 5
 
     def close(self) -> None:
         self.closed = True

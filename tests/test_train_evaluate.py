@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("imagehash")
 
 from edge.rectify import rectify
-from edge.types import CardCrop, CardMatch, Match, OrientedBox
+from edge.types import Candidate, CardCrop, CardMatch, Match, OrientedBox
 from training import evaluate
 
 pytestmark = pytest.mark.train
@@ -58,11 +58,17 @@ class _FakeRecognizer:
     def crops(self, image: np.ndarray, boxes: list[OrientedBox]) -> list[CardCrop]:
         return [rectify(image, b, 56, 40) for b in boxes]
 
-    def recognise(
+    def shortlist(
         self, image: np.ndarray, boxes: list[OrientedBox]
-    ) -> tuple[list[CardMatch], tuple[float, float, float, float]]:
+    ) -> tuple[list[CardMatch], list[list[Candidate]], tuple[float, ...]]:
         cards = [CardMatch(b, m) for b, m in zip(boxes, self.answers, strict=False)]
-        return cards, (0.0, 0.0, 0.0, 0.0)
+        return cards, [[] for _ in cards], (0.0, 0.0, 0.0, 0.0)
+
+    def verdicts(
+        self, image: np.ndarray, boxes: list[OrientedBox]
+    ) -> tuple[list[CardMatch | None], tuple[float, ...]]:
+        cards, _, times = self.shortlist(image, boxes)
+        return list(cards), (*times, 0.0)
 
 
 def _catalogue(tmp_path: Path, images: dict[str, np.ndarray]) -> Path:
@@ -90,10 +96,10 @@ def test_scene_outcomes_follow_the_recognizer_and_phash_reads_the_same_crops(
     phash = evaluate.PhashBaseline(_catalogue(tmp_path, {"a": card_a, "b": card_b}), (56, 40))
     rec = _FakeRecognizer([OrientedBox(corners, 0.9)], [Match("b", 0.6, 0.01, False)])
     # when the scene is evaluated
-    outcomes, n_det = evaluate.evaluate_scene(rec, scene, [_gt("a", corners)], phash)  # type: ignore[arg-type]
+    outcomes, false_boxes = evaluate.evaluate_scene(rec, scene, [_gt("a", corners)], phash)  # type: ignore[arg-type]
     # then the card was detected, the model's wrong answer recorded and pHash found the truth
     o = outcomes[0]
-    assert n_det == 1 and o.detected
+    assert false_boxes == [] and o.detected and o.reported
     assert (o.predicted, o.accepted, o.phash_predicted) == ("b", False, "a")
 
 

@@ -5,7 +5,8 @@ from the detector's rotated rectangles, so thresholds calibrated on them flag ne
 detection as unknown. This renders fresh scenes with the TRAINING scene config (never the
 held-out one) holding known and unknown cards, runs the bundle's own Recognizer on them (detector
 boxes, runtime crops, runtime index), pairs detections with the truth and calibrates the
-(score, margin) thresholds for a target false-accept rate, then writes them into the manifest.
+(score, margin) thresholds for a target false-accept rate, then writes them into the manifest. A bundle with reference features also gets its verification
+thresholds (training.calibrate_verify) from fresh scenes of the same kind.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from edge.bundle import write_manifest
 from edge.config import RuntimeSettings
 from edge.pipeline import Recognizer
 from edge.types import ImageRGB
+from training import calibrate_verify
 from training.evaluate import GtCard, match_boxes
 from training.index_build import Calibration, calibrate
 from training.synth.catalogue import load_catalogue
@@ -67,7 +69,7 @@ def collect(
         boxes = rec.detect(scene.image)
         pairs = match_boxes(gt, boxes)
         order = sorted(pairs)
-        cards, _ = rec.recognise(scene.image, [boxes[pairs[i]] for i in order])
+        cards, _, _ = rec.shortlist(scene.image, [boxes[pairs[i]] for i in order])
         for gi, card in zip(order, cards, strict=True):
             target = k if gt[gi].known else u
             target[0].append(card.match.score)
@@ -86,11 +88,10 @@ def run(
     seed: int = 7,
 ) -> Calibration:
     """Calibrate on fresh training-config scenes and write the thresholds into the bundle."""
+    known_images, unknown_images = _images(catalogue), _images(unknown)
     rec = Recognizer.from_bundle(bundle, RuntimeSettings(backend="onnx"))
     try:
-        (ks, km, kc), (us, um, _) = collect(
-            rec, _images(catalogue), _images(unknown), n_scenes, seed
-        )
+        (ks, km, kc), (us, um, _) = collect(rec, known_images, unknown_images, n_scenes, seed)
         manifest = rec.manifest
     finally:
         rec.close()
@@ -106,6 +107,8 @@ def run(
     if (bundle / "manifest.sig").exists():
         logger.warning("manifest changed: re-sign the bundle (cardedge bundle sign)")
     logger.info("scene calibration: %s", cal)
+    if manifest.verification is not None:
+        calibrate_verify.run(bundle, known_images, unknown_images, n_scenes=n_scenes, seed=seed + 4)
     return cal
 
 

@@ -33,6 +33,7 @@ from edge.pipeline import Recognizer
 from edge.rectify import order_corners, rotate180
 from edge.types import ImageRGB, OrientedBox
 from training.data import read_catalogue, read_rgb
+from training.evaluate_decision import decision_markdown, decision_report
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class GtCard:
     tilt_deg: float
     glare: float
     background: str = ""
+    visible: float = 1.0  # visible_fraction: 1 for an unoccluded card
 
 
 @dataclass
@@ -67,9 +69,15 @@ class Outcome:
     predicted: str = ""
     score: float = 0.0
     margin: float = 0.0
-    accepted: bool = False  # the Recognizer said "known"
+    accepted: bool = False  # the Recognizer said "known" (verified or probable)
     phash_predicted: str = ""
     perfect_box_predicted: str = ""  # the embedder on the true card's rotated rectangle
+    confidence: str = "unknown"  # the Recognizer's tier; "dropped" when judged background
+    inliers: int = 0
+    runner_up: str = ""
+    embedding_predicted: str = ""  # the embedding-only decision on the same box
+    embedding_accepted: bool = False
+    reported: bool = False  # the device reported a card at this card's place
 
 
 def load_scenes(scene_dir: Path) -> Iterator[tuple[str, ImageRGB, list[GtCard]]]:
@@ -87,6 +95,7 @@ def load_scenes(scene_dir: Path) -> Iterator[tuple[str, ImageRGB, list[GtCard]]]
                 tilt_deg=float(c.get("tilt_deg", 0.0)),
                 glare=float(c.get("glare", 0.0)),
                 background=str(meta.get("background", "")),
+                visible=float(c.get("visible_fraction", 1.0)),
             )
             for c in meta["cards"]
         ]
@@ -150,31 +159,59 @@ def perfect_box(corners: np.ndarray) -> OrientedBox:
     return OrientedBox(corners=order_corners(rect), conf=1.0)
 
 
+@dataclass
+class FalseBox:
+    """A report or a detection that matches no card of the scene (two lists: the device's
+    reports, and the detector's boxes as the embedding-only decision would report them)."""
+
+    reported: bool  # the device reported a card here (a false card)
+    reported_known: bool  # ... as a known card
+    embedding_known: bool  # the embedding-only decision, on the detector's box, said known
+
+
 def evaluate_scene(
     rec: Recognizer, image: ImageRGB, gt: list[GtCard], phash: PhashBaseline
-) -> tuple[list[Outcome], int]:
-    """Outcomes for every ground-truth card of one scene, and the number of detections."""
+) -> tuple[list[Outcome], list[FalseBox]]:
+    """Outcomes for every ground-truth card of one scene, and the reports that match no card.
+
+    Detection is judged on the detector's boxes. The device's decision (shortlist, verify,
+    decide) runs on every box of the frame, as on the device, and is judged on what it reports:
+    a verified card's polygon is its refined one, so a loose box can still name its card. The
+    embedding-only decision on the detector's boxes is kept beside it."""
     boxes = rec.detect(image)
     pairs = match_boxes(gt, boxes)
     outcomes = [Outcome(gt=g, detected=i in pairs) for i, g in enumerate(gt)]
-    order = sorted(pairs)
-    if order:
-        cards, _ = rec.recognise(image, [boxes[pairs[i]] for i in order])
-        crops = rec.crops(image, [card.box for card in cards])  # the orientation that matched
-        for gi, crop, card in zip(order, crops, cards, strict=True):
-            o, match = outcomes[gi], card.match
-            o.predicted, o.score, o.margin, o.accepted = (
-                match.card_id,
-                match.score,
-                match.margin,
-                match.known,
-            )
-            o.phash_predicted = phash.predict(crop.image)
+    verdicts, _ = rec.verdicts(image, boxes)
+    embedded, _, _ = rec.shortlist(image, boxes)
+    for gi, bi in pairs.items():
+        o, emb = outcomes[gi], embedded[bi]
+        o.embedding_predicted, o.embedding_accepted = emb.match.card_id, emb.match.known
+        o.predicted, o.score, o.margin = emb.match.card_id, emb.match.score, emb.match.margin
+        o.phash_predicted = phash.predict(rec.crops(image, [emb.box])[0].image)
+        o.confidence = "dropped"  # until a report of the device matches it
+    reported = [v for v in verdicts if v is not None]
+    said = match_boxes(gt, [v.box for v in reported])
+    for gi, ri in said.items():
+        o, m = outcomes[gi], reported[ri].match
+        o.predicted, o.score, o.margin, o.accepted = m.card_id, m.score, m.margin, m.known
+        o.confidence, o.inliers, o.runner_up = m.confidence, m.inliers, m.runner_up
+        o.reported = True
+    matched_reports = set(said.values())
+    matched_boxes = set(pairs.values())
+    false_boxes = [
+        FalseBox(reported=True, reported_known=reported[ri].match.known, embedding_known=False)
+        for ri in range(len(reported))
+        if ri not in matched_reports
+    ] + [
+        FalseBox(reported=False, reported_known=False, embedding_known=embedded[bi].match.known)
+        for bi in range(len(boxes))
+        if bi not in matched_boxes
+    ]
     if gt:
-        perfect, _ = rec.recognise(image, [perfect_box(g.corners) for g in gt])
-        for o, card in zip(outcomes, perfect, strict=True):
-            o.perfect_box_predicted = card.match.card_id
-    return outcomes, len(boxes)
+        perfect, _, _ = rec.shortlist(image, [perfect_box(g.corners) for g in gt])
+        for o, pcard in zip(outcomes, perfect, strict=True):
+            o.perfect_box_predicted = pcard.match.card_id
+    return outcomes, false_boxes
 
 
 def _rate(flags: Sequence[bool]) -> float | None:
@@ -293,15 +330,18 @@ def evaluate(
         spec = rec.manifest.embedder.input
         phash = PhashBaseline(catalogue_dir, (spec.height, spec.width))
         outcomes: list[Outcome] = []
-        n_det, n_scenes, t0 = 0, 0, time.perf_counter()
+        false_boxes: list[FalseBox] = []
+        n_scenes, t0 = 0, time.perf_counter()
         for _, image, gt in load_scenes(scene_dir):
-            scene_out, dets = evaluate_scene(rec, image, gt, phash)
+            scene_out, scene_false = evaluate_scene(rec, image, gt, phash)
             outcomes.extend(scene_out)
-            n_det += dets
+            false_boxes.extend(scene_false)
             n_scenes += 1
         elapsed = time.perf_counter() - t0
         names = {c.card_id: c.fields.get("name", "") for c in read_catalogue(catalogue_dir)}
+        n_det = sum(o.detected for o in outcomes) + len(false_boxes)
         report = summarise(outcomes, n_det, names)
+        report["decision"] = decision_report(outcomes, false_boxes, n_scenes)
         report.update(
             bundle_id=rec.bundle_id,
             n_scenes=n_scenes,
@@ -372,6 +412,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {family or '-'} | {_fmt(recall)} |")
     for name, cell in report["detection_by_size"].items():
         lines.append(f"| size {name} (n={cell['n']}) | {_fmt(cell['recall'])} |")
+    if "decision" in report:
+        lines += decision_markdown(report["decision"])
     lines += ["", "## Worst confusions", "", "| true | predicted | count |", "|---|---|---|"]
     for c in report["worst_confusions"]:
         lines.append(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 Polygon = list[list[float]]  # 4 x [x, y] pixels, clockwise from the card's top-left
@@ -59,7 +61,16 @@ class IdentifiedCardOut(BaseModel):
     rarity: str | None = None
     score: float = Field(description="Cosine similarity of the best reference.")
     margin: float = Field(description="Best score minus the best score of a different card.")
-    known: bool = Field(description="Passed the bundle's unknown-card thresholds.")
+    known: bool = Field(description="True for `verified` and `probable` cards.")
+    confidence: Literal["verified", "probable", "unknown"] = Field(
+        description="verified: local features map onto the reference under one homography; "
+        "probable: embedding only (too small or blurred to verify); unknown: neither."
+    )
+    inliers: int = Field(description="Homography inliers of the reported card (0: not verified).")
+    reason: str = Field(description="Why the card is probable or unknown; empty when verified.")
+    runner_up: str | None = Field(
+        description="A second card that verified nearly as well (same-art reprint), or null."
+    )
     det_conf: float = Field(description="Detector confidence.")
     polygon: Polygon
     top_k: list[CandidateOut]

@@ -189,9 +189,16 @@ class FakeRecognizer:
             out.append((Match(top[0], top[1], margin, known), cands))
         return out
 
+    def verdicts(
+        self, image: np.ndarray, boxes: list[OrientedBox]
+    ) -> tuple[list[CardMatch | None], tuple[float, float, float, float, float]]:
+        """`recognise`, aligned with the boxes (this fake drops none)."""
+        cards, ms = self.recognise(image, boxes)
+        return list(cards), ms
+
     def recognise(
         self, image: np.ndarray, boxes: list[OrientedBox]
-    ) -> tuple[list[CardMatch], tuple[float, float, float, float]]:
+    ) -> tuple[list[CardMatch], tuple[float, float, float, float, float]]:
         """Crops -> embed -> match, as Recognizer.recognise (no 90-degree alternates here)."""
         t0 = time.perf_counter()
         crops = self.crops(image, boxes)
@@ -201,7 +208,7 @@ class FakeRecognizer:
         results = self.match(vectors)
         t3 = time.perf_counter()
         cards = [CardMatch(b, m, top) for b, (m, top) in zip(boxes, results, strict=True)]
-        ms = (1000 * (t1 - t0), 1000 * (t2 - t1), 1000 * (t2 - t1), 1000 * (t3 - t2))
+        ms = (1000 * (t1 - t0), 1000 * (t2 - t1), 1000 * (t2 - t1), 1000 * (t3 - t2), 0.0)
         return cards, ms
 
     def identify(self, image: np.ndarray) -> Any:

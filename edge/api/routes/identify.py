@@ -110,6 +110,10 @@ def card_fields(rec: RecognizerLike, cm: CardMatch) -> IdentifiedCardOut:
         score=round(cm.match.score, 4),
         margin=round(cm.match.margin, 4),
         known=cm.match.known,
+        confidence=cm.match.confidence,
+        inliers=cm.match.inliers,
+        reason=cm.match.reason,
+        runner_up=cm.match.runner_up or None,
         det_conf=round(cm.box.conf, 4),
         polygon=[[round(float(x), 1), round(float(y), 1)] for x, y in cm.box.corners],
         top_k=[

@@ -1,0 +1,179 @@
+"""Verify: prove a shortlisted candidate with geometry.
+
+The crop's local features are matched to each candidate's reference features (nearest two by
+Hamming distance, Lowe's ratio test), a homography from the reference canvas to the crop is fitted
+robustly (MAGSAC++), and the number of inliers is the evidence. A card is `verified` only when
+its best candidate has enough inliers under a plausible homography (not mirrored, not collapsed,
+no absurd scale); the homography also gives the card's true corners.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge.features import Features, FeatureSpec
+from edge.types import ImageRGB
+
+logger = logging.getLogger(__name__)
+
+RATIO = 0.8  # Lowe's ratio test on Hamming distances
+MIN_MATCHES = 8  # fewer tentative matches cannot give a meaningful homography
+REPROJ_PX = 4.0  # MAGSAC++ inlier threshold on the canvas (240 x 336 px)
+MAX_ITERS = 1000
+PHOTO_GRID = (4, 3)  # cells over the card (rows, columns) for the colour check
+PHOTO_MIN_CELLS = 4  # fewer covered, textured cells: colour says nothing
+PHOTO_FLAT = 6.0  # a reference cell with less spread (grey levels) is flat: skipped
+MIN_AREA, MAX_AREA = 0.2, 5.0  # projected reference area / canvas area
+Homography = npt.NDArray[np.float64]  # 3 x 3, reference canvas px -> crop canvas px
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """One candidate checked against one crop."""
+
+    card_id: str
+    inliers: int  # 0 when no plausible homography was found
+    matches: int  # tentative matches after the ratio test
+    homography: Homography | None = None
+    reason: str = ""  # why inliers is 0, for logs and the API
+    photometric: float = 0.0  # colour agreement with the reference under the homography, [-1, 1]
+
+
+class FeatureSource(Protocol):
+    """Reference features by card id (the bundle's memory-mapped file, or features in memory)."""
+
+    @property
+    def spec(self) -> FeatureSpec: ...
+    def get(self, card_id: str, /) -> Features | None: ...
+
+
+class Verifier:
+    """Matches crop features to reference features; thread-safe (no shared mutable state)."""
+
+    def __init__(self, refs: FeatureSource) -> None:
+        self.refs = refs
+        self.spec: FeatureSpec = refs.spec
+        h, w = self.spec.height, self.spec.width
+        self._canvas = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
+
+    def verify(self, query: Features, card_id: str) -> Verification:
+        """The evidence that the crop described by `query` shows `card_id`."""
+        ref = self.refs.get(card_id)
+        if ref is None or len(ref) < MIN_MATCHES:
+            return Verification(card_id, 0, 0, reason="no reference features")
+        if len(query) < MIN_MATCHES:
+            return Verification(card_id, 0, 0, reason="too few features in the crop")
+        src, dst = self._matches(query, ref)
+        if len(src) < MIN_MATCHES:
+            return Verification(card_id, 0, len(src), reason="too few matches")
+        found, mask = cv2.findHomography(
+            src, dst, cv2.USAC_MAGSAC, REPROJ_PX, maxIters=MAX_ITERS, confidence=0.995
+        )
+        if found is None or mask is None:
+            return Verification(card_id, 0, len(src), reason="no homography")
+        h = np.asarray(found, np.float64)
+        why = implausible(h, self._canvas)
+        if why:
+            return Verification(card_id, 0, len(src), reason=why)
+        return Verification(card_id, int(mask.sum()), len(src), homography=h)
+
+    def _matches(
+        self, query: Features, ref: Features
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Reference and crop points of the tentative matches (ratio test, one per ref point)."""
+        norm = cv2.NORM_L2 if self.spec.method == "sift" else cv2.NORM_HAMMING
+        knn = cv2.BFMatcher(norm).knnMatch(query.descriptors, ref.descriptors, k=2)
+        best: dict[int, tuple[float, int]] = {}
+        for pair in knn:
+            if len(pair) < 2:
+                continue
+            m, n = pair
+            if m.distance < RATIO * n.distance:
+                prev = best.get(m.trainIdx)
+                if prev is None or m.distance < prev[0]:
+                    best[m.trainIdx] = (m.distance, m.queryIdx)
+        if not best:
+            empty = np.zeros((0, 2), np.float32)
+            return empty, empty
+        ref_idx = np.fromiter(best.keys(), np.int64, len(best))
+        q_idx = np.fromiter((v[1] for v in best.values()), np.int64, len(best))
+        return ref.points[ref_idx], query.points[q_idx]
+
+    def corners(self, h: Homography) -> npt.NDArray[np.float64]:
+        """The reference canvas's corners (TL, TR, BR, BL of the upright card) in crop px."""
+        return project(h, self._canvas)
+
+
+def project(h: Homography, pts: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Apply a homography to N x 2 points."""
+    out = cv2.perspectiveTransform(np.asarray(pts, np.float64).reshape(-1, 1, 2), h)
+    return np.asarray(out, np.float64).reshape(-1, 2)
+
+
+def implausible(h: Homography, canvas: npt.NDArray[np.float64]) -> str:
+    """Why a homography cannot be a card seen by a camera ('' when it can): a mirrored, collapsed
+    or non-convex projection, or an absurd scale."""
+    if not np.all(np.isfinite(h)) or abs(h[2, 2]) < 1e-12:
+        return "degenerate homography"
+    quad = project(h, canvas)
+    if not np.all(np.isfinite(quad)):
+        return "degenerate homography"
+    edges = np.roll(quad, -1, axis=0) - quad
+    cross = (
+        edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1] - edges[:, 1] * np.roll(edges, -1, 0)[:, 0]
+    )
+    if np.all(cross < 0):
+        return "mirrored homography"
+    if not np.all(cross > 0):
+        return "non-convex homography"
+    area = 0.5 * abs(
+        float(
+            np.dot(quad[:, 0], np.roll(quad[:, 1], -1))
+            - np.dot(quad[:, 1], np.roll(quad[:, 0], -1))
+        )
+    )
+    canvas_area = float((canvas[2, 0] - canvas[0, 0]) * (canvas[2, 1] - canvas[0, 1]))
+    ratio = area / canvas_area if canvas_area > 0 else 0.0
+    if not MIN_AREA <= ratio <= MAX_AREA:
+        return f"implausible scale ({ratio:.2f} of the crop)"
+    return ""
+
+
+def rank(results: Sequence[Verification]) -> list[Verification]:
+    """Most inliers first; ties keep the shortlist's order (the embedder's better guess first)."""
+    return sorted(results, key=lambda v: -v.inliers)
+
+
+def photometric(view: ImageRGB, valid: npt.NDArray[np.bool_], reference: ImageRGB) -> float:
+    """Colour agreement of a crop mapped onto a reference (same size): the normalised
+    cross-correlation per channel in each cell of a grid over the card, the median over the cells
+    the crop covers (flat cells skipped). Gains and offsets of the light cancel out within a cell, so light gradients,
+    spots and a glare on part of the card do not sink it; other art under the same frame and text
+    does. An unknown card of the catalogue's own style matches its template's features, not its
+    colours."""
+    a = cv2.GaussianBlur(view, (3, 3), 0).astype(np.float32)
+    b = cv2.GaussianBlur(reference, (3, 3), 0).astype(np.float32)
+    h, w = valid.shape
+    scores = []
+    for rows in np.array_split(np.arange(h), PHOTO_GRID[0]):
+        for cols in np.array_split(np.arange(w), PHOTO_GRID[1]):
+            cell = np.ix_(rows, cols)
+            inside = valid[cell]
+            if inside.mean() < 0.8:
+                continue
+            x, y = a[cell][inside], b[cell][inside]
+            if float(y.std(axis=0).mean()) < PHOTO_FLAT:  # a flat reference cell says nothing
+                continue
+            x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-3)
+            y = (y - y.mean(axis=0)) / (y.std(axis=0) + 1e-3)
+            scores.append(float((x * y).mean()))
+    if len(scores) < PHOTO_MIN_CELLS:
+        return 0.0
+    return float(np.median(scores))

@@ -1,0 +1,348 @@
+"""The verification stage: shortlist -> verify -> decide, for every card of a frame.
+
+Per card: warp the detector's box (enlarged a little, so a tilted card's trapezoid stays inside)
+to the feature canvas, extract local features, verify the shortlist's candidates in order, and
+decide on the evidence:
+
+- `verified`: the best candidate has >= verify_min_inliers inliers under a plausible homography
+  and its colours agree with the reference; the card is that candidate (not the embedder's
+  top-1), its polygon the reference's corners mapped back into the frame. Other candidates that
+  also map onto the crop (same-art reprints) are compared pixel by pixel where their references
+  differ; when that cannot tell them apart, the card is `unknown`, naming both;
+- `probable`: the crop is too small or too featureless to verify, and the embedding alone passes
+  the strict probable thresholds;
+- `unknown`: everything else, with the reason. A box that verifies against nothing, below the
+  bundle's background confidence, is not a card at all and is dropped.
+
+The cards of one frame are verified in parallel threads (OpenCV releases the GIL).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import cast
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge.features import Extractor, ReferenceFeatures
+from edge.index import decide
+from edge.manifest import Thresholds
+from edge.rectify import _crop_corners
+from edge.track import polygon_iou
+from edge.types import Candidate, CardMatch, Corners, ImageRGB, Match, OrientedBox
+from edge.verify import Verification, Verifier, photometric, rank
+
+logger = logging.getLogger(__name__)
+
+EXPAND = 1.08  # the verification crop's box, scaled about its centre
+MIN_QUERY_FEATURES = 24  # fewer in a crop of verifiable size: blurred, glared or blank
+STRONG = 3  # x verify_min_inliers: beyond doubt ...
+AFTER_STRONG = 2  # ... so only this many more candidates are checked (same-art reprints)
+DUPLICATE_IOU = 0.5
+AMBIGUOUS_ASPECT = 0.8  # short/long box sides above this: also try the box turned 90 degrees
+DIFFER_LEVEL = 60.0  # summed RGB difference at which two references differ at a pixel
+DIFFER_MIN_PX = 12  # fewer differing thumbnail pixels: the references are the same image
+CLEAR_GAP = 0.2  # relative error gap beyond which a reprint is decided without a runner-up
+RIVAL_MIN = 10  # inliers a second candidate needs to be compared pixel by pixel with the best
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What verification found for one card (for the decision and the evaluation report)."""
+
+    results: tuple[Verification, ...]  # best first
+    query_features: int
+    reason: str = ""  # set when the crop could not be verified at all
+
+
+def short_side(corners: Corners) -> float:
+    """The shorter of the quadrilateral's two mean edge lengths, px."""
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = np.asarray(corners, np.float64).tolist()
+    a = math.hypot(x1 - x0, y1 - y0) + math.hypot(x3 - x2, y3 - y2)
+    b = math.hypot(x2 - x1, y2 - y1) + math.hypot(x0 - x3, y0 - y3)
+    return min(a, b) / 2
+
+
+def _expanded(corners: Corners, factor: float) -> npt.NDArray[np.float32]:
+    c = np.asarray(corners, np.float32)
+    centre = c.mean(axis=0)
+    out: npt.NDArray[np.float32] = (centre + (c - centre) * factor).astype(np.float32)
+    return out
+
+
+class VerifyStage:
+    """Shortlist verification and the decision, for a loaded bundle's reference features."""
+
+    def __init__(self, refs: ReferenceFeatures, thresholds: Thresholds, threads: int = 0) -> None:
+        self.refs = refs
+        self.verifier = Verifier(refs)
+        self.extractor = Extractor(refs.spec)
+        self.thresholds = thresholds
+        workers = threads or min(4, os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # --- evidence --------------------------------------------------------------------------
+
+    def gather(
+        self, image: ImageRGB, gray: npt.NDArray[np.uint8], box: OrientedBox,
+        shortlist: Sequence[Candidate],
+    ) -> tuple[Evidence, npt.NDArray[np.float64]]:  # fmt: skip
+        """Verify `shortlist` against the card in `box`; also returns the crop's warp matrix.
+
+        When nothing verifies, two more looks before giving up: the crop at half resolution
+        (a defocused card's features live at coarser scales) and, for a box whose aspect is
+        ambiguous, the box turned 90 degrees (a squashed crop defeats the descriptors)."""
+        t = self.thresholds
+        if short_side(box.corners) < t.verify_min_px:
+            warp = self._warp(box.corners)
+            return Evidence((), 0, "too small to verify"), warp
+        tries = [(box.corners, 1.0), (box.corners, 0.5)]
+        if ambiguous(box.corners):
+            tries.append((np.roll(box.corners, -1, axis=0), 1.0))
+        best: tuple[Evidence, npt.NDArray[np.float64]] | None = None
+        for corners, scale in tries:
+            evidence, warp = self._attempt(image, gray, corners, shortlist, scale)
+            if best is None or self._strength(evidence) > self._strength(best[0]):
+                best = (evidence, warp)
+            if self.passes(evidence.results[0] if evidence.results else None):
+                break
+        assert best is not None
+        return best
+
+    def _warp(self, corners: Corners) -> npt.NDArray[np.float64]:
+        spec = self.refs.spec
+        src = _expanded(corners, EXPAND)
+        m = cv2.getPerspectiveTransform(src, _crop_corners(spec.height, spec.width))
+        return np.asarray(m, np.float64)
+
+    def passes(self, v: Verification | None) -> bool:
+        """Enough inliers under a plausible homography, and the colours agree."""
+        t = self.thresholds
+        return (
+            v is not None and v.homography is not None and v.inliers >= t.verify_min_inliers
+            and v.photometric >= t.verify_min_photometric
+        )  # fmt: skip
+
+    def _strength(self, evidence: Evidence) -> tuple[bool, int]:
+        best = evidence.results[0] if evidence.results else None
+        return self.passes(best), best.inliers if best is not None else -1
+
+    def _attempt(
+        self, image: ImageRGB, gray: npt.NDArray[np.uint8], corners: Corners,
+        shortlist: Sequence[Candidate], scale: float,
+    ) -> tuple[Evidence, npt.NDArray[np.float64]]:  # fmt: skip
+        """One look: warp, extract (at `scale` of the canvas), verify the shortlist in order."""
+        t = self.thresholds
+        spec = self.refs.spec
+        warp = self._warp(corners)
+        h, w = round(spec.height * scale), round(spec.width * scale)
+        small = np.diag([scale, scale, 1.0]) @ warp
+        crop = cv2.warpPerspective(
+            gray, small, (w, h), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )  # fmt: skip
+        query = self.extractor.extract(np.ascontiguousarray(crop))
+        if scale != 1.0:  # keypoints back to canvas px, where the references live
+            query = replace(query, points=query.points / np.float32(scale))
+        if len(query) < MIN_QUERY_FEATURES:
+            return Evidence((), len(query), "too few features to verify (blur or glare)"), warp
+        results: list[Verification] = []
+        strong_at: int | None = None
+        for i, cand in enumerate(shortlist[: t.verify_shortlist]):
+            if strong_at is not None and i > strong_at + AFTER_STRONG:
+                break
+            v = self.verifier.verify(query, cand.card_id)
+            if v.homography is not None and v.inliers >= t.verify_min_inliers:
+                v = replace(v, photometric=self.colour(image, warp, v))
+            results.append(v)
+            if strong_at is None and v.inliers >= STRONG * t.verify_min_inliers:
+                strong_at = i
+        ranked = sorted(rank(results), key=lambda v: not self.passes(v))  # stable: inliers within
+        return Evidence(tuple(ranked), len(query)), warp
+
+    def colour(self, image: ImageRGB, warp: npt.NDArray[np.float64], v: Verification) -> float:
+        """`edge.verify.photometric` of the crop mapped onto v's reference thumbnail (1.0, no
+        check, for a bundle built without thumbnails)."""
+        ref = self.refs.thumbnail(v.card_id)
+        if ref is None or v.homography is None:
+            return 1.0
+        view, valid = self._onto(image, warp, v.homography, ref.shape[:2])
+        return photometric(view, valid, ref)
+
+    def _onto(
+        self, image: ImageRGB, warp: npt.NDArray[np.float64], h: npt.NDArray[np.float64],
+        size: tuple[int, int],
+    ) -> tuple[ImageRGB, npt.NDArray[np.bool_]]:  # fmt: skip
+        """The frame mapped onto a reference thumbnail of `size` (h, w), and where it landed."""
+        th_h, th_w = size
+        spec = self.refs.spec
+        to_thumb = np.diag([th_w / spec.width, th_h / spec.height, 1.0])
+        m = to_thumb @ np.linalg.inv(h) @ warp
+        view = cast(ImageRGB, cv2.warpPerspective(image, m, (th_w, th_h), flags=cv2.INTER_AREA))
+        inside = np.full(image.shape[:2], 255, np.uint8)
+        valid = cv2.warpPerspective(inside, m, (th_w, th_h), flags=cv2.INTER_NEAREST) > 0
+        return view, valid
+
+    # --- decision --------------------------------------------------------------------------
+
+    def decide(
+        self, card: CardMatch, shortlist: Sequence[Candidate], evidence: Evidence,
+        warp: npt.NDArray[np.float64], image: ImageRGB | None = None,
+    ) -> CardMatch | None:  # fmt: skip
+        """The card's verdict from its evidence; None when the box is background."""
+        t = self.thresholds
+        best = evidence.results[0] if evidence.results else None
+        if self.passes(best):
+            return self._verified(card, shortlist, evidence, warp, image)
+        if evidence.reason:  # could not verify: the embedding alone, on strict thresholds
+            probable = t.model_copy(
+                update={"unknown_score": t.probable_score, "unknown_margin": t.probable_margin}
+            )
+            m = decide(shortlist, probable)
+            if m.known:
+                return replace(
+                    card, match=replace(m, confidence="probable", reason=evidence.reason)
+                )
+            return replace(card, match=_unknown(m, evidence.reason))
+        if card.box.conf < t.background_conf:
+            return None
+        got = max((v.inliers for v in evidence.results), default=0)
+        why = f"no candidate verified (best {got} inliers, {t.verify_min_inliers} needed"
+        why += ", or its colours differ)" if got >= t.verify_min_inliers else ")"
+        return replace(card, match=_unknown(card.match, why))
+
+    def _verified(
+        self, card: CardMatch, shortlist: Sequence[Candidate], evidence: Evidence,
+        warp: npt.NDArray[np.float64], image: ImageRGB | None,
+    ) -> CardMatch:  # fmt: skip
+        t = self.thresholds
+        best = evidence.results[0]
+        rivals = [
+            v for v in evidence.results[1:]
+            if v.homography is not None and v.inliers >= max(RIVAL_MIN, t.verify_ambiguous * best.inliers)
+        ]  # fmt: skip
+        ambiguous_with = ""
+        if rivals and image is not None:
+            picked = self.discriminate(image, warp, [best, *rivals])
+            if picked is None:  # the references are the same picture: nothing to tell them by
+                ambiguous_with = rivals[0].card_id
+            else:
+                best, ambiguous_with = picked
+        assert best.homography is not None
+        scores = {c.card_id: c.score for c in shortlist}
+        score = scores.get(best.card_id, 0.0)
+        others = [s for cid, s in scores.items() if cid != best.card_id]
+        margin = score - (max(others) if others else 0.0)
+        match = Match(
+            card_id=best.card_id, score=score, margin=margin, known=True, confidence="verified",
+            inliers=best.inliers,
+        )  # fmt: skip
+        if ambiguous_with:  # the art is proven, the printing is not: never a guess as known
+            why = f"same art as {ambiguous_with}: the printing cannot be told apart in this view"
+            match = replace(_unknown(match, why), runner_up=ambiguous_with, inliers=best.inliers)
+        corners = self.verifier.corners(best.homography)  # crop px
+        frame_pts = cv2.perspectiveTransform(corners.reshape(-1, 1, 2), np.linalg.inv(warp))
+        box = OrientedBox(
+            corners=frame_pts.reshape(4, 2).astype(np.float32), conf=card.box.conf,
+            class_id=card.box.class_id,
+        )  # fmt: skip
+        return CardMatch(box=box, match=match, top_k=card.top_k)
+
+    def discriminate(
+        self, image: ImageRGB, warp: npt.NDArray[np.float64], cands: Sequence[Verification]
+    ) -> tuple[Verification, str] | None:
+        """Same-art candidates decided by the pixels where their references differ (set symbol,
+        number, border, finish): the crop is mapped onto the references by the best homography,
+        its colours matched to theirs, and the reference closer on the differing pixels wins.
+        Returns the winner and the runner-up ("" when the winner is clear), or None when the
+        references carry no thumbnails or do not differ."""
+        thumbs = [self.refs.thumbnail(v.card_id) for v in cands]
+        if any(th is None for th in thumbs) or cands[0].homography is None:
+            return None
+        refs = [
+            cv2.GaussianBlur(th, (3, 3), 0).astype(np.float32) for th in thumbs if th is not None
+        ]
+        raw, valid = self._onto(image, warp, cands[0].homography, refs[0].shape[:2])
+        view = cv2.GaussianBlur(raw, (3, 3), 0).astype(np.float32)
+        stack = np.stack(refs)
+        spread = (stack.max(axis=0) - stack.min(axis=0)).sum(axis=2)
+        differ = (spread > DIFFER_LEVEL) & valid
+        if differ.sum() < DIFFER_MIN_PX:
+            return None
+        same = ~differ & valid
+        # Colour match: per channel, the view's mean and spread where the references agree.
+        mu_v, sd_v = view[same].mean(axis=0), view[same].std(axis=0) + 1.0
+        mu_r, sd_r = stack[0][same].mean(axis=0), stack[0][same].std(axis=0) + 1.0
+        view = (view - mu_v) / sd_v * sd_r + mu_r
+        errors = [float(np.abs(view[differ] - r[differ]).mean()) for r in refs]
+        order = np.argsort(errors)
+        win, second = int(order[0]), int(order[1])
+        gap = (errors[second] - errors[win]) / max(errors[second], 1e-6)
+        return cands[win], ("" if gap >= CLEAR_GAP else cands[second].card_id)
+
+    # --- a frame -----------------------------------------------------------------------------
+
+    def run(
+        self, image: ImageRGB, cards: Sequence[CardMatch], shortlists: Sequence[Sequence[Candidate]]
+    ) -> list[CardMatch | None]:
+        """Every card's verdict, in order; None for a background box or a second box on a card."""
+        if not cards:
+            return []
+        gray = cast(npt.NDArray[np.uint8], cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+        jobs = [
+            self._pool.submit(self.gather, image, gray, c.box, s)
+            for c, s in zip(cards, shortlists, strict=True)
+        ]
+        decided = []
+        for card, shortlist, job in zip(cards, shortlists, jobs, strict=True):
+            evidence, warp = job.result()
+            decided.append(self.decide(card, shortlist, evidence, warp, image))
+        return without_duplicates(decided)
+
+
+def _top(evidence: Evidence) -> int:
+    return evidence.results[0].inliers if evidence.results else -1
+
+
+def ambiguous(corners: Corners) -> bool:
+    """A box whose short/long side ratio is too close to 1 to trust which side is the card's top
+    edge (a card tilted away along its long axis)."""
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = np.asarray(corners, np.float64).tolist()
+    a = math.hypot(x1 - x0, y1 - y0) + math.hypot(x3 - x2, y3 - y2)
+    b = math.hypot(x2 - x1, y2 - y1) + math.hypot(x0 - x3, y0 - y3)
+    return min(a, b) > AMBIGUOUS_ASPECT * max(a, b)
+
+
+def _unknown(m: Match, reason: str) -> Match:
+    return replace(m, known=False, confidence="unknown", reason=reason, inliers=0, runner_up="")
+
+
+def without_duplicates(cards: list[CardMatch | None]) -> list[CardMatch | None]:
+    """Two boxes on one card: the one with most inliers stays, the other becomes None."""
+    order = sorted(
+        (i for i, c in enumerate(cards) if c is not None), key=lambda i: -_inliers(cards[i])
+    )
+    kept: list[CardMatch] = []
+    out: list[CardMatch | None] = list(cards)
+    for i in order:
+        c = cards[i]
+        assert c is not None
+        if any(polygon_iou(c.box.corners, k.box.corners) > DUPLICATE_IOU for k in kept):
+            out[i] = None
+        else:
+            kept.append(c)
+    return out
+
+
+def _inliers(card: CardMatch | None) -> int:
+    return card.match.inliers if card is not None else -1

@@ -1,0 +1,365 @@
+"""Verification: local features, the reference feature file, homography checks, the decision.
+
+Cards are the synthetic world's own renders (training.synth), so ORB finds what it finds on real
+printed cards: text, frames and art. Crops are made by warping a reference into a frame by a
+known homography, so the refined corners have a truth to be held to.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.bundle_errors import BundleModelError
+from edge.errors import BadImageError
+from edge.features import (
+    Extractor,
+    Features,
+    FeatureSpec,
+    ReferenceFeatures,
+    distinctive,
+    reference_features,
+    write_reference_features,
+)
+from edge.manifest import Thresholds
+from edge.types import Candidate, CardMatch, Match, OrientedBox
+from edge.verification_build import catalogue_scans, thumbnail_jpeg
+from edge.verify import Verifier, implausible, photometric
+from edge.verify_stage import VerifyStage, without_duplicates
+
+SPEC = FeatureSpec(n_features=400)
+
+
+@pytest.fixture(scope="module")
+def cards() -> dict[str, np.ndarray]:
+    """Eight distinct cards of one procedural catalogue (shared frame and text layout), RGB."""
+    from training.synth.card_render import render_card
+    from training.synth.catalogue import procedural_catalogue
+
+    records = procedural_catalogue(8, 3, reprint_rate=0.0, near_duplicate_rate=0.0)
+    return {r.card_id: render_card(r, 448) for r in records}
+
+
+@pytest.fixture(scope="module")
+def refs(
+    cards: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory
+) -> ReferenceFeatures:
+    path = tmp_path_factory.mktemp("feat") / "features.bin"
+    items = reference_features(cards.items(), SPEC)
+    write_reference_features(path, SPEC, items, {c: thumbnail_jpeg(im) for c, im in cards.items()})
+    return ReferenceFeatures(path)
+
+
+def _scene(card: np.ndarray, quad: np.ndarray, size: tuple[int, int] = (720, 1280)) -> np.ndarray:
+    """`card` warped onto `quad` (TL, TR, BR, BL of the upright card) over a textured table."""
+    rng = np.random.default_rng(1)
+    h, w = size
+    table = cv2.resize(rng.integers(60, 120, (h // 40, w // 40, 3), np.uint8), (w, h))
+    src = np.array(
+        [
+            [0, 0],
+            [card.shape[1] - 1, 0],
+            [card.shape[1] - 1, card.shape[0] - 1],
+            [0, card.shape[0] - 1],
+        ],
+        np.float32,
+    )
+    m = cv2.getPerspectiveTransform(src, quad.astype(np.float32))
+    warped = cv2.warpPerspective(card, m, (w, h))
+    mask = cv2.warpPerspective(np.full(card.shape[:2], 255, np.uint8), m, (w, h)) > 0
+    out = table.copy()
+    out[mask] = warped[mask]
+    return out
+
+
+# A card tilted in perspective and turned upside down: its true top-left lies bottom-right.
+TRUE_QUAD = np.array([[820, 610], [560, 640], [520, 250], [770, 230]], np.float32)
+
+
+def _box(quad: np.ndarray, conf: float = 0.9) -> OrientedBox:
+    """A detector-like rotated rectangle around the card, in portrait order (no 180 knowledge)."""
+    from edge.rectify import order_corners
+
+    rect = cv2.boxPoints(cv2.minAreaRect(quad.astype(np.float32)))
+    return OrientedBox(corners=order_corners(rect), conf=conf)
+
+
+# --- features and the reference file -----------------------------------------------------
+
+
+def test_extractor_gives_strongest_features_first_and_none_on_a_flat_image(cards) -> None:
+    # given a card and a flat grey image
+    ex = Extractor(SPEC)
+    card = next(iter(cards.values()))
+    # when features are extracted
+    feats = ex.extract(ex.gray(card))
+    flat = ex.extract(np.full((SPEC.height, SPEC.width), 128, np.uint8))
+    # then the card gives at most n_features 32-byte descriptors and the flat image none
+    assert 100 < len(feats) <= SPEC.n_features and feats.descriptors.shape[1] == 32
+    assert len(flat) == 0 and flat.descriptors.shape == (0, 32)
+
+
+def test_distinctive_drops_features_the_catalogue_shares(cards) -> None:
+    # given cards that share one printed frame (the catalogue's template) and features of each
+    ex = Extractor(FeatureSpec(n_features=800))
+    raw = [ex.extract(ex.gray(c)) for c in cards.values()]
+    # when the distinctive features are kept
+    kept = distinctive(raw, 400, sample=7)
+
+    # then fewer remain, and the kept ones match other cards' features far less than the raw do
+    def shared(f: Features, others: list[Features]) -> float:
+        hits = 0
+        for g in others:
+            dist, nn = cv2.batchDistance(
+                f.descriptors, g.descriptors, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=1
+            )
+            near = np.linalg.norm(f.points - g.points[nn.reshape(-1)], axis=1) < 12
+            hits += int(((dist.reshape(-1) < 48) & near).sum())
+        return hits / max(len(f), 1) / len(others)
+
+    before = np.mean([shared(f, raw[:i] + raw[i + 1 :]) for i, f in enumerate(raw)])
+    after = np.mean([shared(f, kept[:i] + kept[i + 1 :]) for i, f in enumerate(kept)])
+    assert all(len(k) < len(r) for k, r in zip(kept, raw, strict=True))
+    assert after < 0.5 * before
+
+
+def test_reference_file_round_trips_points_descriptors_and_thumbnails(refs, cards) -> None:
+    # given the written file, opened memory-mapped
+    ex = Extractor(SPEC)
+    card_id, card = next(iter(cards.items()))
+    # when one card's features are read back
+    got = refs.get(card_id)
+    # then they cover the catalogue, points within the 1/16 px quantisation, thumbnails decode
+    assert got is not None and len(refs) == len(cards) and refs.thumbnails == len(cards)
+    assert refs.spec == SPEC and card_id in refs and refs.get("nope") is None
+    assert got.points.dtype == np.float32 and got.descriptors.dtype == np.uint8
+    fresh = ex.extract(ex.gray(card))
+    assert len(got) <= len(fresh)
+    thumb = refs.thumbnail(card_id)
+    assert thumb is not None and thumb.shape == (112, 80, 3)
+    refs.check_cards(sorted(cards))
+    with pytest.raises(BundleModelError, match="does not match the catalogue"):
+        refs.check_cards([*sorted(cards), "extra-card"])
+
+
+def test_a_truncated_or_foreign_feature_file_is_a_typed_error(refs, tmp_path: Path) -> None:
+    # given a truncated copy and a file that is not a feature file
+    data = refs.path.read_bytes()
+    (tmp_path / "short.bin").write_bytes(data[: len(data) // 2])
+    (tmp_path / "junk.bin").write_bytes(b"not a feature file at all")
+    # when each is opened, then a BundleModelError says what is wrong
+    with pytest.raises(BundleModelError, match="truncated"):
+        ReferenceFeatures(tmp_path / "short.bin")
+    with pytest.raises(BundleModelError, match="not a feature file"):
+        ReferenceFeatures(tmp_path / "junk.bin")
+
+
+def test_writing_a_card_twice_is_refused(tmp_path: Path) -> None:
+    f = Features(np.zeros((1, 2), np.float32), np.zeros((1, 32), np.uint8))
+    with pytest.raises(ValueError, match="duplicate card_id"):
+        write_reference_features(tmp_path / "f.bin", SPEC, [("a", f), ("a", f)])
+
+
+# --- geometry --------------------------------------------------------------------------------
+
+
+def test_implausible_homographies_are_named() -> None:
+    canvas = np.array([[0, 0], [239, 0], [239, 335], [0, 335]], np.float64)
+    mirror = np.diag([-1.0, 1.0, 1.0])
+    mirror[0, 2] = 239
+    assert implausible(np.eye(3), canvas) == ""
+    assert implausible(mirror, canvas) == "mirrored homography"
+    assert "scale" in implausible(np.diag([0.1, 0.1, 1.0]), canvas)
+    assert implausible(np.zeros((3, 3)), canvas) == "degenerate homography"
+    collapsed = np.array([[1.0, 0, 0], [1.0, 0, 0], [0, 0, 1]])  # every point onto one line
+    assert implausible(collapsed, canvas) != ""
+
+
+def test_photometric_agreement_separates_the_same_art_from_other_art(cards) -> None:
+    # given a card's thumbnail, the same under other light, and another card
+    a, b = list(cards.values())[:2]
+    small = lambda im: cv2.resize(im, (80, 112), interpolation=cv2.INTER_AREA)  # noqa: E731
+    ref = small(a)
+    relit = np.clip(small(a).astype(np.float32) * 0.7 + 30, 0, 255).astype(np.uint8)
+    valid = np.ones((112, 80), bool)
+    # then the relit view agrees strongly and the other card much less
+    assert photometric(relit, valid, ref) > 0.9
+    assert photometric(small(b), valid, ref) < 0.6
+    assert photometric(relit, np.zeros((112, 80), bool), ref) == 0.0
+
+
+def test_the_right_card_verifies_and_an_unrelated_one_does_not(refs, cards) -> None:
+    # given a frame with the first card tilted and upside down, and its crop's features
+    ids = list(cards)
+    scene = _scene(cards[ids[0]], TRUE_QUAD)
+    stage = VerifyStage(refs, Thresholds(verify_min_inliers=15), threads=1)
+    gray = cv2.cvtColor(scene, cv2.COLOR_RGB2GRAY)
+    shortlist = [Candidate(ids[1], 0.9), Candidate(ids[0], 0.8), Candidate(ids[2], 0.7)]
+    # when the shortlist is verified
+    evidence, _ = stage.gather(scene, gray, _box(TRUE_QUAD), shortlist)
+    stage.close()
+    # then the right card (not the embedder's top-1) has the most inliers and agrees in colour
+    best = evidence.results[0]
+    assert best.card_id == ids[0] and best.inliers >= 40 and best.photometric > 0.6
+    others = [v.inliers for v in evidence.results[1:]]
+    assert max(others) < best.inliers / 3
+
+
+def test_a_crop_without_features_is_not_verified(refs, cards) -> None:
+    v = Verifier(refs).verify(
+        Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)), next(iter(cards))
+    )
+    assert v.inliers == 0 and v.homography is None and "few features" in v.reason
+
+
+def test_a_mirrored_card_is_not_verified(refs, cards) -> None:
+    # given the card printed mirror-wise (a reflection, or a fake)
+    card_id = next(iter(cards))
+    mirrored = np.ascontiguousarray(cards[card_id][:, ::-1])
+    ex = Extractor(SPEC)
+    # when verified against its own reference, beside the card as printed
+    v = Verifier(refs).verify(ex.extract(ex.gray(mirrored)), card_id)
+    upright = Verifier(refs).verify(ex.extract(ex.gray(cards[card_id])), card_id)
+    # then only the frame's symmetric parts line up: a handful of inliers against hundreds
+    assert v.inliers < 20 and v.inliers < 0.1 * upright.inliers
+
+
+# --- the decision ------------------------------------------------------------------------------
+
+
+def _decide(stage: VerifyStage, scene: np.ndarray, box: OrientedBox, shortlist: list[Candidate]):
+    card = CardMatch(box=box, match=Match(shortlist[0].card_id, shortlist[0].score, 0.05, False),
+                     top_k=tuple(shortlist))  # fmt: skip
+    [verdict] = stage.run(scene, [card], [shortlist])
+    return verdict
+
+
+def test_a_verified_card_reports_the_reference_corners_as_its_polygon(refs, cards) -> None:
+    # given the tilted, upside-down card behind a loose rotated-rectangle box
+    ids = list(cards)
+    scene = _scene(cards[ids[0]], TRUE_QUAD)
+    stage = VerifyStage(
+        refs, Thresholds(verify_min_inliers=15, verify_min_photometric=0.4), threads=1
+    )
+    # when decided
+    verdict = _decide(
+        stage, scene, _box(TRUE_QUAD), [Candidate(ids[2], 0.9), Candidate(ids[0], 0.8)]
+    )
+    stage.close()
+    # then it is verified as the right card, and its polygon follows the true trapezoid from the
+    # card's own top-left, within a few pixels
+    assert verdict is not None and verdict.match.confidence == "verified" and verdict.match.known
+    assert verdict.match.card_id == ids[0] and verdict.match.inliers >= 40
+    err = np.linalg.norm(verdict.box.corners - TRUE_QUAD, axis=1)
+    assert err.max() < 6.0, err
+
+
+def test_an_unknown_card_is_unknown_with_a_reason_and_background_is_dropped(refs, cards) -> None:
+    # given a card that is not among the references (another seed's card) in the same style
+    from training.synth.card_render import render_card
+    from training.synth.catalogue import procedural_catalogue
+
+    [stranger] = procedural_catalogue(1, 99, reprint_rate=0.0, near_duplicate_rate=0.0)
+    scene = _scene(render_card(stranger, 448), TRUE_QUAD)
+    ids = list(cards)
+    shortlist = [Candidate(c, 0.9 - 0.1 * i) for i, c in enumerate(ids[:5])]
+    thresholds = Thresholds(verify_min_inliers=20, verify_min_photometric=0.5, background_conf=0.5)
+    stage = VerifyStage(refs, thresholds, threads=1)
+    # when decided with a confident box and with a weak one
+    confident = _decide(stage, scene, _box(TRUE_QUAD, 0.9), shortlist)
+    weak = _decide(stage, scene, _box(TRUE_QUAD, 0.3), shortlist)
+    stage.close()
+    # then the confident box is an unknown card saying why, and the weak one is background
+    assert confident is not None and confident.match.confidence == "unknown"
+    assert not confident.match.known and "no candidate verified" in confident.match.reason
+    assert weak is None
+
+
+def test_a_card_too_small_to_verify_is_never_verified(refs, cards) -> None:
+    # given the card 30 px wide in the frame
+    ids = list(cards)
+    quad = np.array([[600, 300], [630, 300], [630, 342], [600, 342]], np.float32)
+    scene = _scene(cards[ids[0]], quad)
+    stage = VerifyStage(refs, Thresholds(verify_min_px=48), threads=1)
+    verdict = _decide(stage, scene, _box(quad), [Candidate(ids[0], 0.95), Candidate(ids[1], 0.2)])
+    stage.close()
+    # then the embedding alone decides, on the strict probable thresholds (here: never)
+    assert verdict is not None and verdict.match.confidence == "unknown"
+    assert "too small" in verdict.match.reason
+
+
+def test_same_art_reprints_are_told_apart_where_their_references_differ(
+    cards, tmp_path: Path
+) -> None:
+    # given two printings of one card that differ in the colour of the lower third of the card
+    base = next(iter(cards.values()))
+    other = base.copy()
+    other[int(0.7 * other.shape[0]) :, :, :] = (200, 40, 40)
+    printings = {"print-a": base, "print-b": other}
+    path = tmp_path / "features.bin"
+    items = reference_features(printings.items(), SPEC)
+    write_reference_features(
+        path, SPEC, items, {c: thumbnail_jpeg(im) for c, im in printings.items()}
+    )
+    refs = ReferenceFeatures(path)
+    stage = VerifyStage(
+        refs, Thresholds(verify_min_inliers=15, verify_min_photometric=0.2), threads=1
+    )
+    shortlist = [Candidate("print-a", 0.9), Candidate("print-b", 0.89)]
+    # when the frame shows printing b
+    verdict = _decide(stage, _scene(other, TRUE_QUAD), _box(TRUE_QUAD), shortlist)
+    # and when the two printings are the very same picture
+    write_reference_features(path.with_name("same.bin"), SPEC, reference_features({"x": base, "y": base}.items(), SPEC),
+                             {"x": thumbnail_jpeg(base), "y": thumbnail_jpeg(base)})  # fmt: skip
+    same = VerifyStage(ReferenceFeatures(path.with_name("same.bin")), stage.thresholds, threads=1)
+    tie = _decide(
+        same, _scene(base, TRUE_QUAD), _box(TRUE_QUAD), [Candidate("x", 0.9), Candidate("y", 0.9)]
+    )
+    stage.close()
+    same.close()
+    # then b is named, and identical printings give an honest unknown naming both
+    assert verdict is not None and verdict.match.card_id == "print-b" and verdict.match.known
+    assert tie is not None and not tie.match.known and "same art" in tie.match.reason
+    assert {tie.match.card_id, tie.match.runner_up} == {"x", "y"}
+
+
+def test_two_boxes_on_one_card_report_it_once() -> None:
+    quad = np.array([[0, 0], [63, 0], [63, 88], [0, 88]], np.float32)
+    a = CardMatch(OrientedBox(quad, 0.9), Match("a", 0.9, 0.1, True, "verified", 50))
+    b = CardMatch(OrientedBox(quad + 2, 0.8), Match("a", 0.9, 0.1, True, "verified", 30))
+    c = CardMatch(OrientedBox(quad + 300, 0.8), Match("", 0.2, 0.0, False))
+    assert without_duplicates([b, a, c, None]) == [None, a, c, None]
+
+
+# --- building from a catalogue folder ----------------------------------------------------------
+
+
+def _catalogue(folder: Path, cards: dict[str, np.ndarray], rows: list[str] | None = None) -> Path:
+    (folder / "images").mkdir(parents=True)
+    for cid, img in cards.items():
+        cv2.imwrite(str(folder / "images" / f"{cid}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    lines = rows if rows is not None else list(cards)
+    (folder / "cards.csv").write_text("card_id,name\n" + "".join(f"{c},{c}\n" for c in lines))
+    return folder
+
+
+def test_catalogue_scans_refuse_missing_corrupt_and_duplicate_cards(cards, tmp_path: Path) -> None:
+    some = dict(list(cards.items())[:2])
+    ids = list(some)
+    ok = _catalogue(tmp_path / "ok", some)
+    assert [c for c, _ in catalogue_scans(ok)] == ids
+    missing = _catalogue(tmp_path / "missing", some, [*ids, "ghost"])
+    with pytest.raises(BadImageError, match="ghost"):
+        list(catalogue_scans(missing))
+    dup = _catalogue(tmp_path / "dup", some, [ids[0], ids[0]])
+    with pytest.raises(BadImageError, match="twice"):
+        list(catalogue_scans(dup))
+    corrupt = _catalogue(tmp_path / "corrupt", some)
+    (corrupt / "images" / f"{ids[1]}.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(BadImageError, match=ids[1]):
+        list(catalogue_scans(corrupt))
+    shutil.rmtree(tmp_path / "ok")
