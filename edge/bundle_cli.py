@@ -1,7 +1,8 @@
-"""`cardedge bundle verify|install|list|activate|rollback|gc|push|keygen|sign`.
+"""`cardedge bundle verify|install|list|activate|rollback|gc|push|keygen|sign|reindex`.
 
 These act on the store under runtime.state_dir directly. A running service keeps serving the
 bundle it loaded until restarted; to hot swap a running device use the API (or `bundle push`).
+`reindex` builds a new bundle directory (same models, new catalogue) and touches no store.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from edge.push import (
     read_devices_file,
     resolve_token,
 )
+from edge.reindex import ReindexOptions, reindex
 from edge.signing import generate_keypair, sign_manifest
 from edge.store import BundleStore
 
@@ -135,6 +137,20 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reindex(args: argparse.Namespace) -> int:
+    opts = ReindexOptions(
+        source=args.bundle,
+        catalogue=args.catalogue,
+        out=args.out,
+        bundle_id=args.bundle_id,
+        name=args.name,
+        force=args.force,
+        threads=args.threads,
+    )
+    print(reindex(opts).summary())
+    return 0
+
+
 def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="config file (TOML/YAML)")
     p.add_argument("--state-dir", type=Path, help="state directory (default: runtime.state_dir)")
@@ -150,7 +166,7 @@ def _policy_args(p: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `bundle ...` to the `cardedge` command."""
     bundle = subparsers.add_parser(
-        "bundle", help="verify, install, list, activate, roll back, push bundles"
+        "bundle", help="verify, install, list, activate, roll back, push, reindex bundles"
     )
     sub = bundle.add_subparsers(dest="bundle_command", required=True)
 
@@ -209,3 +225,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("bundle", type=Path)
     p.add_argument("--key", type=Path, required=True, help="PEM Ed25519 private key")
     p.set_defaults(func=cmd_sign)
+
+    p = sub.add_parser(
+        "reindex", help="a new bundle for a new or extended catalogue, with the same models"
+    )
+    p.add_argument("--bundle", type=Path, required=True, help="source bundle directory")
+    p.add_argument(
+        "--catalogue", type=Path, required=True, help="folder with cards.csv + images/<card_id>.jpg"
+    )
+    p.add_argument("--out", type=Path, required=True, help="new bundle directory (created)")
+    p.add_argument(
+        "--bundle-id", help="new bundle id (default: <source id>-reindex-<UTC yyyymmddHHMMSS>)"
+    )
+    p.add_argument("--name", help="catalogue name (default: the catalogue folder's name)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
+    p.set_defaults(func=cmd_reindex)

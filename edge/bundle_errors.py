@@ -122,3 +122,10 @@ class NoPreviousBundleError(BundleError):
 
     code = "bundle_no_previous"
     http_status = 409
+
+
+class BundleOutputError(BundleError):
+    """A bundle build's output folder is taken (not empty, and no --force) or overlaps its inputs."""
+
+    code = "bundle_output_exists"
+    http_status = 409
