@@ -7,6 +7,9 @@ edge must not depend on training/). Reported, from the same run:
   forward_ms_median   detector + embedder forward time
   host_over_forward   host / forward (medians)
   identify_over_forward  whole identify latency / forward (medians)
+  verify_ms_per_card_median  verification (features, shortlist homographies, colour check) per
+                      card, and verify_per_card_over_detector_forward beside the same run's
+                      detector forward; host_ms_excluding_verify_median: the host work besides it
   prepost_vs_ultralytics  our detector pre+post time / ultralytics' own (YOLO(detector.onnx)
                       .predict on the same frames, result.speed preprocess + postprocess);
                       omitted with a note when ultralytics is not importable (as on a Pi).
@@ -198,13 +201,29 @@ def _stage_stats(timings: Sequence[StageTimings]) -> dict[str, dict[str, float]]
     """Median and p90 per stage, plus the host part of detect and embed (stage minus forward)."""
     series = {
         name: [getattr(t, name) for t in timings]
-        for name in ("detect", "rectify", "embed", "search", "total")
+        for name in ("detect", "rectify", "embed", "search", "verify", "total")
     }
     series["detect_forward"] = [t.detect_forward for t in timings]
     series["detect_host"] = [t.detect - t.detect_forward for t in timings]
     series["embed_forward"] = [t.embed_forward for t in timings]
     series["embed_host"] = [t.embed - t.embed_forward for t in timings]
     return {name: _stats(values) for name, values in series.items()}
+
+
+def _verify_figures(runs: Sequence[tuple[StageTimings, int]]) -> dict[str, Any]:
+    """Verification per card beside the detector's forward, and the host work other than it."""
+    timings = [t for t, _ in runs]
+    det_forward = float(np.median([t.detect_forward for t in timings]))
+    host_other = [t.total - t.detect_forward - t.embed_forward - t.verify for t in timings]
+    per_card = [t.verify / n for t, n in runs if n]
+    out: dict[str, Any] = {
+        "host_ms_excluding_verify_median": round(float(np.median(host_other)), 3)
+    }
+    if per_card:
+        med = float(np.median(per_card))
+        out["verify_ms_per_card_median"] = round(med, 3)
+        out["verify_per_card_over_detector_forward"] = round(med / det_forward, 4)
+    return out
 
 
 def run_bench(rec: Recognizer, frames: Sequence[ImageRGB], n: int) -> dict[str, Any]:
@@ -227,6 +246,7 @@ def run_bench(rec: Recognizer, frames: Sequence[ImageRGB], n: int) -> dict[str, 
         "identify_over_forward": round(float(np.median(total) / np.median(forward)), 4),
         "backends": rec.backends,
     }
+    report.update(_verify_figures(runs))
     ours, theirs = measure_prepost(rec, frames, n)
     report["detector_prepost_ms_median"] = round(float(np.median(ours)), 3)
     if theirs is None:
@@ -253,6 +273,9 @@ def format_report(report: dict[str, Any]) -> str:
         "forward_ms_median",
         "host_over_forward",
         "identify_over_forward",
+        "host_ms_excluding_verify_median",
+        "verify_ms_per_card_median",
+        "verify_per_card_over_detector_forward",
         "detector_prepost_ms_median",
         "ultralytics_prepost_ms_median",
         "prepost_vs_ultralytics",

@@ -151,6 +151,8 @@ def distinctive(
     rng = np.random.default_rng(seed)
     out: list[Features] = []
     for i, f in enumerate(raw):
+        if i and i % 2000 == 0:
+            logger.info("distinctive features: %d of %d cards", i, len(raw))
         if len(f) == 0:
             out.append(f)
             continue

@@ -118,6 +118,18 @@ class Thresholds(_Strict):
         description="Colour agreement (normalised cross-correlation with the "
         "reference under the homography) a verified candidate needs.",
     )
+    verify_strong_inliers: int = Field(
+        1000,
+        ge=4,
+        description="A candidate with at least this many inliers needs only "
+        "verify_strong_photometric colour agreement (strong geometry under odd light).",
+    )
+    verify_strong_photometric: float = Field(
+        1.0,
+        ge=-1,
+        le=1,
+        description="Colour agreement enough for a candidate with verify_strong_inliers inliers.",
+    )
     verify_shortlist: int = Field(
         10, ge=1, le=100, description="Candidates per card checked by verification."
     )

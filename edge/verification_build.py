@@ -24,6 +24,7 @@ from edge.types import ImageRGB
 logger = logging.getLogger(__name__)
 
 FEATURES_FILE = "features.bin"
+PROGRESS_EVERY = 500
 THUMB_H, THUMB_W = 112, 80  # colour check and reprint discrimination; ~4 KB a card as JPEG
 
 
@@ -35,7 +36,7 @@ def catalogue_scans(folder: Path) -> Iterator[tuple[str, ImageRGB]]:
     if not path.is_file():
         raise BadImageError(f"{path} is missing", "a catalogue folder holds cards.csv + images/")
     seen: set[str] = set()
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # a spreadsheet's BOM is no column
         for row in csv.DictReader(f):
             card_id = (row.get("card_id") or "").strip()
             if not card_id:
@@ -59,14 +60,21 @@ def add_verification(
 
     spec = spec or FeatureSpec()
     manifest = load_manifest(bundle_dir / "manifest.json")
-    scans = dict(catalogue_scans(catalogue))
-    items = reference_features(scans.items(), spec, seed=seed)
+    thumbs: dict[str, bytes] = {}
+
+    def scans() -> Iterator[tuple[str, ImageRGB]]:  # one scan in memory at a time
+        for n, (card_id, scan) in enumerate(catalogue_scans(catalogue), 1):
+            thumbs[card_id] = thumbnail_jpeg(scan)
+            if n % PROGRESS_EVERY == 0:
+                logger.info("reference features: %d scans read", n)
+            yield card_id, scan
+
+    items = reference_features(scans(), spec, seed=seed)
     if len(items) != manifest.catalogue.card_count:
         raise BundleModelError(
             f"the catalogue folder has {len(items)} cards, the bundle {manifest.catalogue.card_count}",
             "use the catalogue the bundle was built from",
         )
-    thumbs = {c: thumbnail_jpeg(scan) for c, scan in scans.items()}
     header = write_reference_features(bundle_dir / FEATURES_FILE, spec, items, thumbs)
     verification = VerificationSpec(
         file=FEATURES_FILE, sha256="", method=spec.method, n_features=spec.n_features,

@@ -27,6 +27,7 @@ RATIO = 0.8  # Lowe's ratio test on Hamming distances
 MIN_MATCHES = 8  # fewer tentative matches cannot give a meaningful homography
 REPROJ_PX = 4.0  # MAGSAC++ inlier threshold on the canvas (240 x 336 px)
 MAX_ITERS = 1000
+PHOTO_SIGMA = 2.0  # thumbnail px (112 x 80): a few px of misregistration cost little
 PHOTO_GRID = (4, 3)  # cells over the card (rows, columns) for the colour check
 PHOTO_MIN_CELLS = 4  # fewer covered, textured cells: colour says nothing
 PHOTO_FLAT = 6.0  # a reference cell with less spread (grey levels) is flat: skipped
@@ -158,8 +159,9 @@ def photometric(view: ImageRGB, valid: npt.NDArray[np.bool_], reference: ImageRG
     spots and a glare on part of the card do not sink it; other art under the same frame and text
     does. An unknown card of the catalogue's own style matches its template's features, not its
     colours."""
-    a = cv2.GaussianBlur(view, (3, 3), 0).astype(np.float32)
-    b = cv2.GaussianBlur(reference, (3, 3), 0).astype(np.float32)
+    # Blurred well beyond a homography's error: colour is compared, not print detail.
+    a = cv2.GaussianBlur(view, (0, 0), PHOTO_SIGMA).astype(np.float32)
+    b = cv2.GaussianBlur(reference, (0, 0), PHOTO_SIGMA).astype(np.float32)
     h, w = valid.shape
     scores = []
     for rows in np.array_split(np.arange(h), PHOTO_GRID[0]):

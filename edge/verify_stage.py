@@ -126,12 +126,14 @@ class VerifyStage:
         return np.asarray(m, np.float64)
 
     def passes(self, v: Verification | None) -> bool:
-        """Enough inliers under a plausible homography, and the colours agree."""
+        """Enough inliers under a plausible homography, and the colours agree: either of the
+        bundle's two operating points (fewer inliers and closer colours, or many inliers)."""
         t = self.thresholds
+        if v is None or v.homography is None:
+            return False
         return (
-            v is not None and v.homography is not None and v.inliers >= t.verify_min_inliers
-            and v.photometric >= t.verify_min_photometric
-        )  # fmt: skip
+            v.inliers >= t.verify_min_inliers and v.photometric >= t.verify_min_photometric
+        ) or (v.inliers >= t.verify_strong_inliers and v.photometric >= t.verify_strong_photometric)
 
     def _strength(self, evidence: Evidence) -> tuple[bool, int]:
         best = evidence.results[0] if evidence.results else None

@@ -149,12 +149,6 @@ def test_embedder_index_dimension_mismatch_is_refused(bundle_copy: Path) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # a load failure or hash mismatch must fail, not pass as expected
-    reason="known defect (issue 4): the CPU-trained demo bundle identifies about 0.58 of held-out "
-    "cards (0.71 on perfect boxes) and flags most known cards unknown; see its evaluation report",
-)
 def test_demo_bundle_identifies_composed_scenes() -> None:
     # given the demo bundle and scenes composed from its selftest scans (4 cards each)
     demo = demo_bundle_or_none()

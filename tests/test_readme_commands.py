@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -44,6 +45,7 @@ RUN_HERE = {
     "cardedge-train calib",
     "cardedge-train compile-hef",
     "cardedge-train evaluate",
+    "cardedge-train calibrate",
 }
 RUN_BY_SERVE_TESTS = {"cardedge serve", "cardedge bundle push"}
 RUN_BY_OTHER_MODULES = {"cardedge bundle reindex"}  # tests/test_reindex.py
@@ -240,6 +242,24 @@ def test_train_evaluate(tiny_world: Path, tmp_path: Path) -> None:
     run("cardedge-train", "evaluate", "--bundle", str(DEMO), "--scenes", str(tiny_world / "test_scenes"),
         "--catalogue", str(tiny_world / "catalogue"), "--out", str(tmp_path / "report"), "--threads", "1")  # fmt: skip
     assert any((tmp_path / "report").iterdir())
+
+
+@pytest.mark.train
+def test_train_calibrate_writes_the_verification_thresholds(
+    tiny_world: Path, tmp_path: Path
+) -> None:
+    # given a copy of the demo bundle, its catalogue and a few cards outside it
+    bundle = tmp_path / "demo"
+    shutil.copytree(DEMO, bundle)
+    # when calibrated on a few fresh scenes
+    run("cardedge-train", "calibrate", "--bundle", str(bundle), "--catalogue", str(REPO / "reference_db" / "demo"),
+        "--unknown", str(tiny_world / "unknown"), "--scenes", "16", "--verify-scenes", "16")  # fmt: skip
+    # then the manifest holds thresholds chosen on them, and the bundle still verifies
+    from edge.bundle import verify_bundle
+
+    t = verify_bundle(bundle).thresholds
+    assert 10 <= t.verify_min_inliers <= 60 and -1 <= t.verify_min_photometric <= 1
+    assert 0 <= t.background_conf <= 1
 
 
 @pytest.mark.train

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,7 +115,11 @@ def _call(server: ServeProcess, method: str, path: str, headers: dict[str, str])
 
 
 def test_every_readme_route_answers(demo: ServeProcess) -> None:
-    # given every documented route, reads plain and writes without a token
+    # given every documented route, reads plain and writes without a token, once the live loop
+    # has published its first frame (on a loaded machine that can take a few seconds)
+    deadline = time.monotonic() + 30
+    while demo.request("GET", "/v1/frame.jpg")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
     results = {}
     for method, path in sorted(readme_routes()):
         # when it is called on the real server

@@ -76,6 +76,10 @@ class BundleInputs:
     selftest_count: int = 16
     max_batch: int = 8
     sign_key: Path | None = None
+    verification: bool = True  # reference features for geometric verification (features.bin)
+    features_catalogue: Path | None = (
+        None  # the sharpest scans of the same cards; default catalogue_dir
+    )
 
 
 def onnx_io(path: Path) -> tuple[str, tuple[int, ...], str]:
@@ -215,6 +219,10 @@ def build(inp: BundleInputs) -> Manifest:
     manifest = refresh_hashes(out, manifest)
     assert set(manifest.files) == set(build_files_table(out))
     write_manifest(out, manifest)
+    if inp.verification:  # before signing: it lists features.bin in the manifest
+        from edge.verification_build import add_verification
+
+        add_verification(out, inp.features_catalogue or inp.catalogue_dir)
     if inp.sign_key is not None:
         from edge.signing import sign_manifest
 
@@ -271,6 +279,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--det-conf", type=float, default=0.25)
     p.add_argument("--det-iou", type=float, default=0.7)
     p.add_argument("--sign", type=Path, default=None, metavar="KEY", help="Ed25519 private key")
+    p.add_argument(
+        "--features-catalogue", type=Path, default=None,
+        help="the sharpest scans of the same cards for the verification features (default: --catalogue)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-verification", action="store_true", help="no reference features (embedding only)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -288,6 +303,8 @@ def main(args: argparse.Namespace) -> int:
             runs={k: Path(v) for k, v in runs_map.items()},
             data=args.data,
             sign_key=args.sign,
+            verification=not args.no_verification,
+            features_catalogue=args.features_catalogue,
         )
     )
     print(manifest.bundle_id)

@@ -57,7 +57,7 @@ def collect(
     u: Samples = ([], [], [])
     for _ in range(n_scenes):
         n = int(rng.integers(1, 5))
-        n_unknown = int(rng.integers(0, n + 1))
+        n_unknown = min(int(rng.integers(0, n + 1)), len(unknown_ids))
         ids = list(rng.choice(known_ids, n - n_unknown, replace=False)) + list(
             rng.choice(unknown_ids, n_unknown, replace=False)
         )
@@ -86,6 +86,7 @@ def run(
     n_scenes: int = 200,
     target_far: float = 0.05,
     seed: int = 7,
+    verify_scenes: int = 400,
 ) -> Calibration:
     """Calibrate on fresh training-config scenes and write the thresholds into the bundle."""
     known_images, unknown_images = _images(catalogue), _images(unknown)
@@ -108,7 +109,9 @@ def run(
         logger.warning("manifest changed: re-sign the bundle (cardedge bundle sign)")
     logger.info("scene calibration: %s", cal)
     if manifest.verification is not None:
-        calibrate_verify.run(bundle, known_images, unknown_images, n_scenes=n_scenes, seed=seed + 4)
+        calibrate_verify.run(
+            bundle, known_images, unknown_images, n_scenes=verify_scenes, seed=seed + 4
+        )
     return cal
 
 
@@ -119,6 +122,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenes", type=int, default=200, help="fresh training-config scenes")
     p.add_argument("--target-far", type=float, default=0.05, help="unknowns accepted at most")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--verify-scenes",
+        type=int,
+        default=400,
+        help="fresh scenes for the verification thresholds",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -129,6 +138,7 @@ def main(args: argparse.Namespace) -> int:
         n_scenes=args.scenes,
         target_far=args.target_far,
         seed=args.seed,
+        verify_scenes=args.verify_scenes,
     )
     print(json.dumps(asdict(cal), indent=2))
     return 0

@@ -3,10 +3,12 @@
 Renders scenes with the TRAINING scene config (never the held-out one), runs the bundle's own
 Recognizer (detector boxes, shortlist, the verification stage's evidence) and chooses:
 
-- `verify_min_inliers` and `verify_min_photometric`: the pair that verifies the most known cards
-  as themselves while at most FALSE_ACCEPT of the boxes pass as an unknown card or as another
-  known card (unless its own card also passes: reprints are decided apart), then tightened a
-  little for unseen scenes. Unknown cards
+- `verify_min_inliers` / `verify_min_photometric` and `verify_strong_inliers` /
+  `verify_strong_photometric`: the two operating points (either passes) that verify the most known cards
+  as themselves while at least PRECISION of what passes is right (an unknown card passing, or a
+  known card passing as another while its own card does not, is wrong; reprints that both pass
+  are decided apart), and LOOSE_PRECISION when loosened by a buffer (a margin for scenes unlike
+  these); Unknown cards
   of the catalogue's own style match its template's features; their colours do not agree;
 - `background_conf`: the detector confidence below which a box that verifies against nothing is
   background (boxes on no card) rather than an unknown card;
@@ -26,18 +28,21 @@ import numpy as np
 
 from edge.bundle import write_manifest
 from edge.config import RuntimeSettings
+from edge.features import ReferenceFeatures
 from edge.pipeline import Recognizer
 from edge.types import ImageRGB
+from edge.verify import Verifier, photometric
 from edge.verify_stage import VerifyStage, short_side
 from training.evaluate import GtCard, match_boxes
 from training.synth.scene import TRAIN_SCENES, render_scene
 
 logger = logging.getLogger(__name__)
 
-INLIER_MARGIN = 1.1  # the chosen inliers, tightened for scenes unlike these
-PHOTO_MARGIN = 0.05  # ... and the chosen colour agreement
+BUFFER_INLIERS = 1.2  # the chosen pair stays clean when loosened by this factor of inliers ...
+BUFFER_PHOTO = 0.1  # ... and this much colour agreement (a margin for scenes unlike these)
 MIN_INLIERS = 10
-FALSE_ACCEPT = 0.003  # unknown or wrong cards passing, of all boxes, before the margins
+PRECISION = 0.997  # of the cards the rule passes on these scenes, right (the bar: 0.995) ...
+LOOSE_PRECISION = 0.99  # ... and when loosened by the buffer
 FALSE_CARDS_PER_SCENE = 0.03  # background boxes allowed through, per scene, on these scenes
 
 
@@ -47,7 +52,7 @@ class Evidence:
 
     kind: str  # "known" | "unknown" | "none" (matches no card)
     conf: float
-    results: list[tuple[int, float, bool]]  # per candidate: inliers, photometric, is the card
+    results: list[tuple[int, float, int]]  # per candidate: inliers, photometric, OTHER/OWN/TWIN
     small: bool  # too small to verify
     score: float  # the embedding's top-1 score and margin, its top-1 right
     margin: float
@@ -58,6 +63,8 @@ class Evidence:
 class VerifyCalibration:
     verify_min_inliers: int
     verify_min_photometric: float
+    verify_strong_inliers: int
+    verify_strong_photometric: float
     background_conf: float
     probable_score: float
     probable_margin: float
@@ -89,12 +96,13 @@ def collect(
     stage = VerifyStage(rec.verify_stage.refs, loose)
     rng = np.random.default_rng(seed)
     images = known | unknown
+    twins = _Twins(rec.verify_stage.verifier, rec.verify_stage.refs)
     known_ids, unknown_ids = sorted(known), sorted(unknown)
     out: list[Evidence] = []
     min_px = rec.manifest.thresholds.verify_min_px
     for _ in range(n_scenes):
         n = int(rng.integers(1, 5))
-        n_unknown = int(rng.integers(0, n + 1))
+        n_unknown = min(int(rng.integers(0, n + 1)), len(unknown_ids))
         ids = list(rng.choice(known_ids, n - n_unknown, replace=False)) + list(
             rng.choice(unknown_ids, n_unknown, replace=False)
         )
@@ -107,6 +115,7 @@ def collect(
         owner = {bi: gi for gi, bi in match_boxes(gt, boxes).items()}
         cards, shortlists, _ = rec.shortlist(scene.image, boxes)
         gray = cv2.cvtColor(scene.image, cv2.COLOR_RGB2GRAY)
+        present = {g.card_id for g in gt}
         for bi, (card, shortlist) in enumerate(zip(cards, shortlists, strict=True)):
             gi = owner.get(bi)
             truth = gt[gi] if gi is not None else None
@@ -116,7 +125,7 @@ def collect(
                 Evidence(
                     kind=kind, conf=card.box.conf,
                     results=[
-                        (v.inliers, v.photometric, bool(truth and v.card_id == truth.card_id))
+                        (v.inliers, v.photometric, _relation(twins, truth, v.card_id, present))
                         for v in evidence.results
                     ],
                     small=short_side(card.box.corners) < min_px,
@@ -127,14 +136,107 @@ def collect(
     return out
 
 
-def _verdict(e: Evidence, t_i: int, t_p: float) -> str:
-    """ "right", "wrong" or "none": what the decision makes of a box at these thresholds."""
-    passing = [r for r in e.results if r[0] >= t_i and r[1] >= t_p]
-    if not passing:
-        return "none"
-    if any(r[2] for r in passing):  # the card itself passes: right, or a reprint decided apart
-        return "right"
-    return "wrong"
+Rule = tuple[int, float, int, float]  # min inliers, min colour; strong inliers, strong colour
+
+
+class _Table:
+    """The evidence as arrays (boxes x candidates) so that a rule is judged in a few numpy ops."""
+
+    def __init__(self, boxes: list[Evidence]) -> None:
+        width = max((len(e.results) for e in boxes), default=1) or 1
+        self.inl = np.full((len(boxes), width), -1, np.int32)
+        self.pho = np.full((len(boxes), width), -2.0, np.float32)
+        self.own = np.zeros((len(boxes), width), bool)
+        self.twin = np.zeros((len(boxes), width), bool)
+        for i, e in enumerate(boxes):
+            for j, (n, p, rel) in enumerate(e.results):
+                self.inl[i, j], self.pho[i, j] = n, p
+                self.own[i, j], self.twin[i, j] = rel == OWN, rel == TWIN
+
+    def verdicts(self, rule: Rule) -> tuple[np.ndarray, np.ndarray]:
+        """(a card other than it and its twins passes, the card itself passes) per box. When the
+        card itself passes, the box is right (same-art rivals are decided apart); when only
+        unrelated cards pass, it is wrong. A twin passing alone (the card itself missed the
+        shortlist) is neither: no threshold tells the same picture apart."""
+        t_i, t_p, s_i, s_p = rule
+        ok = ((self.inl >= t_i) & (self.pho >= t_p)) | ((self.inl >= s_i) & (self.pho >= s_p))
+        return (ok & ~self.twin & ~self.own).any(axis=1), (ok & self.own).any(axis=1)
+
+
+OTHER, OWN, TWIN = 0, 1, 2
+TWIN_INLIERS = 40  # two references this alike under one homography show the same picture
+TWIN_PHOTOMETRIC = 0.9  # ... as do two thumbnails whose colours agree this well
+
+
+class _Twins:
+    """Whether two catalogue cards show the same picture (their references verify as each other,
+    or their thumbnails agree in colour nearly everywhere: near-duplicate art), cached per pair."""
+
+    def __init__(self, verifier: Verifier, refs: ReferenceFeatures) -> None:
+        self.verifier, self.refs = verifier, refs
+        self._seen: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, a: str, b: str) -> bool:
+        key = (min(a, b), max(a, b))
+        if key not in self._seen:
+            self._seen[key] = self._same(a, b)
+        return self._seen[key]
+
+    def _same(self, a: str, b: str) -> bool:
+        ref = self.refs.get(a)
+        if ref is not None and self.verifier.verify(ref, b).inliers >= TWIN_INLIERS:
+            return True
+        ta, tb = self.refs.thumbnail(a), self.refs.thumbnail(b)
+        if ta is None or tb is None or ta.shape != tb.shape:
+            return False
+        return photometric(ta, np.ones(ta.shape[:2], bool), tb) >= TWIN_PHOTOMETRIC
+
+
+def _relation(twins: _Twins, truth: GtCard | None, card_id: str, present: set[str]) -> int:
+    """How a candidate relates to the card its box was paired with. A candidate that is another
+    card of the same scene (the box also covers a card lying over or beside it) is counted like a
+    twin: naming it is not a wrong card, only a loose pairing of box and truth."""
+    if truth is None or not truth.known:
+        return TWIN if card_id in present else OTHER
+    if card_id == truth.card_id:
+        return OWN
+    return TWIN if card_id in present or twins(truth.card_id, card_id) else OTHER
+
+
+def choose_rule(known: list[Evidence], unknown: list[Evidence]) -> tuple[Rule, int]:
+    """The rule naming the most known cards right whose reports are right at least PRECISION of
+    the time (unknown cards passing and known cards passing as another count against it), and
+    still LOOSE_PRECISION when loosened by the buffer; and how many it names right."""
+    k, u = _Table(known), _Table(unknown)
+
+    def precision(rule: Rule) -> tuple[float, int]:
+        k_other, k_own = k.verdicts(rule)
+        right = int(k_own.sum())
+        bad = int((k_other & ~k_own).sum() + u.verdicts(rule)[0].sum())
+        return (right / (right + bad) if right + bad else 1.0), right
+
+    def loose(rule: Rule) -> Rule:
+        t_i, t_p, s_i, s_p = rule
+        return (
+            int(t_i / BUFFER_INLIERS),
+            t_p - BUFFER_PHOTO,
+            int(s_i / BUFFER_INLIERS),
+            s_p - BUFFER_PHOTO,
+        )
+
+    best: tuple[int, Rule] = (-1, (60, 0.95, 1000, 1.0))
+    photos = np.round(np.arange(0.3, 0.96, 0.05), 2).tolist()
+    for t_i in range(MIN_INLIERS, 41):
+        for t_p in photos:
+            for s_i in [1000, *range(t_i + 4, 81, 4)]:
+                for s_p in [p for p in photos if p <= t_p] if s_i < 1000 else [1.0]:
+                    rule = (t_i, t_p, s_i, s_p)
+                    prec, right = precision(rule)
+                    if right <= best[0] or prec < PRECISION:
+                        continue
+                    if precision(loose(rule))[0] >= LOOSE_PRECISION:
+                        best = (right, rule)
+    return best[1], max(best[0], 0)
 
 
 def choose(evidence: list[Evidence], n_scenes: int) -> VerifyCalibration:
@@ -142,37 +244,28 @@ def choose(evidence: list[Evidence], n_scenes: int) -> VerifyCalibration:
     known = [e for e in evidence if e.kind == "known" and not e.small]
     unknown = [e for e in evidence if e.kind == "unknown" and not e.small]
     none = [e for e in evidence if e.kind == "none" and not e.small]
-    best: tuple[int, int, float] | None = None
-    for t_i in range(MIN_INLIERS, 61, 2):
-        for t_p in np.arange(0.3, 0.91, 0.05):
-            bad = sum(_verdict(e, t_i, float(t_p)) != "none" for e in unknown)
-            bad += sum(_verdict(e, t_i, float(t_p)) == "wrong" for e in known)
-            if bad > FALSE_ACCEPT * (len(unknown) + len(known)):
-                continue
-            right = sum(_verdict(e, t_i, float(t_p)) == "right" for e in known)
-            if best is None or right > best[0]:
-                best = (right, t_i, float(t_p))
-    _, t_i, t_p = best if best is not None else (0, 60, 0.9)
-    t_i, t_p = int(np.ceil(t_i * INLIER_MARGIN)), min(round(t_p + PHOTO_MARGIN, 3), 0.95)
+    rule, n_right = choose_rule(known, unknown)
+    passes_none = _Table(none).verdicts(rule)[0] if none else np.zeros(0, bool)
     unverified_none = sorted(
-        (e.conf for e in none if _verdict(e, t_i, t_p) == "none"), reverse=True
+        (e.conf for e, p in zip(none, passes_none, strict=True) if not p), reverse=True
     )
-    allowed = int(FALSE_CARDS_PER_SCENE * n_scenes)
-    bg_conf = unverified_none[allowed] + 1e-4 if len(unverified_none) > allowed else 0.0
-    unverified_unknown = [e for e in unknown if _verdict(e, t_i, t_p) == "none"]
+    allowed_false = int(FALSE_CARDS_PER_SCENE * n_scenes)
+    bg_conf = unverified_none[allowed_false] + 1e-4 if len(unverified_none) > allowed_false else 0.0
+    u_any = _Table(unknown).verdicts(rule)[0] if unknown else np.zeros(0, bool)
+    unverified_unknown = [e for e, p in zip(unknown, u_any, strict=True) if not p]
     p_score, p_margin = _probable([e for e in evidence if e.small])
     return VerifyCalibration(
-        verify_min_inliers=t_i,
-        verify_min_photometric=t_p,
+        verify_min_inliers=rule[0],
+        verify_min_photometric=rule[1],
+        verify_strong_inliers=rule[2],
+        verify_strong_photometric=rule[3],
         background_conf=round(min(bg_conf, 1.0), 4),
         probable_score=p_score,
         probable_margin=p_margin,
         unknown_max_inliers=max((r[0] for e in unknown for r in e.results), default=0),
-        known_verified_rate=_share([_verdict(e, t_i, t_p) == "right" for e in known]),
-        unknown_rejected_rate=_share([_verdict(e, t_i, t_p) == "none" for e in unknown]),
-        background_dropped_rate=_share(
-            [e.conf < bg_conf for e in none if _verdict(e, t_i, t_p) == "none"]
-        ),
+        known_verified_rate=round(n_right / len(known), 4) if known else 0.0,
+        unknown_rejected_rate=_share([not p for p in u_any]),
+        background_dropped_rate=_share([c < bg_conf for c in unverified_none]),
         unknown_kept_rate=_share([e.conf >= bg_conf for e in unverified_unknown]),
         n_scenes=n_scenes, n_known=len(known), n_unknown=len(unknown), n_background=len(none),
     )  # fmt: skip
@@ -218,8 +311,8 @@ def run(
         k: v for k, v in asdict(cal).items()
         if k
         in (
-            "verify_min_inliers", "verify_min_photometric", "background_conf", "probable_score",
-            "probable_margin",
+            "verify_min_inliers", "verify_min_photometric", "verify_strong_inliers",
+            "verify_strong_photometric", "background_conf", "probable_score", "probable_margin",
         )
     }  # fmt: skip
     thresholds = manifest.thresholds.model_copy(update=update)

@@ -57,6 +57,7 @@ class DemoConfig:
     det_epochs: int = 20
     batch: int = 64
     target_far: float = 0.02
+    verify_scenes: int = 600  # fresh scenes for the verification thresholds
     threads: int = 1
     seed: int = 0
     bundle_id: str = "demo"
@@ -133,12 +134,13 @@ def assemble(cfg: DemoConfig, data: Path, student: Path) -> dict[str, Any]:
             bundle_id=cfg.bundle_id, thresholds=bundle_build.thresholds_from(index_dir, 0.25, 0.7),
             runs={"teacher": cfg.work / "teacher", "student": cfg.work / "distill",
                   "detector": cfg.work / "detector"},
-            data=data,
+            data=data, features_catalogue=data / "catalogue",
         )
     )  # fmt: skip
     calibrate_scenes.run(
-        cfg.out, data / "catalogue", data / "unknown", target_far=cfg.target_far, seed=cfg.seed + 7
-    )
+        cfg.out, data / "catalogue", data / "unknown", target_far=cfg.target_far,
+        seed=cfg.seed + 7, verify_scenes=cfg.verify_scenes,
+    )  # fmt: skip
     report = evaluate.evaluate(cfg.out, data / "test_scenes", cfg.reference, threads=cfg.threads)
     return report
 
