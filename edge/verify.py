@@ -28,7 +28,7 @@ MIN_MATCHES = 8  # fewer tentative matches cannot give a meaningful homography
 REPROJ_PX = 4.0  # MAGSAC++ inlier threshold on the canvas (240 x 336 px)
 MAX_ITERS = 1000
 PHOTO_SIGMA = 2.0  # thumbnail px (112 x 80): a few px of misregistration cost little
-PHOTO_GRID = (4, 3)  # cells over the card (rows, columns) for the colour check
+PHOTO_GRID = (4, 4)  # cells over the card (rows, columns) for the colour check
 PHOTO_MIN_CELLS = 4  # fewer covered, textured cells: colour says nothing
 PHOTO_FLAT = 6.0  # a reference cell with less spread (grey levels) is flat: skipped
 MIN_AREA, MAX_AREA = 0.2, 5.0  # projected reference area / canvas area
@@ -88,23 +88,27 @@ class Verifier:
     def _matches(
         self, query: Features, ref: Features
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Reference and crop points of the tentative matches (ratio test, one per ref point)."""
-        norm = cv2.NORM_L2 if self.spec.method == "sift" else cv2.NORM_HAMMING
-        knn = cv2.BFMatcher(norm).knnMatch(query.descriptors, ref.descriptors, k=2)
-        best: dict[int, tuple[float, int]] = {}
-        for pair in knn:
-            if len(pair) < 2:
-                continue
-            m, n = pair
-            if m.distance < RATIO * n.distance:
-                prev = best.get(m.trainIdx)
-                if prev is None or m.distance < prev[0]:
-                    best[m.trainIdx] = (m.distance, m.queryIdx)
-        if not best:
-            empty = np.zeros((0, 2), np.float32)
+        """Reference and crop points of the tentative matches (ratio test, one per ref point).
+
+        The two nearest reference descriptors of every crop descriptor by one cv2.batchDistance
+        (numpy arrays, no per-match Python objects); of the crop points that pass Lowe's ratio
+        test onto the same reference point, the closest keeps it."""
+        empty = np.zeros((0, 2), np.float32)
+        if len(ref) < 2:
             return empty, empty
-        ref_idx = np.fromiter(best.keys(), np.int64, len(best))
-        q_idx = np.fromiter((v[1] for v in best.values()), np.int64, len(best))
+        sift = self.spec.method == "sift"
+        dist, nearest = cv2.batchDistance(
+            query.descriptors, ref.descriptors, cv2.CV_32F if sift else cv2.CV_32S,
+            normType=cv2.NORM_L2 if sift else cv2.NORM_HAMMING, K=2,
+        )  # fmt: skip
+        dist = dist.astype(np.float32)
+        keep = np.flatnonzero(dist[:, 0] < RATIO * dist[:, 1])
+        if not len(keep):
+            return empty, empty
+        order = keep[np.argsort(dist[keep, 0], kind="stable")]  # best first ...
+        train = nearest[order, 0]
+        _, first = np.unique(train, return_index=True)  # ... so the first per ref point is best
+        q_idx, ref_idx = order[first], train[first]
         return ref.points[ref_idx], query.points[q_idx]
 
     def corners(self, h: Homography) -> npt.NDArray[np.float64]:
@@ -155,27 +159,36 @@ def rank(results: Sequence[Verification]) -> list[Verification]:
 def photometric(view: ImageRGB, valid: npt.NDArray[np.bool_], reference: ImageRGB) -> float:
     """Colour agreement of a crop mapped onto a reference (same size): the normalised
     cross-correlation per channel in each cell of a grid over the card, the median over the cells
-    the crop covers (flat cells skipped). Gains and offsets of the light cancel out within a cell, so light gradients,
-    spots and a glare on part of the card do not sink it; other art under the same frame and text
-    does. An unknown card of the catalogue's own style matches its template's features, not its
+    the crop covers (flat cells skipped). Gains and offsets of the light cancel out within a
+    cell, so light gradients, spots and a glare on part of the card do not sink it; other art
+    under the same frame and text does. An unknown card of the catalogue's own style matches its template's features, not its
     colours."""
     # Blurred well beyond a homography's error: colour is compared, not print detail.
-    a = cv2.GaussianBlur(view, (0, 0), PHOTO_SIGMA).astype(np.float32)
-    b = cv2.GaussianBlur(reference, (0, 0), PHOTO_SIGMA).astype(np.float32)
+    rows, cols = PHOTO_GRID
     h, w = valid.shape
-    scores = []
-    for rows in np.array_split(np.arange(h), PHOTO_GRID[0]):
-        for cols in np.array_split(np.arange(w), PHOTO_GRID[1]):
-            cell = np.ix_(rows, cols)
-            inside = valid[cell]
-            if inside.mean() < 0.8:
-                continue
-            x, y = a[cell][inside], b[cell][inside]
-            if float(y.std(axis=0).mean()) < PHOTO_FLAT:  # a flat reference cell says nothing
-                continue
-            x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-3)
-            y = (y - y.mean(axis=0)) / (y.std(axis=0) + 1e-3)
-            scores.append(float((x * y).mean()))
-    if len(scores) < PHOTO_MIN_CELLS:
+    ch, cw = h // rows, w // cols
+    a = cv2.GaussianBlur(view, (0, 0), PHOTO_SIGMA)[: rows * ch, : cols * cw].astype(np.float32)
+    b = cv2.GaussianBlur(reference, (0, 0), PHOTO_SIGMA)[: rows * ch, : cols * cw].astype(
+        np.float32
+    )
+    m = valid[: rows * ch, : cols * cw].astype(np.float32)
+
+    def cells(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Mean per cell and channel (area resampling to the grid is exactly that)."""
+        out = cv2.resize(x, (cols, rows), interpolation=cv2.INTER_AREA)
+        return np.asarray(out, np.float32).reshape(rows, cols, -1)
+
+    n = cells(m)[..., 0]  # covered share of each cell
+    covered = n >= 0.8
+    n = np.maximum(n, 1e-3)[..., None]
+    m3 = m[..., None]
+    mean_a, mean_b = cells(a * m3) / n, cells(b * m3) / n
+    var_a = cells(a * a * m3) / n - mean_a**2
+    var_b = cells(b * b * m3) / n - mean_b**2
+    cov = cells(a * b * m3) / n - mean_a * mean_b
+    textured = np.sqrt(np.maximum(var_b, 0)).mean(axis=-1) >= PHOTO_FLAT  # flat cells say nothing
+    ncc = (cov / np.sqrt(np.maximum(var_a, 1e-6) * np.maximum(var_b, 1e-6))).mean(axis=-1)
+    scores = ncc[covered & textured]
+    if scores.size < PHOTO_MIN_CELLS:
         return 0.0
     return float(np.median(scores))

@@ -19,6 +19,7 @@ The cards of one frame are verified in parallel threads (OpenCV releases the GIL
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -43,8 +44,11 @@ logger = logging.getLogger(__name__)
 
 EXPAND = 1.08  # the verification crop's box, scaled about its centre
 MIN_QUERY_FEATURES = 24  # fewer in a crop of verifiable size: blurred, glared or blank
-STRONG = 3  # x verify_min_inliers: beyond doubt ...
-AFTER_STRONG = 2  # ... so only this many more candidates are checked (same-art reprints)
+# Once a candidate verifies, the rest of the shortlist is checked only where a same-art reprint
+# could hide: candidates whose embedding score is within TWIN_SCORE_GAP, AFTER_PASS at most.
+TWIN_SCORE_GAP = 0.05
+FALLBACK_SHORTLIST = 4  # candidates checked again at half resolution or turned 90 degrees
+AFTER_PASS = 2
 DUPLICATE_IOU = 0.5
 AMBIGUOUS_ASPECT = 0.8  # short/long box sides above this: also try the box turned 90 degrees
 DIFFER_LEVEL = 60.0  # summed RGB difference at which two references differ at a pixel
@@ -80,7 +84,12 @@ def _expanded(corners: Corners, factor: float) -> npt.NDArray[np.float32]:
 class VerifyStage:
     """Shortlist verification and the decision, for a loaded bundle's reference features."""
 
-    def __init__(self, refs: ReferenceFeatures, thresholds: Thresholds, threads: int = 0) -> None:
+    def __init__(
+        self, refs: ReferenceFeatures, thresholds: Thresholds, threads: int = 0, *,
+        exhaustive: bool = False,
+    ) -> None:  # fmt: skip
+        """`exhaustive`: check every candidate in every look (calibration records all evidence)."""
+        self.exhaustive = exhaustive
         self.refs = refs
         self.verifier = Verifier(refs)
         self.extractor = Extractor(refs.spec)
@@ -110,8 +119,10 @@ class VerifyStage:
         if ambiguous(box.corners):
             tries.append((np.roll(box.corners, -1, axis=0), 1.0))
         best: tuple[Evidence, npt.NDArray[np.float64]] | None = None
-        for corners, scale in tries:
-            evidence, warp = self._attempt(image, gray, corners, shortlist, scale)
+        for n, (corners, scale) in enumerate(tries):
+            # A second look is for the embedder's best few, not the whole shortlist again.
+            candidates = shortlist if n == 0 or self.exhaustive else shortlist[:FALLBACK_SHORTLIST]
+            evidence, warp = self._attempt(image, gray, corners, candidates, scale)
             if best is None or self._strength(evidence) > self._strength(best[0]):
                 best = (evidence, warp)
             if self.passes(evidence.results[0] if evidence.results else None):
@@ -159,16 +170,24 @@ class VerifyStage:
         if len(query) < MIN_QUERY_FEATURES:
             return Evidence((), len(query), "too few features to verify (blur or glare)"), warp
         results: list[Verification] = []
-        strong_at: int | None = None
-        for i, cand in enumerate(shortlist[: t.verify_shortlist]):
-            if strong_at is not None and i > strong_at + AFTER_STRONG:
-                break
+        passed: Candidate | None = None  # the first candidate that verified
+        passed_at = 0
+        for cand in shortlist[: t.verify_shortlist]:
+            if (
+                passed is not None
+                and not self.exhaustive
+                and (
+                    cand.score < passed.score - TWIN_SCORE_GAP
+                    or len(results) > passed_at + AFTER_PASS
+                )
+            ):
+                break  # beyond doubt: only candidates as close as a reprint are still checked
             v = self.verifier.verify(query, cand.card_id)
             if v.homography is not None and v.inliers >= t.verify_min_inliers:
                 v = replace(v, photometric=self.colour(image, warp, v))
             results.append(v)
-            if strong_at is None and v.inliers >= STRONG * t.verify_min_inliers:
-                strong_at = i
+            if passed is None and self.passes(v):
+                passed, passed_at = cand, len(results) - 1
         ranked = sorted(rank(results), key=lambda v: not self.passes(v))  # stable: inliers within
         return Evidence(tuple(ranked), len(query)), warp
 
@@ -191,8 +210,17 @@ class VerifyStage:
         to_thumb = np.diag([th_w / spec.width, th_h / spec.height, 1.0])
         m = to_thumb @ np.linalg.inv(h) @ warp
         view = cast(ImageRGB, cv2.warpPerspective(image, m, (th_w, th_h), flags=cv2.INTER_AREA))
-        inside = np.full(image.shape[:2], 255, np.uint8)
-        valid = cv2.warpPerspective(inside, m, (th_w, th_h), flags=cv2.INTER_NEAREST) > 0
+        # Where each thumbnail pixel comes from in the frame: inside it, or off its edge.
+        src = cv2.perspectiveTransform(_pixel_grid(th_h, th_w), np.linalg.inv(m)).reshape(
+            th_h, th_w, 2
+        )
+        h, w = image.shape[:2]
+        valid = (
+            (src[..., 0] >= 0)
+            & (src[..., 0] <= w - 1)
+            & (src[..., 1] >= 0)
+            & (src[..., 1] <= h - 1)
+        )
         return view, valid
 
     # --- decision --------------------------------------------------------------------------
@@ -310,6 +338,15 @@ class VerifyStage:
             evidence, warp = job.result()
             decided.append(self.decide(card, shortlist, evidence, warp, image))
         return without_duplicates(decided)
+
+
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(h: int, w: int) -> npt.NDArray[np.float64]:
+    """Every pixel centre of an h x w image as an (h * w) x 1 x 2 array (read-only)."""
+    ys, xs = np.mgrid[0:h, 0:w]
+    grid = np.stack([xs, ys], axis=-1).reshape(-1, 1, 2).astype(np.float64)
+    grid.flags.writeable = False
+    return grid
 
 
 def _top(evidence: Evidence) -> int:

@@ -93,7 +93,7 @@ def collect(
     loose = rec.manifest.thresholds.model_copy(
         update={"verify_min_inliers": 8, "verify_min_photometric": -1.0}
     )
-    stage = VerifyStage(rec.verify_stage.refs, loose)
+    stage = VerifyStage(rec.verify_stage.refs, loose, exhaustive=True)
     rng = np.random.default_rng(seed)
     images = known | unknown
     twins = _Twins(rec.verify_stage.verifier, rec.verify_stage.refs)
