@@ -38,7 +38,7 @@ from edge.live_stages import (
 )
 from edge.runtime import RecognizerLike, Runtime
 from edge.sources.base import FrameSource, SourceExhaustedError
-from edge.track import Tracker, TrackerConfig, TrackEvent
+from edge.track import BACKGROUND, Tracker, TrackerConfig, TrackEvent
 from edge.types import Candidate, Frame, Match
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
 
+NOT_A_CARD = Match("", 0.0, 0.0, False, "unknown", reason=BACKGROUND)
 STAGES = (
     "queue", "detect", "handoff", "rectify", "embed", "search", "verify", "track", "total",
 )  # fmt: skip
@@ -329,11 +330,11 @@ class LiveLoop:
             cards, (rectify_ms, embed_ms, _, search_ms, verify_ms) = rec.verdicts(
                 frame.image, [boxes[i] for i in plan.to_embed]
             )
-            # A background box (None) gets no vote: its track never becomes an identified card.
+            # A background box (None) gets no vote and its track is never announced; it is looked
+            # at again only when it moves or changes, as a settled track is.
             verdicts = {
-                i: (card.match, card.top_k)
+                i: (card.match, card.top_k) if card is not None else (NOT_A_CARD, ())
                 for i, card in zip(plan.to_embed, cards, strict=True)
-                if card is not None
             }
         events += self._tracker.commit(plan, verdicts)
         tracked = self._tracker.snapshot()

@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 EventKind = Literal["card_appeared", "card_identified", "card_left"]
 
 
+BACKGROUND = "background"  # the reason of a verdict that a box is no card (edge.verify_stage)
+
+
 @dataclass(frozen=True, slots=True)
 class TrackerConfig:
     """Association gates, vote window and re-embedding policy (frames, not seconds)."""
@@ -97,6 +100,7 @@ class _Track:
     identified: bool = False
     top_k: tuple[Candidate, ...] = ()
     verified: str | None = None  # a card id proven by geometry in this track: settles the vote
+    background: bool = False  # its latest verdict: not a card (never announced while so)
 
     def settled(self, cfg: TrackerConfig) -> tuple[tuple[str | None, float, bool], bool]:
         """The track's vote; one geometric verification of the winner settles it at once."""
@@ -185,7 +189,9 @@ class Tracker:
             track = self._tracks[tid]
             if i in verdicts:
                 match, top_k = verdicts[i]
-                track.votes.append((match.card_id, match.score, match.known))
+                track.background = match.reason == BACKGROUND
+                if not track.background:  # background is no vote, only a reason to look less
+                    track.votes.append((match.card_id, match.score, match.known))
                 if match.confidence == "verified":
                     track.verified = match.card_id
                 while len(track.votes) > cfg.window:
@@ -195,7 +201,7 @@ class Tracker:
                     track.box,
                     top_k,
                 )
-            if not track.announced and track.hits >= cfg.min_hits:
+            if not track.announced and not track.background and track.hits >= cfg.min_hits:
                 track.announced = True
                 events.append(self._event("card_appeared", track, plan))
             identity, settled = track.settled(cfg)
@@ -228,7 +234,7 @@ class Tracker:
                 top_k=tr.top_k,
             )
             for tr in sorted(self._tracks.values(), key=lambda tr: tr.track_id)
-            if tr.announced and tr.misses == 0
+            if tr.announced and tr.misses == 0 and not tr.background
         ]
 
     def reset(self) -> list[TrackEvent]:
@@ -247,8 +253,11 @@ class Tracker:
         if track.embed_box is None:
             return True
         _, settled = track.settled(cfg)
+        settled = settled or track.background  # looked at, and not a card: look again on change
         if not settled or frame_id - track.last_embed_frame >= cfg.refresh_every:
             return True
+        if track.verified is not None and track.verified == track.identity[0]:
+            return False  # proven by geometry: moving the card does not change what it is
         return polygon_iou(track.box.corners, track.embed_box.corners) < cfg.reembed_iou
 
     def _associate(self, boxes: list[OrientedBox]) -> dict[int, int]:

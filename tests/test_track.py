@@ -152,3 +152,33 @@ def test_tracker_on_fake_recognizer_frames_identifies_each_card() -> None:
         tracker.commit(plan, dict(zip(idx, res, strict=True)))
     # then both tracks vote their true identity
     assert sorted(t.card_id for t in tracker.snapshot()) == ["card-001", "card-003"]
+
+
+def test_one_verified_verdict_names_the_card_as_soon_as_its_track_is_confirmed() -> None:
+    # given a tracker and a card whose first verdict is proven by geometry
+    tracker = Tracker(TrackerConfig(min_hits=2, min_votes=3))
+    proven = Match("c1", 0.6, 0.01, True, "verified", 40)
+    events = []
+    for frame in range(2):
+        plan = tracker.plan([box(200, 200)], frame, float(frame))
+        verdicts = {i: (proven, ()) for i in plan.to_embed}
+        events += tracker.commit(plan, verdicts)
+    # then it is identified at the second frame, not after three votes, and not looked at again
+    # when it moves a little
+    assert [e.kind for e in events] == ["card_appeared", "card_identified"]
+    assert events[-1].card_id == "c1" and events[-1].frame_id == 1
+    assert tracker.plan([box(240, 230)], 2, 2.0).to_embed == ()
+
+
+def test_a_background_box_is_never_announced_and_not_examined_every_frame() -> None:
+    # given a box the verification stage calls background
+    from edge.live import NOT_A_CARD
+
+    tracker = Tracker(TrackerConfig(min_hits=2))
+    events, examined = [], 0
+    for frame in range(6):
+        plan = tracker.plan([box(500, 300)], frame, float(frame))
+        examined += len(plan.to_embed)
+        events += tracker.commit(plan, {i: (NOT_A_CARD, ()) for i in plan.to_embed})
+    # then no event names it, the scene does not show it, and it was looked at once
+    assert events == [] and tracker.snapshot() == [] and examined == 1
