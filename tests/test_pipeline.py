@@ -204,3 +204,18 @@ def test_zero_embeddings_are_a_backend_error(
     # then it raises instead of producing matches that look like "unknown card"
     with pytest.raises(BackendError, match="zero or non-finite"):
         rec.embed(rec.crops(img, [_full_box(img)]))
+
+
+def test_a_bundle_without_reference_features_says_it_decides_on_the_embedding_alone(
+    rec: Recognizer, factory_bundle: Path
+) -> None:
+    # given the test bundle, which carries no features.bin, and one of its own scans
+    from edge.hotswap import full_frame_box
+
+    scan = next(iter(card_images_for(factory_bundle).values()))
+    # when described and when recognising the scan
+    v = rec.describe()["verification"]
+    [card], _ = rec.verdicts(scan, [full_frame_box(*scan.shape[:2])])
+    # then verification is off, with the reason, and no card is ever `verified`
+    assert v["enabled"] is False and "embedding alone" in v["reason"]
+    assert card is not None and card.match.confidence in ("probable", "unknown")

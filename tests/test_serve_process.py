@@ -339,3 +339,12 @@ def test_the_issue_repro_push_of_the_served_bundle_succeeds(demo: ServeProcess, 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1/1 devices ok" in result.stdout
     assert demo.json("GET", "/v1/status")[1]["bundle_id"] == "demo"
+
+
+def test_status_says_the_served_bundle_verifies_by_geometry(demo: ServeProcess) -> None:
+    # given the real service on the demo bundle, which carries reference features
+    status = demo.json("GET", "/v1/status")[1]
+    # then /v1/status says verification is on, for every card of the catalogue
+    v = status["verification"]
+    assert v["enabled"] is True and v["method"] == "orb"
+    assert v["cards"] == status["card_count"] and v["keypoints"] > 0 and v["min_inliers"] >= 4

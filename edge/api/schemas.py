@@ -136,6 +136,21 @@ class StoreOut(BaseModel):
     hint: str | None = Field(None, description="How to make it writable.")
 
 
+class VerificationOut(BaseModel):
+    """Whether the bundle proves identifications by geometry, or decides on the embedding alone."""
+
+    enabled: bool = Field(
+        description="The bundle carries reference features: cards can be verified."
+    )
+    reason: str | None = Field(None, description="Why not, when not enabled.")
+    method: str | None = Field(None, description="Local feature type (orb).")
+    cards: int | None = Field(None, description="Cards with reference features.")
+    keypoints: int | None = Field(None, description="Reference keypoints in all.")
+    min_inliers: int | None = Field(
+        None, description="Inliers a candidate needs (first operating point)."
+    )
+
+
 class StatusOut(BaseModel):
     version: str
     bundle_id: str | None
@@ -146,3 +161,6 @@ class StatusOut(BaseModel):
     ready: bool
     checks: dict[str, str]
     store: StoreOut
+    verification: VerificationOut | None = Field(
+        None, description="The current bundle's verification stage; null without a bundle."
+    )

@@ -8,7 +8,7 @@ from importlib import metadata
 from fastapi import APIRouter, Request
 
 from edge.api.deps import ReadAccess, RuntimeDep, get_context
-from edge.api.schemas import BackendOut, LiveOut, StatusOut, StoreOut
+from edge.api.schemas import BackendOut, LiveOut, StatusOut, StoreOut, VerificationOut
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,9 @@ async def status(request: Request, runtime: RuntimeDep) -> StatusOut:
     rec = runtime.peek()
     ready, checks = runtime.health()
     live = runtime.live
+    described = rec.describe().get("verification") if rec else None
     return StatusOut(
+        verification=VerificationOut(**described) if isinstance(described, dict) else None,
         version=_version(),
         bundle_id=rec.bundle_id if rec else None,
         catalogue=rec.manifest.catalogue.name if rec else None,
