@@ -46,6 +46,7 @@ RUN_HERE = {
     "cardedge-train compile-hef",
     "cardedge-train evaluate",
     "cardedge-train calibrate",
+    "cardedge-train bundle",
 }
 RUN_BY_SERVE_TESTS = {"cardedge serve", "cardedge bundle push"}
 RUN_BY_OTHER_MODULES = {"cardedge bundle reindex"}  # tests/test_reindex.py
@@ -57,7 +58,6 @@ NOT_RUN_AS_PROCESS = {
     "cardedge-train detector",
     "cardedge-train index",
     "cardedge-train export",
-    "cardedge-train bundle",
 }
 
 
@@ -294,3 +294,72 @@ def test_train_compile_hef_with_the_fake_compiler(tmp_path: Path, factory_bundle
     assert "re-sign" in result.stdout
     compiled = load_manifest(bundle / "manifest.json")
     assert compiled.detector.hef is not None and compiled.embedder.hef is not None
+
+
+def _bundle_inputs(factory: Path, root: Path) -> dict[str, Path]:
+    """What `cardedge-train bundle` assembles, from the session's test bundle: the two ONNX
+    models (the embedder with its export sidecar), an index folder and the catalogue scans."""
+    from edge.index import load_index
+    from edge.manifest import load_manifest
+    from tests.bundle_factory import _card_images
+
+    manifest = load_manifest(factory / "manifest.json")
+    models, index, catalogue = root / "models", root / "index", root / "catalogue"
+    for folder in (models, index, catalogue / "images"):
+        folder.mkdir(parents=True)
+    shutil.copy2(factory / "detector.onnx", models / "detector.onnx")
+    shutil.copy2(factory / "embedder.onnx", models / "embedder.onnx")
+    emb = manifest.embedder
+    side = {
+        "input_spec": emb.input.model_dump(),
+        "arch": emb.arch,
+        "embedding_dim": emb.embedding_dim,
+    }
+    (models / "embedder.json").write_text(json.dumps(side))
+    for name in ("index.usearch", "catalogue.sqlite"):
+        shutil.copy2(factory / name, index / name)
+    usearch = load_index(factory / "index.usearch", manifest.index.dim, manifest.index.dtype)
+    np.save(
+        index / "embeddings.npy",
+        np.asarray(usearch.get(np.arange(len(usearch), dtype=np.uint64)), np.float32),
+    )
+    t = manifest.thresholds
+    (index / "calibration.json").write_text(
+        json.dumps({"unknown_score": t.unknown_score, "unknown_margin": t.unknown_margin})
+    )
+    cards, images = _card_images(manifest.catalogue.card_count, 0)  # the factory's own cards
+    rows = ["card_id,name,set_id,set_name,number,rarity"]
+    for card, image in zip(cards, images, strict=True):
+        cv2.imwrite(
+            str(catalogue / "images" / f"{card.card_id}.jpg"),
+            cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+        )
+        rows.append(
+            f"{card.card_id},{card.name},{card.set_id},{card.set_name},{card.number},{card.rarity}"
+        )
+    (catalogue / "cards.csv").write_text("\n".join(rows) + "\n")
+    return {"models": models, "index": index, "catalogue": catalogue}
+
+
+@pytest.mark.train
+def test_train_bundle_signed_with_reference_features(tmp_path: Path, factory_bundle: Path) -> None:
+    # given trained models, an index folder, the catalogue's scans and a signing key
+    inp = _bundle_inputs(factory_bundle, tmp_path)
+    key, pub = tmp_path / "k.pem", tmp_path / "k.pub"
+    run("cardedge", "bundle", "keygen", "--private", str(key), "--public", str(pub))
+    out = tmp_path / "bundle"
+    # when assembled and signed by the shipped command
+    result = run("cardedge-train", "bundle", "--out", str(out), "--detector", str(inp["models"] / "detector.onnx"),
+                 "--embedder", str(inp["models"] / "embedder.onnx"), "--index", str(inp["index"]),
+                 "--catalogue", str(inp["catalogue"]), "--name", "test", "--bundle-id", "assembled-1",
+                 "--sign", str(key))  # fmt: skip
+    # then it prints its id, verifies with the public key, and carries every card's features
+    assert result.stdout.strip().splitlines()[-1] == "assembled-1"
+    run("cardedge", "bundle", "verify", str(out), "--public-key", str(pub))
+    from edge.bundle import verify_bundle
+
+    manifest = verify_bundle(out)
+    assert (
+        manifest.verification is not None
+        and manifest.verification.cards == manifest.catalogue.card_count
+    )
