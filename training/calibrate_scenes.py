@@ -25,10 +25,10 @@ from edge.config import RuntimeSettings
 from edge.pipeline import Recognizer
 from edge.types import ImageRGB
 from training import calibrate_verify
-from training.evaluate import GtCard, match_boxes
+from training.calibrate_verify import fresh_scenes
+from training.evaluate import match_boxes
 from training.index_build import Calibration, calibrate
 from training.synth.catalogue import load_catalogue
-from training.synth.scene import TRAIN_SCENES, render_scene
 
 logger = logging.getLogger(__name__)
 
@@ -50,22 +50,9 @@ def collect(
     seed: int,
 ) -> tuple[Samples, Samples]:
     """(scores, margins, correct) of detected known cards and of detected unknown cards."""
-    rng = np.random.default_rng(seed)
-    images = known | unknown
-    known_ids, unknown_ids = sorted(known), sorted(unknown)
     k: Samples = ([], [], [])
     u: Samples = ([], [], [])
-    for _ in range(n_scenes):
-        n = int(rng.integers(1, 5))
-        n_unknown = min(int(rng.integers(0, n + 1)), len(unknown_ids))
-        ids = list(rng.choice(known_ids, n - n_unknown, replace=False)) + list(
-            rng.choice(unknown_ids, n_unknown, replace=False)
-        )
-        scene = render_scene(images, rng, TRAIN_SCENES, card_ids=[str(i) for i in ids])
-        gt = [
-            GtCard(c.card_id, np.asarray(c.corners, np.float32), c.card_id in known, False, 0, 0, 0)
-            for c in scene.cards
-        ]
+    for scene, gt in fresh_scenes(known, unknown, n_scenes, seed):
         boxes = rec.detect(scene.image)
         pairs = match_boxes(gt, boxes)
         order = sorted(pairs)

@@ -19,6 +19,7 @@ Recognizer (detector boxes, shortlist, the verification stage's evidence) and ch
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from edge.types import ImageRGB
 from edge.verify import Verifier, photometric
 from edge.verify_stage import VerifyStage, short_side
 from training.evaluate import GtCard, match_boxes
-from training.synth.scene import TRAIN_SCENES, render_scene
+from training.synth.scene import TRAIN_SCENES, Scene, render_scene
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,31 @@ class VerifyCalibration:
     n_background: int
 
 
+def fresh_scenes(
+    known: dict[str, ImageRGB], unknown: dict[str, ImageRGB], n_scenes: int, seed: int
+) -> Iterator[tuple[Scene, list[GtCard]]]:
+    """Training-config scenes of 1-4 cards, some of them unknown, with their ground truth."""
+    rng = np.random.default_rng(seed)
+    images = known | unknown
+    known_ids, unknown_ids = sorted(known), sorted(unknown)
+    for _ in range(n_scenes):
+        n = int(rng.integers(1, 5))
+        n_unknown = min(int(rng.integers(0, n + 1)), len(unknown_ids))
+        ids = list(rng.choice(known_ids, n - n_unknown, replace=False)) + list(
+            rng.choice(unknown_ids, n_unknown, replace=False)
+        )
+        scene = render_scene(images, rng, TRAIN_SCENES, card_ids=[str(i) for i in ids])
+        yield (
+            scene,
+            [
+                GtCard(
+                    c.card_id, np.asarray(c.corners, np.float32), c.card_id in known, False, 0, 0, 0
+                )
+                for c in scene.cards
+            ],
+        )
+
+
 def collect(
     rec: Recognizer,
     known: dict[str, ImageRGB],
@@ -94,23 +120,10 @@ def collect(
         update={"verify_min_inliers": 8, "verify_min_photometric": -1.0}
     )
     stage = VerifyStage(rec.verify_stage.refs, loose, exhaustive=True)
-    rng = np.random.default_rng(seed)
-    images = known | unknown
     twins = _Twins(rec.verify_stage.verifier, rec.verify_stage.refs)
-    known_ids, unknown_ids = sorted(known), sorted(unknown)
     out: list[Evidence] = []
     min_px = rec.manifest.thresholds.verify_min_px
-    for _ in range(n_scenes):
-        n = int(rng.integers(1, 5))
-        n_unknown = min(int(rng.integers(0, n + 1)), len(unknown_ids))
-        ids = list(rng.choice(known_ids, n - n_unknown, replace=False)) + list(
-            rng.choice(unknown_ids, n_unknown, replace=False)
-        )
-        scene = render_scene(images, rng, TRAIN_SCENES, card_ids=[str(i) for i in ids])
-        gt = [
-            GtCard(c.card_id, np.asarray(c.corners, np.float32), c.card_id in known, False, 0, 0, 0)
-            for c in scene.cards
-        ]
+    for scene, gt in fresh_scenes(known, unknown, n_scenes, seed):
         boxes = rec.detect(scene.image)
         owner = {bi: gi for gi, bi in match_boxes(gt, boxes).items()}
         cards, shortlists, _ = rec.shortlist(scene.image, boxes)
