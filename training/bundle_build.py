@@ -195,7 +195,11 @@ def build(inp: BundleInputs) -> Manifest:
     selftest = {}
     for card_id in pick_selftest(inp.index_dir, inp.thresholds, inp.selftest_count):
         rel = f"{SELFTEST_DIR}/{card_id}.jpg"
-        shutil.copy2(inp.catalogue_dir / "images" / f"{card_id}.jpg", out / rel)
+        # The scans the reference features come from: a self-test then checks the bundle's
+        # models, index and features against each other, not a second rendering's detail.
+        shutil.copy2(
+            (inp.features_catalogue or inp.catalogue_dir) / "images" / f"{card_id}.jpg", out / rel
+        )
         selftest[rel] = card_id
     emb = embedder_spec_from(inp.embedder_onnx, inp.max_batch)
     vectors = np.load(inp.index_dir / "embeddings.npy", mmap_mode="r")
