@@ -212,6 +212,7 @@ class SceneBuilder:
                     tc.identified,
                     tc.box.conf,
                     polygon,
+                    "verified" if tc.verified else "probable" if tc.known else "unknown",
                 )
             )
         h, w = frame.image.shape[:2]

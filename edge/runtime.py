@@ -123,6 +123,7 @@ class SceneCard:
     identified: bool
     det_conf: float  # detector confidence
     polygon: tuple[tuple[float, float], ...]  # 4 corners, px, clockwise from the card's top-left
+    confidence: str = "unknown"  # verified (by geometry in this track) / probable / unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,7 @@ class SceneState:
                     "identified": c.identified,
                     "det_conf": round(c.det_conf, 4),
                     "polygon": [[round(x, 1), round(y, 1)] for x, y in c.polygon],
+                    "confidence": c.confidence,
                 }
                 for c in self.cards
             ],

@@ -71,6 +71,7 @@ class TrackedCard:
     votes: int
     age_frames: int
     top_k: tuple[Candidate, ...]
+    verified: bool = False  # its card was proven by geometry (the track's verdicts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +233,9 @@ class Tracker:
                 votes=len(tr.votes),
                 age_frames=tr.hits,
                 top_k=tr.top_k,
+                verified=tr.identity[2]
+                and tr.verified is not None
+                and tr.verified == tr.identity[0],
             )
             for tr in sorted(self._tracks.values(), key=lambda tr: tr.track_id)
             if tr.announced and tr.misses == 0 and not tr.background

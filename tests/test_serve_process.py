@@ -348,3 +348,16 @@ def test_status_says_the_served_bundle_verifies_by_geometry(demo: ServeProcess) 
     v = status["verification"]
     assert v["enabled"] is True and v["method"] == "orb"
     assert v["cards"] == status["card_count"] and v["keypoints"] > 0 and v["min_inliers"] >= 4
+
+
+def test_the_live_scene_gives_each_card_its_confidence_tier(demo: ServeProcess) -> None:
+    # given the served demo filming synthetic tables of its cards, once cards are in view
+    deadline, cards = time.monotonic() + 60, []
+    while not cards and time.monotonic() < deadline:
+        cards = demo.json("GET", "/v1/scene")[1]["cards"]
+        time.sleep(0.2)
+    # then every card says how it is known, consistent with `known`
+    assert cards, "no card in view within 60 s"
+    for c in cards:
+        assert c["confidence"] in ("verified", "probable", "unknown")
+        assert (c["confidence"] != "unknown") == c["known"]

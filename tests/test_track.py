@@ -182,3 +182,14 @@ def test_a_background_box_is_never_announced_and_not_examined_every_frame() -> N
         events += tracker.commit(plan, {i: (NOT_A_CARD, ()) for i in plan.to_embed})
     # then no event names it, the scene does not show it, and it was looked at once
     assert events == [] and tracker.snapshot() == [] and examined == 1
+
+
+def test_the_snapshot_says_which_tracks_were_proven_by_geometry() -> None:
+    # given one card verified and one known on the embedding alone
+    tracker = Tracker(TrackerConfig(min_hits=1, min_votes=1))
+    proven = Match("c1", 0.9, 0.2, True, "verified", 40)
+    embedded = Match("c2", 0.9, 0.2, True, "probable")
+    plan = tracker.plan([box(200, 200), box(600, 200)], 0, 0.0)
+    tracker.commit(plan, {0: (proven, ()), 1: (embedded, ())})
+    # then the snapshot tells them apart
+    assert [(t.card_id, t.verified) for t in tracker.snapshot()] == [("c1", True), ("c2", False)]

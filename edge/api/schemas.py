@@ -95,6 +95,11 @@ class SceneCardOut(BaseModel):
     identified: bool = Field(description="The track's vote has settled (known or unknown).")
     det_conf: float = Field(description="Detector confidence.")
     polygon: Polygon
+    confidence: Literal["verified", "probable", "unknown"] = Field(
+        "unknown",
+        description="verified: the track's card was proven by geometry; probable: "
+        "known on the embedding alone; unknown: neither.",
+    )
 
 
 class SceneOut(BaseModel):
