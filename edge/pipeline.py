@@ -13,7 +13,6 @@ sessions and usearch searches are reentrant, the catalogue serialises its SQLite
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -35,7 +34,7 @@ from edge.errors import BackendError, BadImageError
 from edge.features import ReferenceFeatures
 from edge.index import CardIndex, Catalogue, decide
 from edge.manifest import Manifest, ModelSpec
-from edge.rectify import warp_card
+from edge.rectify import side_lengths, warp_card
 from edge.types import Candidate, CardCrop, CardMatch, ImageRGB, Match, OrientedBox, StageTimings
 from edge.verify_stage import VerifyStage
 
@@ -252,12 +251,17 @@ class Recognizer:
         a card already reported."""
         cards, shortlists, times = self.shortlist(image, boxes)
         t3 = time.perf_counter()
-        verdicts: list[CardMatch | None]
-        if self.verify_stage is not None:
-            verdicts = self.verify_stage.run(image, cards, shortlists)
-        else:
-            verdicts = [embedding_only(c) for c in cards]
+        verdicts = self.decide(image, cards, shortlists)
         return verdicts, (*times, _ms(t3, time.perf_counter()))
+
+    def decide(
+        self, image: ImageRGB, cards: list[CardMatch], shortlists: list[list[Candidate]]
+    ) -> list[CardMatch | None]:
+        """The decision on `shortlist`'s output: verified where the bundle has reference
+        features, else the embedding's own (`verdicts` is `shortlist` then this)."""
+        if self.verify_stage is not None:
+            return self.verify_stage.run(image, cards, shortlists)
+        return [embedding_only(c) for c in cards]
 
     def shortlist(
         self, image: ImageRGB, boxes: list[OrientedBox]
@@ -409,9 +413,7 @@ def _merge(first: Sequence[Candidate], second: Sequence[Candidate]) -> list[Cand
 
 def ambiguous_aspect(corners: npt.NDArray[np.float32]) -> bool:
     """True when a box's short/long edge ratio is too close to 1 to trust its portrait side."""
-    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = corners.tolist()  # 4 points: plain floats are fastest
-    first = math.hypot(x1 - x0, y1 - y0) + math.hypot(x3 - x2, y3 - y2)
-    second = math.hypot(x2 - x1, y2 - y1) + math.hypot(x0 - x3, y0 - y3)
+    first, second = side_lengths(corners)
     return min(first, second) > AMBIGUOUS_ASPECT * max(first, second)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from typing import cast
 
 import cv2
@@ -74,6 +75,15 @@ def _crop_corners(out_h: int, out_w: int) -> npt.NDArray[np.float32]:
     )
     dst.flags.writeable = False
     return dst
+
+
+def side_lengths(corners: Corners) -> tuple[float, float]:
+    """Mean lengths of a quadrilateral's two pairs of opposite sides, px: (TL-TR with BR-BL,
+    TR-BR with BL-TL). Plain floats: for 4 points they are faster than numpy."""
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = np.asarray(corners, np.float64).tolist()
+    first = math.hypot(x1 - x0, y1 - y0) + math.hypot(x3 - x2, y3 - y2)
+    second = math.hypot(x2 - x1, y2 - y1) + math.hypot(x0 - x3, y0 - y3)
+    return first / 2, second / 2
 
 
 def rectify(image: ImageRGB, box: OrientedBox, out_h: int, out_w: int) -> CardCrop:

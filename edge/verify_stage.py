@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +34,7 @@ import numpy.typing as npt
 from edge.features import Extractor, ReferenceFeatures
 from edge.index import decide
 from edge.manifest import Thresholds
-from edge.rectify import _crop_corners
+from edge.rectify import _crop_corners, side_lengths
 from edge.track import polygon_iou
 from edge.types import Candidate, CardMatch, Corners, ImageRGB, Match, OrientedBox
 from edge.verify import Verification, Verifier, photometric, rank
@@ -67,11 +66,8 @@ class Evidence:
 
 
 def short_side(corners: Corners) -> float:
-    """The shorter of the quadrilateral's two mean edge lengths, px."""
-    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = np.asarray(corners, np.float64).tolist()
-    a = math.hypot(x1 - x0, y1 - y0) + math.hypot(x3 - x2, y3 - y2)
-    b = math.hypot(x2 - x1, y2 - y1) + math.hypot(x0 - x3, y0 - y3)
-    return min(a, b) / 2
+    """The shorter of the quadrilateral's two mean side lengths, px."""
+    return min(side_lengths(corners))
 
 
 def _expanded(corners: Corners, factor: float) -> npt.NDArray[np.float32]:
@@ -349,16 +345,10 @@ def _pixel_grid(h: int, w: int) -> npt.NDArray[np.float64]:
     return grid
 
 
-def _top(evidence: Evidence) -> int:
-    return evidence.results[0].inliers if evidence.results else -1
-
-
 def ambiguous(corners: Corners) -> bool:
     """A box whose short/long side ratio is too close to 1 to trust which side is the card's top
     edge (a card tilted away along its long axis)."""
-    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = np.asarray(corners, np.float64).tolist()
-    a = math.hypot(x1 - x0, y1 - y0) + math.hypot(x3 - x2, y3 - y2)
-    b = math.hypot(x2 - x1, y2 - y1) + math.hypot(x0 - x3, y0 - y3)
+    a, b = side_lengths(corners)
     return min(a, b) > AMBIGUOUS_ASPECT * max(a, b)
 
 

@@ -64,11 +64,10 @@ class _FakeRecognizer:
         cards = [CardMatch(b, m) for b, m in zip(boxes, self.answers, strict=False)]
         return cards, [[] for _ in cards], (0.0, 0.0, 0.0, 0.0)
 
-    def verdicts(
-        self, image: np.ndarray, boxes: list[OrientedBox]
-    ) -> tuple[list[CardMatch | None], tuple[float, ...]]:
-        cards, _, times = self.shortlist(image, boxes)
-        return list(cards), (*times, 0.0)
+    def decide(
+        self, image: np.ndarray, cards: list[CardMatch], shortlists: list[list[Candidate]]
+    ) -> list[CardMatch | None]:
+        return list(cards)
 
 
 def _catalogue(tmp_path: Path, images: dict[str, np.ndarray]) -> Path:

@@ -181,8 +181,8 @@ def evaluate_scene(
     boxes = rec.detect(image)
     pairs = match_boxes(gt, boxes)
     outcomes = [Outcome(gt=g, detected=i in pairs) for i, g in enumerate(gt)]
-    verdicts, _ = rec.verdicts(image, boxes)
-    embedded, _, _ = rec.shortlist(image, boxes)
+    embedded, shortlists, _ = rec.shortlist(image, boxes)
+    verdicts = rec.decide(image, embedded, shortlists)
     for gi, bi in pairs.items():
         o, emb = outcomes[gi], embedded[bi]
         o.embedding_predicted, o.embedding_accepted = emb.match.card_id, emb.match.known

@@ -10,10 +10,11 @@ embedding-only one, on the same detections.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from edge.verify_stage import short_side
 
 if TYPE_CHECKING:
     from training.evaluate import FalseBox, Outcome
@@ -28,13 +29,6 @@ TARGETS = {
     "known_flagged": ("<=", 0.02),
     "false_cards_per_scene": ("<=", 0.05),
 }
-
-
-def short_side_px(corners: Any) -> float:
-    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = [tuple(map(float, p)) for p in corners]
-    a = math.hypot(x1 - x0, y1 - y0) + math.hypot(x3 - x2, y3 - y2)
-    b = math.hypot(x2 - x1, y2 - y1) + math.hypot(x0 - x3, y0 - y3)
-    return min(a, b) / 2
 
 
 def _rate(flags: Sequence[bool]) -> float | None:
@@ -52,7 +46,7 @@ def _figures(
     detected = [o for o in outcomes if o.detected]
     known = [o for o in detected if o.gt.known]
     unknown = [o for o in detected if not o.gt.known]
-    big = [o for o in known if o.gt.visible >= UNOCCLUDED and short_side_px(o.gt.corners) >= BIG_PX]
+    big = [o for o in known if o.gt.visible >= UNOCCLUDED and short_side(o.gt.corners) >= BIG_PX]
     right = [said(o)[1] and said(o)[0] == o.gt.card_id for o in known]
     reported_known = [said(o)[1] for o in detected]
     n_right = sum(right)
