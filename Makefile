@@ -8,7 +8,8 @@ export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test lint typecheck pytest install-runtime install-dev browser demo-bundle bench \
-	bench-index bench-live bench-scene bench-swap bench-hailo bench-synth synth-preview soak clean
+	bench-index bench-live bench-scene bench-swap bench-hailo bench-synth synth-preview soak clean \
+	backgrounds demo-bundle-full
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -50,6 +51,15 @@ test: lint typecheck pytest
 
 demo-bundle: $(VENV)/.dev-stamp
 	$(BIN)/cardedge-train demo-bundle --out models/demo --reference reference_db/demo
+
+# Real photographs and material textures (Debian packages, free licences) for the detector's
+# world, gathered into data/backgrounds/<family>/ (about 190 MB; needs root for apt).
+BACKGROUND_PACKAGES := plasma-workspace-wallpapers mate-backgrounds nexuiz-textures gnome-backgrounds
+backgrounds: $(VENV)/.dev-stamp
+	@dpkg -s $(BACKGROUND_PACKAGES) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(BACKGROUND_PACKAGES) >/dev/null; \
+	  else echo "run as root (or sudo apt-get install $(BACKGROUND_PACKAGES))"; exit 1; fi; }
+	$(BIN)/cardedge-train synth backgrounds --out data/backgrounds
 
 bench: $(VENV)/.dev-stamp
 	$(BIN)/cardedge bench --bundle models/demo

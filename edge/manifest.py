@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge.errors import BundleSchemaError
 
@@ -73,10 +73,28 @@ class ModelSpec(_Strict):
 class DetectorSpec(ModelSpec):
     task: Literal["obb"] = Field("obb", description="Detector task; only oriented boxes.")
     num_classes: int = Field(1, ge=1, description="Number of detector classes.")
+    class_names: tuple[str, ...] = Field(
+        ("card",),
+        description="Class names in class-id order: `card` (a card face) and, where the detector "
+        "has it, `back` (a card lying face down, reported as a back, never as an unknown card).",
+    )
     strides: tuple[int, ...] = Field((8, 16, 32), description="Head strides.")
     reg_max: int = Field(
         16, description="DFL bins of the box head (for host decode of cut graphs)."
     )
+
+    @model_validator(mode="after")
+    def _names_match_classes(self) -> DetectorSpec:
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} names for {self.num_classes} classes"
+            )
+        return self
+
+    @property
+    def back_class(self) -> int | None:
+        """The class id of card backs, or None for a detector without one."""
+        return self.class_names.index("back") if "back" in self.class_names else None
 
 
 class EmbedderSpec(ModelSpec):

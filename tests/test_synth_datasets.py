@@ -73,7 +73,7 @@ def test_test_scenes_load_with_ground_truth(world: TinyWorld) -> None:
 def test_obb_labels_match_the_scene_card_count(world: TinyWorld) -> None:
     for label in (world.obb / "labels" / "train").glob("*.txt"):
         rows = [ln.split() for ln in label.read_text().splitlines()]
-        assert all(len(r) == 9 and r[0] == "0" for r in rows)
+        assert all(len(r) == 9 and r[0] in ("0", "1") for r in rows)  # card face or back
         assert all(0.0 <= float(v) <= 1.0 for r in rows for v in r[1:])
 
 
@@ -89,8 +89,8 @@ def test_obb_dataset_loads_in_ultralytics(world: TinyWorld) -> None:
     label_file = world.obb / "labels" / "train" / f"{Path(ds.im_files[0]).stem}.txt"
     n_boxes = len(label_file.read_text().splitlines())
     item = ds[0]
-    # then the item has one rotated box (x, y, w, h, angle) per labelled card
-    assert data["nc"] == 1
+    # then the item has one rotated box (x, y, w, h, angle) per labelled card (face or back)
+    assert data["nc"] == 2 and data["names"] == {0: "card", 1: "back"}
     assert len(ds) == N_SCENES
     assert tuple(item["bboxes"].shape) == (n_boxes, 5)
 

@@ -121,9 +121,23 @@ def run_lineage(run_dir: Path) -> dict[str, Any]:
     return entry
 
 
+def detector_classes(path: Path) -> tuple[str, ...]:
+    """Class names in id order from an ultralytics export's `names` metadata ({0: 'card', ...});
+    ("card",) for an export without it."""
+    import ast
+
+    model = onnx.load(str(path), load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == "names":
+            names = ast.literal_eval(prop.value)
+            return tuple(str(names[k]) for k in sorted(names))
+    return ("card",)
+
+
 def detector_spec(path: Path) -> DetectorSpec:
     name, shape, output = onnx_io(path)
     h, w = shape[2], shape[3]
+    classes = detector_classes(path)
     spec = InputSpec(
         height=h, width=w, mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0), resize="letterbox"
     )
@@ -134,6 +148,8 @@ def detector_spec(path: Path) -> DetectorSpec:
         input_name=name,
         output_name=output,
         arch="yolo11n-obb",
+        num_classes=len(classes),
+        class_names=classes,
     )
 
 

@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class DetectorConfig:
     close_mosaic: int = 5
     seed: int = 0
     resume: bool = False
+    cache: str = ""  # "ram": decoded, resized images kept in memory (a CPU epoch is faster)
     mlflow: Path | None = None
 
 
@@ -74,7 +76,12 @@ def _epoch_logger(run: runs.RunDir) -> Any:
             return
         seen.add(int(trainer.epoch))
         losses = trainer.label_loss_items(trainer.tloss, prefix="train")
-        row: dict[str, Any] = {"epoch": int(trainer.epoch)}
+        # wall clock and images seen, so a learning curve can be drawn across resumed sessions
+        row: dict[str, Any] = {
+            "epoch": int(trainer.epoch),
+            "time": round(time.time(), 1),
+            "images": (int(trainer.epoch) + 1) * len(trainer.train_loader.dataset),
+        }
         for key, value in {**losses, **trainer.metrics}.items():
             name = key.replace("metrics/", "").replace("(B)", "").replace("/", "_")
             row[name] = round(float(value), 5)
@@ -111,6 +118,7 @@ def train(cfg: DetectorConfig) -> Path:
             mosaic=cfg.mosaic,
             close_mosaic=cfg.close_mosaic,
             seed=cfg.seed,
+            cache=cfg.cache or False,
             deterministic=True,
             project=str(cfg.out.resolve()),
             name=ULTRA_DIR,
@@ -127,16 +135,28 @@ def train(cfg: DetectorConfig) -> Path:
     return cfg.out / "best.pt"
 
 
-def export_onnx(weights: Path, out: Path, imgsz: int) -> Path:
-    """YOLO checkpoint -> ONNX (static 1 x 3 x imgsz x imgsz, opset 17) at `out`."""
+def parse_hw(text: str) -> tuple[int, int]:
+    """ "256x448" (height x width) or "320" (square) -> (h, w), both multiples of 32."""
+    parts = [int(v) for v in text.lower().split("x")]
+    h, w = (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    if len(parts) > 2 or h % 32 or w % 32 or h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: want HxW in multiples of 32, e.g. 256x448")
+    return h, w
+
+
+def export_onnx(weights: Path, out: Path, imgsz: int | tuple[int, int]) -> Path:
+    """YOLO checkpoint -> ONNX (static 1 x 3 x H x W, opset 17) at `out`. A fully
+    convolutional detector trained on square mosaics runs at any input of multiples of 32: a
+    16:9 camera gets a 16:9-ish input (e.g. 256x448) instead of a square letterbox's grey bars."""
     from ultralytics import YOLO
 
     model = YOLO(str(weights))
-    produced = model.export(format="onnx", imgsz=imgsz, opset=17, dynamic=False, simplify=True)
+    size = list(imgsz) if isinstance(imgsz, tuple) else imgsz
+    produced = model.export(format="onnx", imgsz=size, opset=17, dynamic=False, simplify=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(produced, out)
     scrub_paths(out)
-    logger.info("detector exported to %s at %d px", out, imgsz)
+    logger.info("detector exported to %s at %s px", out, imgsz)
     return out
 
 
@@ -168,6 +188,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mosaic", type=float, default=d.mosaic)
     p.add_argument("--device", default=d.device, help="'' auto, cpu, 0, 0,1 (ultralytics DDP)")
     p.add_argument("--export", type=Path, default=None, help="also export best.pt to this ONNX")
+    p.add_argument(
+        "--export-hw", type=parse_hw, default=None,
+        help="the ONNX input as HxW (e.g. 256x448 for a 16:9 camera); default imgsz square",
+    )  # fmt: skip
+    p.add_argument("--cache", default=d.cache, choices=("", "ram", "disk"), help="image cache")
     p.add_argument("--resume", action="store_true", help="continue from the run's last.pt")
     p.add_argument("--mlflow", type=Path, default=None, help="log to a local MLflow store")
 
@@ -176,5 +201,5 @@ def main(args: argparse.Namespace) -> int:
     cfg = runs.config_from_args(DetectorConfig, args)
     best = train(cfg)
     if args.export is not None:
-        export_onnx(best, args.export, cfg.imgsz)
+        export_onnx(best, args.export, args.export_hw or cfg.imgsz)
     return 0

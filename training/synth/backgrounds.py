@@ -5,11 +5,13 @@ Training families: wood, cloth, playmat, desk (with clutter), carpet, collage, p
 learns what a card is rather than what a table looks like. Held-out families used only by the
 test-scene config: marble, granite, gingham (made by generators the training world never runs). Textures are synthesised at half resolution and
 upscaled (detail finer than that is lost to camera blur anyway), which keeps a 1280x720 frame
-within a few milliseconds. An optional image folder supplies real photographs instead.
+within a few milliseconds. An optional image folder supplies real photographs and textures
+instead (training/synth/photos.py gathers them, one sub-folder per family).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -332,12 +334,45 @@ FAMILIES: dict[str, Callable[[int, int, np.random.Generator], ImageRGB]] = {
 }
 
 
-def list_images(folder: Path | None) -> list[Path]:
-    """Image files in `folder` (sorted, for determinism), or [] without one."""
+def list_images(folder: Path | None, families: Sequence[str] | None = None) -> list[Path]:
+    """Image files in `folder` (sorted, for determinism), or [] without one.
+
+    With `families`, only the images of those sub-folders (folder/<family>/..., as
+    `cardedge-train synth backgrounds` writes them); images directly in `folder` always count.
+    """
     if folder is None:
         return []
+    return list(_listing(Path(folder), tuple(families) if families is not None else None))
+
+
+@functools.lru_cache(maxsize=16)
+def _listing(folder: Path, families: tuple[str, ...] | None) -> tuple[Path, ...]:
     exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in exts)
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts)
+    if families is not None:
+        paths = [p for p in paths if p.parent == folder or photo_family(p, folder) in families]
+    return tuple(paths)
+
+
+@functools.lru_cache(maxsize=16)
+def _by_family(images: tuple[Path, ...], root: Path | None) -> list[tuple[str, tuple[Path, ...]]]:
+    groups: dict[str, list[Path]] = {}
+    for p in images:
+        groups.setdefault(photo_family(p, root), []).append(p)
+    return [(f, tuple(ps)) for f, ps in sorted(groups.items())]
+
+
+def photo_family(path: Path, folder: Path | None = None) -> str:
+    """The family of a background image: its first sub-folder under `folder` (its parent's name
+    without one), e.g. "mate" for backgrounds/mate/nature/Wood.jpg."""
+    if folder is not None:
+        try:
+            rel = path.relative_to(folder)
+            if len(rel.parts) > 1:
+                return rel.parts[0]
+        except ValueError:
+            pass
+    return path.parent.name
 
 
 def from_image(path: Path, h: int, w: int, rng: np.random.Generator) -> ImageRGB:
@@ -362,9 +397,13 @@ def background(
     families: Sequence[str],
     images: Sequence[Path] = (),
     image_prob: float = 0.0,
+    image_root: Path | None = None,
 ) -> tuple[ImageRGB, str]:
-    """One background and the name of its family ("image" for a photograph)."""
+    """One background and the name of its family ("photo:<family>" for a real image)."""
     if images and rng.random() < image_prob:
-        return from_image(images[int(rng.integers(len(images)))], h, w, rng), "image"
+        groups = _by_family(tuple(images), image_root)  # each family as likely as another
+        family, paths = groups[int(rng.integers(len(groups)))]
+        path = paths[int(rng.integers(len(paths)))]
+        return from_image(path, h, w, rng), f"photo:{family}"
     family = str(families[int(rng.integers(len(families)))])
     return FAMILIES[family](h, w, rng), family

@@ -64,11 +64,22 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         catalogue_dir=args.catalogue,
         art_dir=args.art_dir,
         background_dir=args.background_dir,
+        back_images=tuple(args.back_image),
         shard=parse_shard(args.shard),
     )
     world = build_world(args.out, spec)
     print(f"wrote datasets under {world.root}")
     return 0
+
+
+def _cmd_backgrounds(args: argparse.Namespace) -> int:
+    from training.synth.photos import gather
+
+    counts = gather(args.out, args.nexuiz_limit, args.seed)
+    for family, n in counts.items():
+        print(f"{family:8s} {n:5d} images")
+    print(f"wrote {sum(counts.values())} backgrounds to {args.out}")
+    return 0 if counts else 1
 
 
 def _cmd_preview(args: argparse.Namespace) -> int:
@@ -114,7 +125,14 @@ def _add_commands(sub: Any) -> None:
     _common(p)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--catalogue", type=Path, default=None, help="real-scan catalogue folder")
-    p.add_argument("--background-dir", type=Path, default=None)
+    p.add_argument(
+        "--background-dir", type=Path, default=None,
+        help="real backgrounds, one sub-folder per family (`synth backgrounds` writes them)",
+    )  # fmt: skip
+    p.add_argument(
+        "--back-image", type=Path, action="append", default=[],
+        help="a scan of your game's card back (repeatable), beside the procedural backs",
+    )  # fmt: skip
     p.add_argument("--n-unknown", type=int, default=40)
     p.add_argument("--obb-train", type=int, default=2000)
     p.add_argument("--obb-val", type=int, default=200)
@@ -124,6 +142,14 @@ def _add_commands(sub: Any) -> None:
     p.add_argument("--calib", type=int, default=64)
     p.add_argument("--shard", default="0/1", help="i/n: write items i, i+n, ...")
     p.set_defaults(func=_cmd_datasets)
+
+    p = sub.add_parser(
+        "backgrounds", help="gather real photographs and textures (make backgrounds) into DIR"
+    )
+    p.add_argument("--out", type=Path, default=Path("data/backgrounds"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nexuiz-limit", type=int, default=1200, help="textures kept from the pk3")
+    p.set_defaults(func=_cmd_backgrounds)
 
     p = sub.add_parser("preview", help="contact sheet of 16 labelled scenes + 16 crops")
     _common(p, n_cards=60)

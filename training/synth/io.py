@@ -75,6 +75,7 @@ class TruthCard:
     rotation_deg: float
     known: bool  # False: the card is not in the catalogue (must be rejected as unknown)
     reprint_group: str | None  # art shared with other catalogue cards
+    face_down: bool = False  # a card back: must be detected, never named or called unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ class TestScene:
     width: int
     height: int
     cards: tuple[TruthCard, ...]
+    background: str = ""  # the background family ("photo:<family>" for a real image)
 
     def image(self) -> ImageRGB:
         return read_rgb(self.image_path)
@@ -113,7 +115,8 @@ def write_scene(
                 "size_frac": round(c.size_frac, 4),
                 "glare": round(c.glare, 4),
                 "rotation_deg": round(c.rotation_deg, 2),
-                "known": bool(known.get(c.card_id, True)),
+                "known": bool(known.get(c.card_id, True)) and not c.face_down,
+                "face_down": c.face_down,
                 "reprint_group": reprint_group.get(c.card_id) or None,
             }
             for c in scene.cards
@@ -135,6 +138,7 @@ def _truth(d: Mapping[str, object]) -> TruthCard:
         rotation_deg=float(str(d["rotation_deg"])),
         known=bool(d.get("known", True)),
         reprint_group=str(rg) if rg else None,
+        face_down=bool(d.get("face_down", False)),
     )
 
 
@@ -148,4 +152,5 @@ def load_scene_dir(folder: Path) -> Iterator[TestScene]:
             width=int(doc["width"]),
             height=int(doc["height"]),
             cards=tuple(_truth(c) for c in doc["cards"]),
+            background=str(doc.get("background", "")),
         )

@@ -151,6 +151,34 @@ def paste_card(
     frame[y0:y1, x0:x1] = roi
 
 
+def paste_patch(
+    frame: ImageRGB,
+    patch: ImageRGB,
+    alpha: npt.NDArray[np.uint8],
+    corners: Corners,
+    rng: np.random.Generator,
+) -> None:
+    """Lay a flat object (pixels + alpha) at `corners` in place, with a soft shadow; parts off
+    the frame are clipped."""
+    small = _source(patch, corners)  # pre-shrunk when it lands much smaller (no aliasing)
+    if small.shape != patch.shape:
+        size = (small.shape[1], small.shape[0])
+        alpha = u8(cv2.resize(alpha, size, interpolation=cv2.INTER_AREA))
+    patch = small
+    sh, sw = patch.shape[:2]
+    m = pixel_homography((sh, sw), corners)
+    extent = float(np.linalg.norm(corners[2] - corners[0]))
+    off = extent * rng.uniform(0.005, 0.02)
+    x0, y0, x1, y1 = _roi(corners, off + 4, frame.shape)
+    if x1 <= x0 or y1 <= y0:
+        return
+    roi = np.ascontiguousarray(frame[y0:y1, x0:x1])
+    roi = _shadow(roi, f32(corners - np.array([x0, y0], np.float32)), off, rng.uniform(0, 6.3), rng)
+    warped = _warp(patch, m, x0, y0, x1 - x0, y1 - y0)
+    wa = _warp(alpha, m, x0, y0, x1 - x0, y1 - y0).astype(np.float32) * np.float32(1 / 255)
+    frame[y0:y1, x0:x1] = u8(cv2.blendLinear(warped, roi, wa, 1 - wa))
+
+
 def _shadow(
     roi: ImageRGB,
     corners: npt.NDArray[np.float32],

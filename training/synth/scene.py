@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -24,10 +24,21 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.types import Corners, ImageRGB
+from training.synth import clutter as clutter_mod
 from training.synth import effects
 from training.synth.arrays import f64
-from training.synth.backgrounds import TEST_FAMILIES, TRAIN_FAMILIES, background, list_images
-from training.synth.paste import CardPose, paste_card
+from training.synth.backgrounds import (
+    TEST_FAMILIES,
+    TRAIN_FAMILIES,
+    background,
+    list_images,
+)
+from training.synth.backgrounds import (
+    from_image as from_photo,
+)
+from training.synth.card_back import BACK_ID
+from training.synth.paste import CardPose, paste_card, paste_patch
+from training.synth.photos import HELD_OUT_PHOTO_FAMILIES, TRAIN_PHOTO_FAMILIES
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +62,9 @@ class SceneConfig:
     backgrounds: tuple[str, ...] = TRAIN_FAMILIES
     background_dir: Path | None = None
     background_image_prob: float = 0.5
+    photo_families: tuple[str, ...] | None = None  # sub-folders of background_dir; None = all
+    clutter: tuple[int, int] = (0, 0)  # how many non-card objects lie on the table
+    back_prob: float = 0.0  # chance a card lies face down (needs back images)
     light: effects.LightParams = field(default_factory=effects.LightParams)
     glare_prob: float = 0.5
     glare_strength: tuple[float, float] = (0.25, 0.9)
@@ -118,6 +132,26 @@ TEST_SCENES = SceneConfig(
 )
 
 
+# The detector's world: the training scenes with real photographs and textures behind the cards
+# (when a background folder is given), objects that are not cards, and cards lying face down.
+DETECTOR_SCENES = replace(
+    TRAIN_SCENES,
+    photo_families=TRAIN_PHOTO_FAMILIES,
+    background_image_prob=0.45,
+    clutter=(0, 4),
+    back_prob=0.1,
+)
+# Its held-out counterpart: TEST_SCENES' light and geometry, the held-out photo family ("mate"),
+# other clutter draws and a back design never trained on (the world supplies it).
+TABLE_TEST_SCENES = replace(
+    TEST_SCENES,
+    photo_families=HELD_OUT_PHOTO_FAMILIES,
+    background_image_prob=0.5,
+    clutter=(0, 4),
+    back_prob=0.1,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class SceneCard:
     """Ground truth for one card in a scene."""
@@ -129,6 +163,7 @@ class SceneCard:
     size_frac: float  # sqrt(card area / frame area)
     glare: float  # peak glare intensity on the card, [0, 1]
     rotation_deg: float  # in-plane rotation; 180 == upside down
+    face_down: bool = False  # a card back (card_id == BACK_ID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,38 +273,80 @@ def _finish(
     return img
 
 
+def _lay_clutter(
+    img: ImageRGB,
+    rng: np.random.Generator,
+    cfg: SceneConfig,
+    photos: Sequence[Path],
+) -> None:
+    """Non-card objects on the table (drawn before the cards, so cards may lie on them)."""
+    n = int(rng.integers(cfg.clutter[0], cfg.clutter[1] + 1))
+    W, H = cfg.width, cfg.height
+    for _ in range(n):
+        photo = None
+        if photos and rng.random() < 0.7:
+            photo = from_photo(photos[int(rng.integers(len(photos)))], 300, 400, rng)
+        thing = clutter_mod.random_thing(rng, [photo] if photo is not None else [])
+        th, tw = thing.image.shape[:2]
+        shape = _project(
+            float(rng.uniform(0, 360)), float(rng.uniform(0, cfg.max_tilt_deg)),
+            float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(*cfg.camera_distance)), tw / th,
+        )  # fmt: skip
+        size = float(rng.uniform(*thing.size_frac))
+        q = shape * np.sqrt(size * size * W * H / max(_poly_area(shape), 1e-9))
+        centre = np.array([rng.uniform(0, W), rng.uniform(0, H)])
+        paste_patch(img, thing.image, thing.alpha, (q + centre).astype(np.float32), rng)
+
+
 def render_scene(
     card_images: Mapping[str, ImageRGB],
     rng: np.random.Generator,
     cfg: SceneConfig = TRAIN_SCENES,
     card_ids: Sequence[str] | None = None,
+    backs: Sequence[ImageRGB] = (),
 ) -> Scene:
-    """Compose one scene from flat card images; `card_ids` forces which cards appear (in order)."""
+    """Compose one scene from flat card images; `card_ids` forces which cards appear (in order).
+
+    With `backs` and `cfg.back_prob`, each card lies face down with that chance: one of `backs`
+    is pasted instead, and its truth is card_id BACK_ID with face_down set.
+    """
     if card_ids is None:
         keys = sorted(card_images)
         n = int(rng.integers(cfg.n_cards[0], cfg.n_cards[1] + 1)) if keys else 0
         card_ids = [keys[int(i)] for i in rng.integers(0, len(keys), n)] if n else []
+    images: Mapping[str, ImageRGB] = card_images
+    if backs and cfg.back_prob > 0:
+        flips = rng.random(len(card_ids)) < cfg.back_prob
+        picks = rng.integers(0, len(backs), len(card_ids))
+        card_ids = [
+            f"{BACK_ID}#{k}" if f else c for c, f, k in zip(card_ids, flips, picks, strict=True)
+        ]
+        images = {**card_images, **{f"{BACK_ID}#{k}": b for k, b in enumerate(backs)}}
     first = next(iter(card_images.values()), None)
     aspect = first.shape[1] / first.shape[0] if first is not None else 63 / 88
     poses, owner = _plan(card_ids, aspect, rng, cfg)
-    bg_images = list_images(cfg.background_dir)
+    bg_images = list_images(cfg.background_dir, cfg.photo_families)
     img, family = background(
-        cfg.height, cfg.width, rng, cfg.backgrounds, bg_images, cfg.background_image_prob
-    )
+        cfg.height, cfg.width, rng, cfg.backgrounds, bg_images, cfg.background_image_prob,
+        cfg.background_dir,
+    )  # fmt: skip
+    if cfg.clutter[1] > 0:
+        _lay_clutter(img, rng, cfg, bg_images)
     light_dir = rng.uniform(0, 2 * np.pi)
     for p in poses:
-        paste_card(img, card_images[p.card_id], p, rng, cfg, light_dir)
+        paste_card(img, images[p.card_id], p, rng, cfg, light_dir)
     if cfg.effects:
         img = _finish(img, owner, rng, cfg, poses)
     cards = [
         SceneCard(
-            p.card_id,
+            BACK_ID if p.card_id.startswith(f"{BACK_ID}#") else p.card_id,
             p.corners,
             p.visible_fraction,
             p.tilt_deg,
             p.size_frac,
             p.glare,
             p.rotation_deg,
+            face_down=p.card_id.startswith(f"{BACK_ID}#"),
         )
         for p in poses
     ]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edge.types import ImageRGB
+from training.synth.card_back import TEST_BACK_DESIGNS, TRAIN_BACK_DESIGNS, backs
 from training.synth.card_render import render_card
 from training.synth.catalogue import (
     CardRecord,
@@ -18,7 +19,7 @@ from training.synth.catalogue import (
     procedural_catalogue,
     write_catalogue_dir,
 )
-from training.synth.scene import TEST_SCENES, TRAIN_SCENES
+from training.synth.scene import DETECTOR_SCENES, TABLE_TEST_SCENES, TRAIN_SCENES
 from training.synth.writers import write_calib, write_cls, write_obb, write_test_scenes
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ class WorldSpec:
     seed: int = 0
     catalogue_dir: Path | None = None  # real scans instead of a procedural catalogue
     art_dir: Path | None = None
-    background_dir: Path | None = None
+    background_dir: Path | None = None  # photo families: training ones behind training scenes
+    back_images: tuple[Path, ...] = ()  # real card backs, beside the procedural designs
     shard: tuple[int, int] = (0, 1)
 
 
@@ -95,7 +97,11 @@ def build_world(root: Path, spec: WorldSpec) -> TinyWorld:
         write_catalogue_dir(w.catalogue, known, {r.card_id: render_card(r, 880) for r in known})
     write_catalogue_dir(w.unknown, unknown, images)
     train_cfg = replace(TRAIN_SCENES, background_dir=spec.background_dir)
-    write_obb(w.obb, known_images, spec.obb_train, spec.obb_val, spec.seed, train_cfg, spec.shard)
+    detector_cfg = replace(DETECTOR_SCENES, background_dir=spec.background_dir)
+    write_obb(
+        w.obb, known_images, spec.obb_train, spec.obb_val, spec.seed, detector_cfg, spec.shard,
+        backs=backs(TRAIN_BACK_DESIGNS, spec.back_images, SCENE_CARD_HEIGHT),
+    )  # fmt: skip
     write_cls(
         w.cls,
         known,
@@ -111,8 +117,9 @@ def build_world(root: Path, spec: WorldSpec) -> TinyWorld:
         images,
         spec.test_scenes,
         spec.seed,
-        TEST_SCENES,
+        replace(TABLE_TEST_SCENES, background_dir=spec.background_dir),
         shard=spec.shard,
+        backs=backs(TEST_BACK_DESIGNS, (), SCENE_CARD_HEIGHT),
     )
     w.calib.mkdir(parents=True, exist_ok=True)
     write_calib(w.calib, known_images, spec.calib, spec.seed, train_cfg, spec.shard)

@@ -32,6 +32,7 @@ from training.synth.scene import (
 
 logger = logging.getLogger(__name__)
 
+DETECTOR_CLASSES = ("card", "back")  # class ids of the OBB labels, in order
 CROP_H, CROP_W = 224, 160  # the embedder's input (portrait 63:88)
 T = TypeVar("T")
 
@@ -47,9 +48,10 @@ def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterato
 
 
 def obb_label_line(card: SceneCard, width: int, height: int) -> str:
-    """ "0 x1 y1 ... x4 y4" with corners normalised to [0, 1], clockwise from the card's top-left."""
+    """ "k x1 y1 ... x4 y4": class k (0 card face, 1 card back) and corners normalised to [0, 1],
+    clockwise from the card's top-left."""
     pts = np.clip(card.corners / np.array([width, height], np.float32), 0.0, 1.0)
-    return "0 " + " ".join(f"{v:.6f}" for v in pts.reshape(-1))
+    return f"{int(card.face_down)} " + " ".join(f"{v:.6f}" for v in pts.reshape(-1))
 
 
 def write_obb(
@@ -60,18 +62,24 @@ def write_obb(
     seed: int,
     cfg: SceneConfig = TRAIN_SCENES,
     shard: tuple[int, int] = (0, 1),
+    backs: Sequence[ImageRGB] = (),
 ) -> None:
-    """An ultralytics OBB dataset: images/{train,val}, labels/{train,val}, data.yaml."""
+    """An ultralytics OBB dataset: images/{train,val}, labels/{train,val}, data.yaml (classes
+    card and back; face-down cards appear when `backs` are given and cfg.back_prob > 0)."""
     for split, n in (("train", n_train), ("val", n_val)):
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         for i in progress(shard_indices(n, shard), f"obb/{split}"):
-            scene = render_scene(card_images, item_rng(seed, f"obb-{split}", i), cfg)
+            scene = render_scene(card_images, item_rng(seed, f"obb-{split}", i), cfg, backs=backs)
             name = f"{i:06d}"
             write_jpeg(out / "images" / split / f"{name}.jpg", scene.image)
             lines = [obb_label_line(c, cfg.width, cfg.height) for c in scene.cards]
             (out / "labels" / split / f"{name}.txt").write_text("".join(f"{ln}\n" for ln in lines))
-    data = {"train": "images/train", "val": "images/val", "names": {0: "card"}}
+    data = {
+        "train": "images/train",
+        "val": "images/val",
+        "names": dict(enumerate(DETECTOR_CLASSES)),
+    }
     (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
 
@@ -200,8 +208,10 @@ def write_test_scenes(
     cfg: SceneConfig = TEST_SCENES,
     unknown_prob: float = 0.2,
     shard: tuple[int, int] = (0, 1),
+    backs: Sequence[ImageRGB] = (),
 ) -> None:
-    """Held-out scenes (other backgrounds, light, geometry) mixing catalogue and unknown cards."""
+    """Held-out scenes (other backgrounds, light, geometry) mixing catalogue and unknown cards
+    (and face-down cards, with `backs` and a config whose back_prob > 0)."""
     is_known = {r.card_id: True for r in known} | {r.card_id: False for r in unknown}
     groups = {r.card_id: r.reprint_group for r in [*known, *unknown]}
     for i in progress(shard_indices(n, shard), "test_scenes"):
@@ -213,7 +223,7 @@ def write_test_scenes(
             else known[int(rng.integers(len(known)))].card_id
             for _ in range(count)
         ]
-        scene = render_scene(card_images, rng, cfg, card_ids=ids)
+        scene = render_scene(card_images, rng, cfg, card_ids=ids, backs=backs)
         write_scene(out, f"{i:06d}", scene, is_known, groups)
 
 

@@ -1,0 +1,225 @@
+"""Detection figures on held-out scenes: recall by background family, card short side in
+pixels, occlusion and tilt; precision; false boxes per scene; card backs.
+
+Two uses. `detection_report(outcomes, ...)` turns the outcomes of a full bundle evaluation
+(training/evaluate.py) into the detection section of its report, counting what the device
+reports. `cardedge-train evaluate-detector --onnx M --scenes DIR [--hw 256x448 ...]` runs a bare
+ONNX detector (a checkpoint of a long run, or one model at several input shapes) through the
+device's own Detector, letterbox and decode: the learning curve and the input-shape table come
+from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.backends.onnx import OnnxBackend
+from edge.detect import Detector
+from edge.manifest import DetectorSpec, InputSpec, Thresholds
+from edge.rectify import side_lengths
+from edge.types import OrientedBox
+from training.synth.io import TruthCard, load_scene_dir
+
+logger = logging.getLogger(__name__)
+
+SHORT_SIDE_EDGES = (0.0, 40.0, 80.0, 160.0, 10_000.0)  # px in the camera frame
+VISIBLE_EDGES = (0.0, 0.7, 0.999, 1.01)  # occluded, partly hidden, whole
+TILT_EDGES = (0.0, 15.0, 30.0, 45.0, 90.0)
+IOU_MATCH = 0.5
+TARGETS = {  # issue bars: (selector name, op, value)
+    "recall_unoccluded_80px": (">=", 0.97),
+    "recall_unoccluded_40_80px": (">=", 0.85),
+    "recall_worst_family": (">=", 0.93),
+    "precision": (">=", 0.97),
+    "backs_detected": (">=", 0.90),
+    "backs_as_faces": ("<=", 0.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DetOutcome:
+    """One true card (or back) after detection: found, and with which class."""
+
+    truth: TruthCard
+    background: str
+    detected: bool
+    as_back: bool = False  # the box that found it was of class `back`
+
+
+def short_side(corners: np.ndarray) -> float:
+    return float(min(side_lengths(corners)))
+
+
+def _rate(flags: Sequence[bool]) -> float | None:
+    return round(float(np.mean(flags)), 4) if len(flags) else None
+
+
+def _binned(
+    outcomes: Sequence[DetOutcome], value: Any, edges: Sequence[float], label: str = "{lo:g}-{hi:g}"
+) -> dict[str, Any]:
+    out = {}
+    for lo, hi in itertools.pairwise(edges):
+        sel = [o.detected for o in outcomes if lo <= value(o) < hi]
+        out[label.format(lo=lo, hi=hi)] = {"recall": _rate(sel), "n": len(sel)}
+    return out
+
+
+def detection_report(
+    outcomes: Sequence[DetOutcome], n_reported: int, n_false: int, n_scenes: int
+) -> dict[str, Any]:
+    """The detection section: recall of card faces by family, short side, occlusion and tilt;
+    card backs; precision and false boxes per scene of what is reported."""
+    faces = [o for o in outcomes if not o.truth.face_down]
+    backs = [o for o in outcomes if o.truth.face_down]
+    whole = [o for o in faces if o.truth.visible_fraction >= 0.999]
+    families = sorted({o.background for o in faces})
+    by_family = {f: _rate([o.detected for o in faces if o.background == f]) for f in families}
+    rated = [v for v in by_family.values() if v is not None]
+    report: dict[str, Any] = {
+        "n_faces": len(faces),
+        "n_backs": len(backs),
+        "recall": _rate([o.detected for o in faces]),
+        "recall_unoccluded_80px": _rate(
+            [o.detected for o in whole if short_side(o.truth.corners) >= 80]
+        ),
+        "recall_unoccluded_40_80px": _rate(
+            [o.detected for o in whole if 40 <= short_side(o.truth.corners) < 80]
+        ),
+        "recall_worst_family": min(rated) if rated else None,
+        "precision": round(1 - n_false / n_reported, 4) if n_reported else None,
+        "false_per_scene": round(n_false / max(n_scenes, 1), 4),
+        "backs_detected": _rate([o.detected for o in backs]),
+        "backs_as_faces": _rate([o.detected and not o.as_back for o in backs]),
+        "faces_as_backs": _rate([o.detected and o.as_back for o in faces]),
+        "by_family": by_family,
+        "by_short_side_px": _binned(faces, lambda o: short_side(o.truth.corners), SHORT_SIDE_EDGES),
+        "by_visible": _binned(faces, lambda o: o.truth.visible_fraction, VISIBLE_EDGES),
+        "by_tilt": _binned(faces, lambda o: o.truth.tilt_deg, TILT_EDGES),
+    }
+    report["targets"] = {
+        key: {"value": report[key], "target": f"{op} {t}", "met": _met(report[key], op, t)}
+        for key, (op, t) in TARGETS.items()
+    }
+    return report
+
+
+def _met(value: float | None, op: str, target: float) -> bool:
+    return value is not None and (value >= target if op == ">=" else value <= target)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    from training.evaluate import polygon_iou
+
+    return polygon_iou(a, b)
+
+
+def match(truth: Sequence[TruthCard], boxes: Sequence[OrientedBox]) -> dict[int, int]:
+    """Greedy one-to-one by IoU >= 0.5, highest first: truth index -> box index."""
+    pairs = sorted(
+        ((_iou(t.corners, b.corners), ti, bi) for ti, t in enumerate(truth) for bi, b in enumerate(boxes)),
+        reverse=True,
+    )  # fmt: skip
+    out: dict[int, int] = {}
+    used: set[int] = set()
+    for iou, ti, bi in pairs:
+        if iou < IOU_MATCH:
+            break
+        if ti not in out and bi not in used:
+            out[ti] = bi
+            used.add(bi)
+    return out
+
+
+def detector_for(
+    onnx: Path, hw: tuple[int, int], num_classes: int, threads: int, conf: float
+) -> Detector:
+    """The device's Detector around a bare ONNX export (no bundle needed)."""
+    spec = DetectorSpec(
+        file=onnx.name, sha256="0" * 64, output_name="output0", num_classes=num_classes,
+        input=InputSpec(height=hw[0], width=hw[1], resize="letterbox"),
+    )  # fmt: skip
+    return Detector(OnnxBackend(onnx, threads=threads), spec, Thresholds(det_conf=conf))
+
+
+def evaluate_onnx(
+    onnx: Path, scenes: Path, hw: tuple[int, int], *, num_classes: int = 2, threads: int = 0,
+    conf: float = 0.25, back_class: int = 1,
+) -> dict[str, Any]:  # fmt: skip
+    """Detection report of one ONNX model at one input shape, plus its median forward."""
+    det = detector_for(onnx, hw, num_classes, threads, conf)
+    outcomes: list[DetOutcome] = []
+    n_boxes = n_false = n_scenes = 0
+    forwards: list[float] = []
+    for scene in load_scene_dir(scenes):
+        image = scene.image()
+        boxes = det.detect(image)
+        forwards.append(det.last_forward_ms)
+        pairs = match(scene.cards, boxes)
+        n_boxes += len(boxes)
+        n_false += len(boxes) - len(pairs)
+        n_scenes += 1
+        for ti, t in enumerate(scene.cards):
+            bi = pairs.get(ti)
+            as_back = bi is not None and boxes[bi].class_id == back_class and num_classes > 1
+            outcomes.append(DetOutcome(t, scene.background, bi is not None, as_back))
+    report = detection_report(outcomes, n_boxes, n_false, n_scenes)
+    report["input_hw"] = list(hw)
+    report["forward_ms_median"] = round(float(np.median(forwards)), 2) if forwards else None
+    return report
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from training.detector import parse_hw
+
+    p.add_argument("--onnx", type=Path, required=True, help="detector ONNX (any input shape)")
+    p.add_argument("--scenes", type=Path, required=True, help="held-out test_scenes folder")
+    p.add_argument(
+        "--hw", type=parse_hw, action="append", default=None,
+        help="input HxW to run at (repeatable; default the ONNX's own)",
+    )  # fmt: skip
+    p.add_argument("--num-classes", type=int, default=2)
+    p.add_argument("--conf", type=float, default=0.25)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="write the reports as JSON here")
+
+
+def main(args: argparse.Namespace) -> int:
+    import onnx
+
+    model = onnx.load(str(args.onnx), load_external_data=False)
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    shapes = args.hw or [(dims[2], dims[3])]
+    reports = []
+    for hw in shapes:
+        t0 = time.perf_counter()
+        r = evaluate_onnx(
+            args.onnx,
+            args.scenes,
+            hw,
+            num_classes=args.num_classes,
+            threads=args.threads,
+            conf=args.conf,
+        )
+        r["seconds"] = round(time.perf_counter() - t0, 1)
+        reports.append(r)
+        t = r["targets"]
+        print(
+            f"{hw[0]}x{hw[1]}: recall {r['recall']}  >=80px {t['recall_unoccluded_80px']['value']}  "
+            f"40-80px {t['recall_unoccluded_40_80px']['value']}  worst family {r['recall_worst_family']}  "
+            f"precision {r['precision']}  false/scene {r['false_per_scene']}  backs {r['backs_detected']}  "
+            f"forward {r['forward_ms_median']} ms"
+        )
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(reports, indent=1) + "\n", "utf-8")
+    return 0
