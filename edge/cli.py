@@ -1,5 +1,5 @@
 """`cardedge` command: identify, bench, config check, plus the subcommands other subsystems
-register (serve, bench-live, bundle, doctor).
+register (serve, bench-live, bundle, doctor, lists).
 
 `identify` prints one JSON line per image with --json (or a readable table): every card's id,
 name, set, number, score, margin, known flag, polygon and detector confidence, plus per-stage
@@ -29,8 +29,8 @@ from edge.pipeline import IdentifyResult, Recognizer
 logger = logging.getLogger(__name__)
 
 # Modules whose `register(subparsers)` adds their own subcommands (serve and bench-live,
-# bundle ..., doctor).
-SUBSYSTEM_COMMANDS = ("edge.serve", "edge.bundle_cli", "edge.doctor")
+# bundle ..., doctor, lists ...).
+SUBSYSTEM_COMMANDS = ("edge.serve", "edge.bundle_cli", "edge.doctor", "edge.lists.cli")
 
 
 def resolve_bundle(explicit: Path | None, settings: Settings) -> Path:

@@ -65,6 +65,13 @@ class CardInfoLike(Protocol):
     def rarity(self) -> str: ...
 
 
+class SceneObserver(Protocol):
+    """Told of every published scene and of bundle swaps (the scan lists, edge.lists)."""
+
+    def observe(self, frame: Frame, scene: SceneState, /) -> None: ...
+    def on_swap(self) -> None: ...
+
+
 class CatalogueLike(Protocol):
     def get(self, card_id: str, /) -> CardInfoLike | None: ...
     def search(self, q: str, limit: int, /) -> Sequence[CardInfoLike]: ...
@@ -247,6 +254,7 @@ class Runtime:
         self.metrics = metrics or Metrics()
         self.events = EventHub()
         self.live: LiveLoop | None = None
+        self.lists: SceneObserver | None = None  # must return at once: it runs on the loop
         self._lock = threading.Condition()
         self._slot = _Slot(recognizer) if recognizer is not None else None
         self._scene_lock = threading.Lock()
@@ -299,6 +307,8 @@ class Runtime:
             self._close_recognizer(old.recognizer)
         if self.live is not None:
             self.live.on_swap()
+        if self.lists is not None:
+            self.lists.on_swap()
 
     @staticmethod
     def _close_recognizer(recognizer: RecognizerLike) -> None:
@@ -356,6 +366,8 @@ class Runtime:
             self._scene, self._scene_json = scene, data
             self._frame = frame
             self._frame_version += 1
+        if self.lists is not None:
+            self.lists.observe(frame, scene)
 
     def scene(self) -> SceneState:
         return self._scene

@@ -9,6 +9,9 @@ geometry settles its track's vote at once: a verified, stable track is not verif
 frame, and a new card is named as soon as its track is confirmed.
 Events: card_appeared (a track is confirmed), card_identified (its vote settles or changes),
 card_left (a confirmed track is lost).
+A track seen again after frames unseen is looked at again: a person may have swapped the card at
+the same spot. When geometry then proves another card than the one its track had proven, the old
+track leaves and a new one starts there (a swap, not a change of mind).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class TrackerConfig:
     min_share: float = 0.6  # share of the window's weight the winner needs
     refresh_every: int = 30  # re-embed a stable track at least this often
     reembed_iou: float = 0.6  # re-embed when IoU with the box at the last embedding drops below
+    recheck_frames: int = 15  # after a gap, look at a track every frame for this long (a swap?)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,7 @@ class TrackedCard:
     age_frames: int
     top_k: tuple[Candidate, ...]
     verified: bool = False  # its card was proven by geometry (the track's verdicts)
+    back: bool = False  # a card lying face down
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,8 @@ class _Track:
     top_k: tuple[Candidate, ...] = ()
     verified: str | None = None  # a card id proven by geometry in this track: settles the vote
     background: bool = False  # its latest verdict: not a card (never announced while so)
+    face_down: bool = False  # its latest verdict: a card back (announced, never named)
+    returned: int | None = None  # frame it was seen again after missed frames (a swap?)
 
     def settled(self, cfg: TrackerConfig) -> tuple[tuple[str | None, float, bool], bool]:
         """The track's vote; one geometric verification of the winner settles it at once."""
@@ -174,6 +181,8 @@ class Tracker:
                 track = self._tracks[tid]
                 new_c, old_c = centre(box.corners), centre(track.box.corners)
                 track.velocity = (0.5 * track.velocity + 0.5 * (new_c - old_c)).astype(np.float32)
+                if track.misses > 0:
+                    track.returned = frame_id
                 track.box, track.hits, track.misses = box, track.hits + 1, 0
             track_ids.append(track.track_id)
             if self._needs_embedding(track, frame_id):
@@ -190,7 +199,13 @@ class Tracker:
             track = self._tracks[tid]
             if i in verdicts:
                 match, top_k = verdicts[i]
+                if self._swapped(track, match, plan.frame_id):
+                    if track.announced:
+                        events.append(self._event("card_left", track, plan))
+                    track = self._restart(track, plan.frame_id)
+                    seen.add(track.track_id)
                 track.background = match.reason == BACKGROUND
+                track.face_down = match.confidence == "back"
                 if not track.background:  # background is no vote, only a reason to look less
                     track.votes.append((match.card_id, match.score, match.known))
                 if match.confidence == "verified":
@@ -236,6 +251,7 @@ class Tracker:
                 verified=tr.identity[2]
                 and tr.verified is not None
                 and tr.verified == tr.identity[0],
+                back=tr.face_down,
             )
             for tr in sorted(self._tracks.values(), key=lambda tr: tr.track_id)
             if tr.announced and tr.misses == 0 and not tr.background
@@ -252,9 +268,31 @@ class Tracker:
             for tr in gone
         ]
 
+    def _rechecking(self, track: _Track, frame_id: int) -> bool:
+        if track.returned is not None and frame_id - track.returned > self.config.recheck_frames:
+            track.returned = None
+        return track.returned is not None
+
+    def _swapped(self, track: _Track, match: Match, frame_id: int) -> bool:
+        """Back after a gap, and geometry proves another card than the track had proven."""
+        return (
+            self._rechecking(track, frame_id)
+            and track.verified is not None
+            and match.confidence == "verified"
+            and match.card_id != track.verified
+        )
+
+    def _restart(self, old: _Track, frame_id: int) -> _Track:
+        """A new track (new id, no votes) in place of `old`, confirmed at once."""
+        del self._tracks[old.track_id]
+        track = _Track(self._next_id, old.box, frame_id, hits=max(old.hits, self.config.min_hits))
+        self._tracks[track.track_id] = track
+        self._next_id += 1
+        return track
+
     def _needs_embedding(self, track: _Track, frame_id: int) -> bool:
         cfg = self.config
-        if track.embed_box is None:
+        if track.embed_box is None or self._rechecking(track, frame_id):
             return True
         _, settled = track.settled(cfg)
         settled = settled or track.background  # looked at, and not a card: look again on change

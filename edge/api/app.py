@@ -13,10 +13,22 @@ from starlette.concurrency import run_in_threadpool
 from edge.api.deps import ApiContext, resolve_token
 from edge.api.errors import install_error_handlers
 from edge.api.fastpath import SceneFastPath
-from edge.api.routes import bundles, cards, feedback, health, identify, metrics, scene, status, web
+from edge.api.routes import (
+    bundles,
+    cards,
+    feedback,
+    health,
+    identify,
+    lists,
+    metrics,
+    scene,
+    status,
+    web,
+)
 from edge.api.routes.status import _version
 from edge.config import Settings
 from edge.errors import ConfigError
+from edge.lists.service import attach_lists
 from edge.runtime import Runtime
 from edge.state import StoreState, probe_state_dir
 
@@ -31,6 +43,10 @@ def create_app(settings: Settings, runtime: Runtime, *, store: StoreState | None
     if settings.server.protect_reads and token is None:
         raise ConfigError("server.protect_reads needs a token", "set server.token or token_file")
 
+    if store is None:
+        store = probe_state_dir(settings.runtime.state_dir)
+    scan_lists = attach_lists(runtime, store.state_dir) if store.writable else None
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         runtime.start()
@@ -39,6 +55,8 @@ def create_app(settings: Settings, runtime: Runtime, *, store: StoreState | None
             yield
         finally:
             await run_in_threadpool(runtime.stop)
+            if scan_lists is not None:  # after the loop: its last scenes are recorded too
+                await run_in_threadpool(scan_lists.close)
 
     app = FastAPI(
         title="cardedge",
@@ -46,11 +64,9 @@ def create_app(settings: Settings, runtime: Runtime, *, store: StoreState | None
         description="Trading-card recognition on the edge. Errors are JSON {code, message, hint}.",
         lifespan=lifespan,
     )
-    if store is None:
-        store = probe_state_dir(settings.runtime.state_dir)
     app.state.ctx = ApiContext(settings=settings, runtime=runtime, token=token, store=store)
     install_error_handlers(app)
-    for module in (health, status, identify, scene, cards, bundles, feedback, metrics, web):
+    for module in (health, status, identify, scene, cards, bundles, feedback, lists, metrics, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     fast = not settings.server.protect_reads  # protected reads go through the token check

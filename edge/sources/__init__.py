@@ -8,6 +8,7 @@
 | file:video.mp4[?fast&loop]  | opencv      | video file, paced at its own rate or as fast as possible |
 | dir:photos/[?fps=2&once]    | directory   | a folder of photos, cycled                      |
 | synthetic:[DIR][?fast]      | synthetic   | moving synthetic card scenes                    |
+| synthetic:DIR?deck[&pace=20] | deck       | a pile scanned: cards laid down one at a time   |
 
 Modules import their heavy libraries (picamera2, training.synth) only when opened.
 """
@@ -58,8 +59,8 @@ def open_source(
 
         source = DirectorySource(uri, rest, settings)
     else:
-        from edge.sources.synthetic import SyntheticSource
+        from edge.sources.synthetic import make_synthetic
 
-        source = SyntheticSource(uri, rest, settings, bundle_dir=bundle_dir)
+        source = make_synthetic(uri, rest, settings, bundle_dir=bundle_dir)
     logger.info("source %s -> %s", uri, type(source).__name__)
     return source
