@@ -49,8 +49,14 @@ pytest: $(VENV)/.dev-stamp browser
 
 test: lint typecheck pytest
 
+# Quick path (under 60 minutes on 2 CPU cores): procedural backgrounds, a 20-epoch 320 px detector.
 demo-bundle: $(VENV)/.dev-stamp
 	$(BIN)/cardedge-train demo-bundle --out models/demo --reference reference_db/demo
+
+# Full path: real backgrounds and the long detector run (about a day on 2 CPU cores, minutes on a
+# GPU); run it again after an interruption and the detector resumes from its last.pt.
+demo-bundle-full: backgrounds
+	$(BIN)/cardedge-train demo-bundle --full --out models/demo --reference reference_db/demo
 
 # Real photographs and material textures (Debian packages, free licences) for the detector's
 # world, gathered into data/backgrounds/<family>/ (about 190 MB; needs root for apt).

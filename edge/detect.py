@@ -528,9 +528,10 @@ class Detector:
     def postprocess(
         self, raw: FloatArray, info: LetterboxInfo, frame_hw: tuple[int, int]
     ) -> list[OrientedBox]:
-        """Raw output -> boxes in frame pixels, best first."""
+        """Raw output -> boxes in frame pixels, best first. Class-agnostic NMS: one thing on the
+        table is a card face or a card back, never both, so the better-scoring class wins."""
         t = self.thresholds
-        xywhr, scores, classes = decode_obb(raw, t.det_conf, t.det_iou, t.max_det)
+        xywhr, scores, classes = decode_obb(raw, t.det_conf, t.det_iou, t.max_det, agnostic=True)
         return boxes_in_frame(xywhr, scores, classes, info, frame_hw)
 
     def __call__(self, image: ImageRGB) -> list[OrientedBox]:

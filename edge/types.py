@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-Confidence = Literal["verified", "probable", "unknown"]
+Confidence = Literal["verified", "probable", "unknown", "back"]
 ImageRGB = npt.NDArray[np.uint8]  # H x W x 3, uint8, RGB
 Corners = npt.NDArray[np.float32]  # 4 x 2, float32, pixels (x, y)
 

@@ -195,12 +195,12 @@ def test_detection_report_counts_backs_sizes_and_families() -> None:
         )
 
     outcomes = [
-        DetOutcome(truth(100), "photo:mate", True),
-        DetOutcome(truth(100), "granite", False),
-        DetOutcome(truth(50), "granite", True),
-        DetOutcome(truth(100, visible=0.5), "granite", False),
-        DetOutcome(truth(100, face_down=True), "granite", True, as_back=True),
-        DetOutcome(truth(100, face_down=True), "granite", True, as_back=False),
+        DetOutcome.of(truth(100), "photo:mate", True, False),
+        DetOutcome.of(truth(100), "granite", False, False),
+        DetOutcome.of(truth(50), "granite", True, False),
+        DetOutcome.of(truth(100, visible=0.5), "granite", False, False),
+        DetOutcome.of(truth(100, face_down=True), "granite", True, True),
+        DetOutcome.of(truth(100, face_down=True), "granite", True, False),
     ]
     r = detection_report(outcomes, n_reported=6, n_false=1, n_scenes=2)
     assert r["recall_unoccluded_80px"] == 0.5 and r["recall_unoccluded_40_80px"] == 1.0

@@ -29,6 +29,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "unknown-card thresholds from detector boxes in fresh training-config scenes",
     ),
     "evaluate": ("training.evaluate", "evaluate a bundle on held-out scenes (+ pHash baseline)"),
+    "swap-detector": (
+        "training.swap_detector",
+        "an existing bundle with a new detector, thresholds recalibrated",
+    ),
     "evaluate-detector": (
         "training.evaluate_detection",
         "detection recall by family, size, occlusion, tilt; backs; at one or more input shapes",

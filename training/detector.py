@@ -13,7 +13,6 @@ import argparse
 import logging
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,10 +75,9 @@ def _epoch_logger(run: runs.RunDir) -> Any:
             return
         seen.add(int(trainer.epoch))
         losses = trainer.label_loss_items(trainer.tloss, prefix="train")
-        # wall clock and images seen, so a learning curve can be drawn across resumed sessions
+        # images seen (RunDir adds the wall clock): a learning curve across resumed sessions
         row: dict[str, Any] = {
             "epoch": int(trainer.epoch),
-            "time": round(time.time(), 1),
             "images": (int(trainer.epoch) + 1) * len(trainer.train_loader.dataset),
         }
         for key, value in {**losses, **trainer.metrics}.items():
@@ -98,10 +96,18 @@ def train(cfg: DetectorConfig) -> Path:
     run = runs.RunDir(cfg.out, cfg, resume=cfg.resume, mlflow_store=cfg.mlflow)
     ultra = cfg.out / ULTRA_DIR
     last = ultra / "weights" / "last.pt"
+    if cfg.resume and not last.exists() and (cfg.out / "last.pt").exists():
+        last.parent.mkdir(parents=True, exist_ok=True)  # a run copied from another machine
+        shutil.copy2(cfg.out / "last.pt", last)
     if cfg.resume and last.exists():
         model = YOLO(str(last))
         model.add_callback("on_fit_epoch_end", _epoch_logger(run))
-        model.train(resume=True)
+        # the checkpoint names the folders of the machine that wrote it: point it at this one's
+        model.train(
+            resume=str(last), data=str(_data_yaml(cfg.data).resolve()), device=_device(cfg),
+            workers=cfg.workers, batch=cfg.batch, cache=cfg.cache or False,
+            save_dir=str(ultra.resolve()),
+        )  # fmt: skip
     else:
         model = YOLO(cfg.model)
         if cfg.weights is not None:

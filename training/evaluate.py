@@ -34,6 +34,7 @@ from edge.rectify import order_corners, rotate180
 from edge.types import ImageRGB, OrientedBox
 from training.data import read_catalogue, read_rgb
 from training.evaluate_decision import decision_markdown, decision_report
+from training.evaluate_detection import DetOutcome, detection_markdown, detection_report
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class GtCard:
     glare: float
     background: str = ""
     visible: float = 1.0  # visible_fraction: 1 for an unoccluded card
+    face_down: bool = False  # a card back: detected, never named, never "unknown"
 
 
 @dataclass
@@ -96,6 +98,7 @@ def load_scenes(scene_dir: Path) -> Iterator[tuple[str, ImageRGB, list[GtCard]]]
                 glare=float(c.get("glare", 0.0)),
                 background=str(meta.get("background", "")),
                 visible=float(c.get("visible_fraction", 1.0)),
+                face_down=bool(c.get("face_down", False)),
             )
             for c in meta["cards"]
         ]
@@ -214,6 +217,23 @@ def evaluate_scene(
     return outcomes, false_boxes
 
 
+def device_detection(
+    outcomes: Sequence[Outcome], false_boxes: Sequence[FalseBox], n_scenes: int
+) -> dict[str, Any]:
+    """The detection section, counting what the device reports: a card is found when a report
+    lies on it (after verification dropped background), a back when it is reported as a back."""
+    dets = [
+        DetOutcome(
+            o.gt.corners, o.gt.visible, o.gt.tilt_deg, o.gt.face_down, o.gt.background,
+            o.reported, o.confidence == "back",
+        )
+        for o in outcomes
+    ]  # fmt: skip
+    n_false = sum(f.reported for f in false_boxes)
+    n_reported = sum(o.reported for o in outcomes) + n_false
+    return detection_report(dets, n_reported, n_false, n_scenes)
+
+
 def _rate(flags: Sequence[bool]) -> float | None:
     return round(float(np.mean(flags)), 4) if len(flags) else None
 
@@ -262,6 +282,9 @@ def summarise(
     outcomes: list[Outcome], n_detections: int, catalogue: dict[str, str]
 ) -> dict[str, Any]:
     """Every figure of the report from per-card outcomes."""
+    backs = [o for o in outcomes if o.gt.face_down]  # judged in the detection section only
+    outcomes = [o for o in outcomes if not o.gt.face_down]
+    n_detections -= sum(o.detected for o in backs)
     detected = [o for o in outcomes if o.detected]
     known = [o for o in detected if o.gt.known]
     unknown = [o for o in detected if not o.gt.known]
@@ -341,7 +364,9 @@ def evaluate(
         names = {c.card_id: c.fields.get("name", "") for c in read_catalogue(catalogue_dir)}
         n_det = sum(o.detected for o in outcomes) + len(false_boxes)
         report = summarise(outcomes, n_det, names)
-        report["decision"] = decision_report(outcomes, false_boxes, n_scenes)
+        faces = [o for o in outcomes if not o.gt.face_down]
+        report["decision"] = decision_report(faces, false_boxes, n_scenes)
+        report["detection"] = device_detection(outcomes, false_boxes, n_scenes)
         report.update(
             bundle_id=rec.bundle_id,
             n_scenes=n_scenes,
@@ -414,6 +439,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| size {name} (n={cell['n']}) | {_fmt(cell['recall'])} |")
     if "decision" in report:
         lines += decision_markdown(report["decision"])
+    if "detection" in report:
+        lines += detection_markdown(report["detection"], report.get("previous_detection"))
     lines += ["", "## Worst confusions", "", "| true | predicted | count |", "|---|---|---|"]
     for c in report["worst_confusions"]:
         lines.append(
@@ -436,10 +463,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalogue", type=Path, required=True, help="catalogue folder (pHash refs)")
     p.add_argument("--out", type=Path, default=None, help="report folder (default: the bundle's)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = all)")
+    p.add_argument(
+        "--previous", type=Path, default=None,
+        help="the previous bundle's report.json on the same scenes: shown beside these figures",
+    )  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
     report = evaluate(args.bundle, args.scenes, args.catalogue, threads=args.threads)
+    if args.previous is not None:
+        before = json.loads(args.previous.read_text("utf-8"))
+        report["previous_detection"] = before.get("detection")
+        report["previous_bundle_id"] = before.get("bundle_id")
     write_report(report, args.out or args.bundle.parent)
     print(markdown(report))
     return 0

@@ -50,10 +50,19 @@ TARGETS = {  # issue bars: (selector name, op, value)
 class DetOutcome:
     """One true card (or back) after detection: found, and with which class."""
 
-    truth: TruthCard
+    corners: np.ndarray  # its true corners, px
+    visible_fraction: float
+    tilt_deg: float
+    face_down: bool
     background: str
     detected: bool
-    as_back: bool = False  # the box that found it was of class `back`
+    as_back: bool = False  # the box (or report) that found it says `back`
+
+    @classmethod
+    def of(cls, t: TruthCard, background: str, detected: bool, as_back: bool) -> DetOutcome:
+        return cls(
+            t.corners, t.visible_fraction, t.tilt_deg, t.face_down, background, detected, as_back
+        )
 
 
 def short_side(corners: np.ndarray) -> float:
@@ -79,9 +88,9 @@ def detection_report(
 ) -> dict[str, Any]:
     """The detection section: recall of card faces by family, short side, occlusion and tilt;
     card backs; precision and false boxes per scene of what is reported."""
-    faces = [o for o in outcomes if not o.truth.face_down]
-    backs = [o for o in outcomes if o.truth.face_down]
-    whole = [o for o in faces if o.truth.visible_fraction >= 0.999]
+    faces = [o for o in outcomes if not o.face_down]
+    backs = [o for o in outcomes if o.face_down]
+    whole = [o for o in faces if o.visible_fraction >= 0.999]
     families = sorted({o.background for o in faces})
     by_family = {f: _rate([o.detected for o in faces if o.background == f]) for f in families}
     rated = [v for v in by_family.values() if v is not None]
@@ -89,11 +98,9 @@ def detection_report(
         "n_faces": len(faces),
         "n_backs": len(backs),
         "recall": _rate([o.detected for o in faces]),
-        "recall_unoccluded_80px": _rate(
-            [o.detected for o in whole if short_side(o.truth.corners) >= 80]
-        ),
+        "recall_unoccluded_80px": _rate([o.detected for o in whole if short_side(o.corners) >= 80]),
         "recall_unoccluded_40_80px": _rate(
-            [o.detected for o in whole if 40 <= short_side(o.truth.corners) < 80]
+            [o.detected for o in whole if 40 <= short_side(o.corners) < 80]
         ),
         "recall_worst_family": min(rated) if rated else None,
         "precision": round(1 - n_false / n_reported, 4) if n_reported else None,
@@ -102,9 +109,9 @@ def detection_report(
         "backs_as_faces": _rate([o.detected and not o.as_back for o in backs]),
         "faces_as_backs": _rate([o.detected and o.as_back for o in faces]),
         "by_family": by_family,
-        "by_short_side_px": _binned(faces, lambda o: short_side(o.truth.corners), SHORT_SIDE_EDGES),
-        "by_visible": _binned(faces, lambda o: o.truth.visible_fraction, VISIBLE_EDGES),
-        "by_tilt": _binned(faces, lambda o: o.truth.tilt_deg, TILT_EDGES),
+        "by_short_side_px": _binned(faces, lambda o: short_side(o.corners), SHORT_SIDE_EDGES),
+        "by_visible": _binned(faces, lambda o: o.visible_fraction, VISIBLE_EDGES),
+        "by_tilt": _binned(faces, lambda o: o.tilt_deg, TILT_EDGES),
     }
     report["targets"] = {
         key: {"value": report[key], "target": f"{op} {t}", "met": _met(report[key], op, t)}
@@ -162,7 +169,7 @@ def evaluate_onnx(
     forwards: list[float] = []
     for scene in load_scene_dir(scenes):
         image = scene.image()
-        boxes = det.detect(image)
+        boxes = det(image)
         forwards.append(det.last_forward_ms)
         pairs = match(scene.cards, boxes)
         n_boxes += len(boxes)
@@ -171,7 +178,7 @@ def evaluate_onnx(
         for ti, t in enumerate(scene.cards):
             bi = pairs.get(ti)
             as_back = bi is not None and boxes[bi].class_id == back_class and num_classes > 1
-            outcomes.append(DetOutcome(t, scene.background, bi is not None, as_back))
+            outcomes.append(DetOutcome.of(t, scene.background, bi is not None, as_back))
     report = detection_report(outcomes, n_boxes, n_false, n_scenes)
     report["input_hw"] = list(hw)
     report["forward_ms_median"] = round(float(np.median(forwards)), 2) if forwards else None
@@ -223,3 +230,44 @@ def main(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(reports, indent=1) + "\n", "utf-8")
     return 0
+
+
+def detection_markdown(det: dict[str, Any], previous: dict[str, Any] | None = None) -> list[str]:
+    """The detection section of report.md, each figure beside the previous bundle's."""
+    prev = previous or {}
+
+    def row(name: str, key: str) -> str:
+        return f"| {name} | {_fmt(det.get(key))} | {_fmt(prev.get(key))} |"
+
+    lines = [
+        "",
+        "## Detection (what the device reports)",
+        "",
+        f"{det['n_faces']} card faces, {det['n_backs']} card backs.",
+        "",
+        "| figure | this bundle | previous |",
+        "|---|---|---|",
+    ]
+    for key in ("recall", *TARGETS, "false_per_scene", "faces_as_backs"):
+        target = TARGETS.get(key)
+        lines.append(row(key + (f" ({target[0]} {target[1]})" if target else ""), key))
+    for title, key in (
+        ("background family", "by_family"),
+        ("short side (px)", "by_short_side_px"),
+        ("visible fraction", "by_visible"),
+        ("tilt (degrees)", "by_tilt"),
+    ):
+        lines += ["", f"### Recall by {title}", "", "| bin | n | this bundle | previous |"]
+        lines.append("|---|---|---|---|")
+        for name, cell in det[key].items():
+            before = prev.get(key, {}).get(name)
+            if isinstance(cell, dict):
+                old = before.get("recall") if isinstance(before, dict) else None
+                lines.append(f"| {name} | {cell['n']} | {_fmt(cell['recall'])} | {_fmt(old)} |")
+            else:
+                lines.append(f"| {name} | - | {_fmt(cell)} | {_fmt(before)} |")
+    return lines
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
