@@ -209,3 +209,17 @@ def test_detection_report_counts_backs_sizes_and_families() -> None:
     assert r["backs_detected"] == 1.0 and r["backs_as_faces"] == 0.5
     assert r["false_per_scene"] == 0.5 and r["precision"] == round(1 - 1 / 6, 4)
     assert r["targets"]["backs_as_faces"]["met"] is False
+
+
+def test_training_hours_skip_the_time_a_run_lay_stopped() -> None:
+    from training.detector_curve import training_hours
+
+    # given three epochs of an hour each, with a day's stop before the third
+    rows = [
+        {"time": 3600.0, "epoch_s": 3600.0},
+        {"time": 7200.0, "epoch_s": 3600.0},
+        {"time": 7200.0 + 86_400 + 3600, "epoch_s": 3600.0},
+    ]
+    assert training_hours(rows) == [1.0, 2.0, 3.0]
+    # an epoch logged without its length counts as the given first epoch's
+    assert training_hours([{"time": 1.0}], first_epoch_s=1800.0) == [0.5]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from edge.types import ImageRGB
 from edge.verify import Verifier, photometric
 from edge.verify_stage import VerifyStage, short_side
 from training.evaluate import GtCard, match_boxes
-from training.synth.scene import TRAIN_SCENES, Scene, render_scene
+from training.synth.scene import DETECTOR_SCENES, Scene, render_scene
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +80,16 @@ class VerifyCalibration:
     n_background: int
 
 
+# The detector's training world without face-down cards (backs are not calibrated here) and
+# without photographs (calibration needs no background folder).
+CALIBRATION_SCENES = replace(DETECTOR_SCENES, back_prob=0.0, background_dir=None)
+
+
 def fresh_scenes(
     known: dict[str, ImageRGB], unknown: dict[str, ImageRGB], n_scenes: int, seed: int
 ) -> Iterator[tuple[Scene, list[GtCard]]]:
-    """Training-config scenes of 1-4 cards, some of them unknown, with their ground truth."""
+    """Training-config scenes of 1-4 cards, some of them unknown, with their ground truth, and
+    things on the table that are not cards (the boxes background_conf must refuse)."""
     rng = np.random.default_rng(seed)
     images = known | unknown
     known_ids, unknown_ids = sorted(known), sorted(unknown)
@@ -93,7 +99,7 @@ def fresh_scenes(
         ids = list(rng.choice(known_ids, n - n_unknown, replace=False)) + list(
             rng.choice(unknown_ids, n_unknown, replace=False)
         )
-        scene = render_scene(images, rng, TRAIN_SCENES, card_ids=[str(i) for i in ids])
+        scene = render_scene(images, rng, CALIBRATION_SCENES, card_ids=[str(i) for i in ids])
         yield (
             scene,
             [

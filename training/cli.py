@@ -33,6 +33,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "training.swap_detector",
         "an existing bundle with a new detector, thresholds recalibrated",
     ),
+    "detector-curve": (
+        "training.detector_curve",
+        "a long detector run's held-out recall against training hours (+ PNG)",
+    ),
     "evaluate-detector": (
         "training.evaluate_detection",
         "detection recall by family, size, occlusion, tilt; backs; at one or more input shapes",

@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ def _epoch_logger(run: runs.RunDir) -> Any:
     """An ultralytics on_fit_epoch_end callback writing our metrics.jsonl / logs.md rows."""
 
     seen: set[int] = set()
+    clock: dict[str, float] = {}  # when the previous epoch ended, in this process
 
     def on_fit_epoch_end(trainer: Any) -> None:
         # ultralytics fires this once more after the final validation; log each epoch once.
@@ -76,9 +78,13 @@ def _epoch_logger(run: runs.RunDir) -> Any:
         seen.add(int(trainer.epoch))
         losses = trainer.label_loss_items(trainer.tloss, prefix="train")
         # images seen (RunDir adds the wall clock): a learning curve across resumed sessions
+        now = time.time()
+        since = clock.get("last") or float(getattr(trainer, "train_time_start", now))
+        clock["last"] = now
         row: dict[str, Any] = {
             "epoch": int(trainer.epoch),
             "images": (int(trainer.epoch) + 1) * len(trainer.train_loader.dataset),
+            "epoch_s": round(now - since, 1),
         }
         for key, value in {**losses, **trainer.metrics}.items():
             name = key.replace("metrics/", "").replace("(B)", "").replace("/", "_")

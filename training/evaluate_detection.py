@@ -153,6 +153,9 @@ def detector_for(
     """The device's Detector around a bare ONNX export (no bundle needed)."""
     spec = DetectorSpec(
         file=onnx.name, sha256="0" * 64, output_name="output0", num_classes=num_classes,
+        class_names=("card", "back")[:num_classes] if num_classes <= 2 else tuple(
+            f"class{i}" for i in range(num_classes)
+        ),
         input=InputSpec(height=hw[0], width=hw[1], resize="letterbox"),
     )  # fmt: skip
     return Detector(OnnxBackend(onnx, threads=threads), spec, Thresholds(det_conf=conf))
