@@ -10,6 +10,9 @@ record; frames per card = fps x 60 / pace.
 
 A card is right when the list's quantity equals the number of times it was laid down; cards the
 list names that were never laid down count as wrong too. Bar: right for >= 98% of the cards.
+To tell the list from the recogniser, each run also reports the placements the live scene never
+named right (the recogniser's misses: no list can count those) and the share right among the
+cards whose every placement was named right at least once (the list machinery on its own).
 
     python benchmarks/deck_scan.py --bundle models/demo --source-dir reference_db/demo \\
         --paces 20,30,45,60 --cards 100 --fps 10
@@ -74,9 +77,15 @@ def run_pace(
         scan = lists.start(f"deck at {pace:g}/min", None, rec.bundle_id)
         source.open()
         t0, frames = time.perf_counter(), 0
+        seen: set[int] = set()  # placements the scene named right at least once
         while not source.done:
-            loop.process(source.read())
+            frame = source.read()
+            loop.process(frame)
             frames += 1
+            named = {c.card_id for c in runtime.scene().cards if c.known}
+            for i, pl in enumerate(source.placements):
+                if pl.first_frame < frame.frame_id <= pl.last_frame + 1 and pl.card_id in named:
+                    seen.add(i)
         for _ in range(20):  # a bare table: the last card's track leaves
             loop.process(source.read())
         wall = time.perf_counter() - t0
@@ -84,10 +93,19 @@ def run_pace(
         listed = Counter(e.card.card_id for e in lists.store.entries(scan.list_id))
         lists.close()
         source.close()
+    truth = source.counts()
+    unseen = Counter(pl.card_id for i, pl in enumerate(source.placements) if i not in seen)
+    recognised = {c for c in truth if not unseen[c]}
+    machinery = score(
+        Counter({c: truth[c] for c in recognised}),
+        Counter({c: n for c, n in listed.items() if c in recognised or c not in truth}),
+    )
     out = {
         "pace_cards_per_min": pace,
         "frames_per_card": round(source.frames_per_card, 1),
-        **score(source.counts(), listed),
+        **score(truth, listed),
+        "placements_never_named_right": sum(unseen.values()),
+        "share_right_of_recognised_cards": machinery["share_right"],
         "frames": frames,
         "wall_s": round(wall, 1),
         "ms_per_frame": round(1000 * wall / max(frames, 1), 1),

@@ -49,7 +49,8 @@ RUN_HERE = {
     "cardedge-train bundle",
 }
 RUN_BY_SERVE_TESTS = {"cardedge serve", "cardedge bundle push"}
-RUN_BY_OTHER_MODULES = {"cardedge bundle reindex"}  # tests/test_reindex.py
+# tests/test_reindex.py; tests/test_lists_serve.py (lists, lists show, lists export)
+RUN_BY_OTHER_MODULES = {"cardedge bundle reindex", "cardedge lists"}
 # Training stages whose smallest real run takes minutes of torch on CPU; each has in-process
 # tests on tiny models (tests/test_train_*.py) and `make demo-bundle` runs them all.
 NOT_RUN_AS_PROCESS = {

@@ -87,8 +87,25 @@ def test_readme_lists_exactly_the_served_routes(demo: ServeProcess) -> None:
     assert served - documented == set(), "the server serves routes the README does not name"
 
 
-def _concrete(path: str) -> str:
+def _concrete(path: str, list_ids: tuple[object, object] = ("demo", "demo")) -> str:
+    if path.startswith("/v1/lists/{}"):  # a list id, then an entry id
+        path = path.replace("{}", str(list_ids[0]), 1).replace("{}", str(list_ids[1]), 1)
     return path.replace("/v1/cards/{}", f"/v1/cards/{CARD}").replace("{}", "demo")
+
+
+def _recorded_list(server: ServeProcess, timeout: float = 120) -> tuple[int, int]:
+    """(list id, entry id) of a stopped scan list holding at least one entry (made here)."""
+    headers = {**server.auth(), "Content-Type": "application/json"}
+    body = json.dumps({"name": "route check"}).encode()
+    status, _, raw = server.request("POST", "/v1/lists", body=body, headers=headers)
+    assert status == 201, raw
+    list_id = json.loads(raw)["list_id"]
+    deadline = time.monotonic() + timeout
+    while not (entries := server.json("GET", f"/v1/lists/{list_id}")[1]["entries"]):
+        assert time.monotonic() < deadline, "no card recorded from the synthetic camera"
+        time.sleep(0.5)
+    server.request("POST", f"/v1/lists/{list_id}/stop", headers=server.auth())
+    return list_id, entries[0]["entry_id"]
 
 
 def _call(server: ServeProcess, method: str, path: str, headers: dict[str, str]) -> int:
@@ -120,10 +137,11 @@ def test_every_readme_route_answers(demo: ServeProcess) -> None:
     deadline = time.monotonic() + 30
     while demo.request("GET", "/v1/frame.jpg")[0] != 200 and time.monotonic() < deadline:
         time.sleep(0.2)
+    list_ids = _recorded_list(demo)
     results = {}
     for method, path in sorted(readme_routes()):
         # when it is called on the real server
-        results[(method, path)] = _call(demo, method, _concrete(path), {})
+        results[(method, path)] = _call(demo, method, _concrete(path, list_ids), {})
     # then reads succeed, and no route is missing or has the wrong method
     for (method, path), status in results.items():
         assert status not in (404, 405), (method, path, status)
