@@ -313,3 +313,11 @@ def test_file_names_are_ascii(recorded: ScanLists) -> None:
     scan = recorded.store.all()[0]
     name = export(scan, [], "tcgplayer").filename
     assert name == f"list-{scan.list_id}-binder-2.tcgplayer.csv" and name.isascii()
+
+
+def test_a_box_on_part_of_a_tracked_card_is_not_a_second_card(film: Film) -> None:
+    # given a large card tracked, and a second, smaller box of the same card inside it
+    big = SceneCard(1, "c1", None, None, None, 0.9, True, True, 0.9, ((100, 100), (400, 100), (400, 520), (100, 520)), "verified")  # fmt: skip
+    film.show(big, frames=3)
+    film.show(big, card(2, "c1", x=250, y=300), frames=5)
+    assert film.inserts() == ["c1"]

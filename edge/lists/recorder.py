@@ -6,7 +6,8 @@ list starts, at the first scene after the start. It follows its track: a track w
 from X to Y retags the entry to Y (one entry, of Y); an upgrade from probable to verified retags
 its tier. A track the tracker lost and re-acquired under a new id is the same appearance when
 the new track is the same card where the old one was last seen (polygon IoU or centre distance)
-within `rejoin_frames` scenes, or lies over a visible track of the same card (a duplicate box).
+within `rejoin_frames` scenes, or lies over (or mostly inside) a visible track of the same card
+(a duplicate box, or a box on part of the card).
 After a restart of the service or a bundle swap the tracker starts afresh; the last entries stay
 rejoinable for `resume_frames` scenes, so cards lying in view are not counted again.
 
@@ -20,6 +21,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -41,6 +43,7 @@ class RecorderConfig:
     rejoin_iou: float = 0.3  # ... by a new track of the same card overlapping it this much
     rejoin_centre: float = 0.35  # ... or whose centre is this close (share of the diagonal)
     duplicate_iou: float = 0.5  # a new track over a visible one of the same card: no new entry
+    duplicate_cover: float = 0.6  # ... or lying this much inside it (or it inside the new one)
     resume_frames: int = 60  # after a restart or a swap the last entries stay rejoinable
     resume_entries: int = 32  # how many of the list's last entries a restart takes up
 
@@ -79,6 +82,14 @@ class _Appearance:
 
 def _polygon(card: SceneCard) -> npt.NDArray[np.float32]:
     return np.asarray(card.polygon, dtype=np.float32).reshape(4, 2)
+
+
+def cover(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
+    """Intersection over the smaller of two convex quads: 1 when one lies inside the other."""
+    pa, pb = cv2.convexHull(a), cv2.convexHull(b)
+    inter, _ = cv2.intersectConvexConvex(pa, pb)
+    smaller = min(cv2.contourArea(pa), cv2.contourArea(pb))
+    return float(inter / smaller) if smaller > 0 else 0.0
 
 
 def qualifies(card: SceneCard) -> bool:
@@ -184,11 +195,13 @@ class Recorder:
                 continue
             iou = polygon_iou(app.polygon, poly)
             if app.track_id is not None and app.track_id in in_view:
-                near = iou >= cfg.duplicate_iou  # a second box over a card still tracked
+                # a second box over a card still tracked (the whole card, or a part of it)
+                near = iou >= cfg.duplicate_iou or cover(app.polygon, poly) >= cfg.duplicate_cover
             else:
                 gap = float(np.linalg.norm(centre(app.polygon) - centre(poly)))
                 close = gap <= cfg.rejoin_centre * max(diagonal(app.polygon), 1.0)
-                near = self._tick <= app.until and (iou >= cfg.rejoin_iou or close)
+                inside = cover(app.polygon, poly) >= cfg.duplicate_cover
+                near = self._tick <= app.until and (iou >= cfg.rejoin_iou or close or inside)
             if near and iou > best_iou:
                 best, best_iou = app, iou
         return best
