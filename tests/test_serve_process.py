@@ -297,9 +297,9 @@ def test_an_unwritable_state_dir_serves_read_only_and_says_why(tmp_path: Path) -
 
 
 def test_the_web_page_calls_only_served_routes(demo: ServeProcess) -> None:
-    # given the API paths the shipped page's script and HTML request
+    # given the API paths the shipped page's scripts (every module) and HTML request
     static = REPO / "edge" / "api" / "static"
-    text = (static / "app.js").read_text() + (static / "index.html").read_text()
+    text = "".join(p.read_text() for p in sorted(static.iterdir()) if p.suffix in (".js", ".html"))
     called = {p.split("?")[0] for p in re.findall(r"[\"'`](/v1/[A-Za-z0-9_./-]+)", text)}
     assert called, "no API path found in the page"
     # then the real server serves each of them

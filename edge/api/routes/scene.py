@@ -1,8 +1,12 @@
-"""The live scene: /v1/scene (cached JSON bytes), /v1/events (SSE), /v1/frame.jpg, /v1/stream.mjpg."""
+"""The live scene: /v1/scene (cached JSON bytes), /v1/events (SSE), /v1/frame.jpg, /v1/stream.mjpg,
+and /v1/snapshot: one raw frame together with the scene of that same frame, for clients that
+draw their own overlays (the web page) and must not put one frame's polygons on another's image.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -11,6 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from edge.api.deps import ReadAccess, RuntimeDep
@@ -23,6 +28,14 @@ router = APIRouter(tags=["scene"], dependencies=[ReadAccess])
 
 KEEPALIVE_S = 15.0
 BOUNDARY = "frame"
+FRAME_ID_HEADER = "X-Frame-Id"
+PAIR_ATTEMPTS = 8  # a new frame landing between the reads: read again (each try is microseconds)
+
+
+class SnapshotOut(BaseModel):
+    frame_id: int = Field(description="The frame's id; equal to scene.frame_id.")
+    jpeg: str = Field(description="The raw frame (no drawing on it) as base64 JPEG.")
+    scene: SceneOut = Field(description="/v1/scene as it was for this frame.")
 
 
 @router.get(
@@ -79,18 +92,61 @@ async def events(
     )
 
 
+def _frame_with_id(runtime: Runtime, annotate: bool) -> tuple[int, bytes]:
+    """(frame_id, JPEG) of the latest frame. The runtime's frames only ever move forward, so the
+    same frame object before and after the encode means the JPEG is that frame's."""
+    for _ in range(PAIR_ATTEMPTS):
+        before = runtime.latest_frame()
+        _, jpeg = runtime.frame_jpeg(annotate)
+        if before is not None and runtime.latest_frame() is before:
+            return before.frame_id, jpeg
+    raise NoFrameError("the live frame changed on every read", "retry the request")
+
+
+def _snapshot(runtime: Runtime) -> bytes:
+    """{"frame_id", "jpeg" (base64 of the raw frame), "scene" (that frame's /v1/scene)}."""
+    for _ in range(PAIR_ATTEMPTS):
+        frame_id, jpeg = _frame_with_id(runtime, False)
+        scene_bytes = runtime.scene_json()
+        if json.loads(scene_bytes).get("frame_id") == frame_id:
+            head = f'{{"frame_id":{frame_id},"jpeg":"'.encode()
+            return head + base64.b64encode(jpeg) + b'","scene":' + scene_bytes + b"}"
+    raise NoFrameError("the live frame changed on every read", "retry the request")
+
+
 @router.get(
     "/v1/frame.jpg",
     response_class=Response,
     responses={
-        200: {"content": {"image/jpeg": {}}, "description": "Latest annotated frame"},
+        200: {
+            "content": {"image/jpeg": {}},
+            "description": f"Latest frame; its frame id in the {FRAME_ID_HEADER} header",
+        },
         404: {"model": ErrorOut, "description": "No live frame (no camera, or none yet)"},
     },
-    summary="Latest annotated camera frame",
+    summary="Latest camera frame, annotated unless annotate=false",
 )
-async def frame_jpg(runtime: RuntimeDep) -> Response:
-    _, jpeg = await run_in_threadpool(runtime.frame_jpeg)
-    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+async def frame_jpg(
+    runtime: RuntimeDep,
+    annotate: Annotated[bool, Query(description="Draw polygons and names")] = True,
+) -> Response:
+    frame_id, jpeg = await run_in_threadpool(_frame_with_id, runtime, annotate)
+    headers = {"Cache-Control": "no-store", FRAME_ID_HEADER: str(frame_id)}
+    return Response(jpeg, media_type="image/jpeg", headers=headers)
+
+
+@router.get(
+    "/v1/snapshot",
+    response_model=None,
+    responses={
+        200: {"model": SnapshotOut, "description": "The latest raw frame and its own scene"},
+        404: {"model": ErrorOut, "description": "No live frame (no camera, or none yet)"},
+    },
+    summary="The latest raw frame (JPEG, base64) with the scene of that same frame",
+)
+async def snapshot(runtime: RuntimeDep) -> Response:
+    body = await run_in_threadpool(_snapshot, runtime)
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 async def _mjpeg(
@@ -100,12 +156,14 @@ async def _mjpeg(
     while max_frames is None or sent < max_frames:
         if runtime.frame_version != last:
             try:
-                last, jpeg = await run_in_threadpool(runtime.frame_jpeg, annotate)
+                last = runtime.frame_version
+                frame_id, jpeg = await run_in_threadpool(_frame_with_id, runtime, annotate)
             except NoFrameError:
                 await asyncio.sleep(0.2)
                 continue
             head = (
-                f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
+                f"{FRAME_ID_HEADER}: {frame_id}\r\n\r\n"
             )
             yield head.encode() + jpeg + b"\r\n"
             sent += 1
