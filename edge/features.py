@@ -156,21 +156,28 @@ def distinctive(
         if len(f) == 0:
             out.append(f)
             continue
-        hits = np.zeros(len(f), np.int32)
         others = [j for j in rng.permutation(len(raw))[: sample + 1].tolist() if j != i][:sample]
-        for j in others:
-            g = raw[j]
-            if len(g) == 0:
-                continue
-            dist, nearest = cv2.batchDistance(
-                f.descriptors, g.descriptors, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=1
-            )
-            d, t = dist.reshape(-1), nearest.reshape(-1)
-            near = np.linalg.norm(f.points - g.points[t], axis=1) < SHARED_PX
-            hits += (d < SHARED_HAMMING) & near
-        idx = np.flatnonzero(hits < SHARED_MAX)[:keep]  # detectors return strongest first
+        idx = np.flatnonzero(~shared(f, [raw[j] for j in others]))[:keep]  # strongest first
         out.append(Features(f.points[idx], f.descriptors[idx]))
     return out
+
+
+def shared(f: Features, others: Sequence[Features]) -> npt.NDArray[np.bool_]:
+    """Which of f's features are template: a near-identical descriptor at nearly the same
+    canvas position on SHARED_MAX or more of `others` (also used for views taught on a device,
+    edge.overlay)."""
+    hits = np.zeros(len(f), np.int32)
+    for g in others:
+        if len(g) == 0 or len(f) == 0:
+            continue
+        dist, nearest = cv2.batchDistance(
+            f.descriptors, g.descriptors, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=1
+        )
+        d, t = dist.reshape(-1), nearest.reshape(-1)
+        near = np.linalg.norm(f.points - g.points[t], axis=1) < SHARED_PX
+        hits += (d < SHARED_HAMMING) & near
+    mask: npt.NDArray[np.bool_] = hits >= SHARED_MAX
+    return mask
 
 
 # --- the reference file ------------------------------------------------------------------------

@@ -5,9 +5,12 @@ box) -> embed (ALL crops of the frame in one batch, chunked by the manifest's ma
 vectorised preprocess) -> search (all vectors in one index call: the shortlist) -> verify (local
 features + homography per candidate, edge.verify_stage) -> decision with a confidence tier.
 A bundle without reference features decides on the embedding alone (tier `probable` at best).
+Views taught on the device (edge.overlay) join the shortlist by embedding and the verification
+as extra references; an empty overlay leaves every step as it was.
 
 Thread-safe for concurrent `identify` calls: the detector keeps per-thread buffers, ONNX Runtime
-sessions and usearch searches are reentrant, the catalogue serialises its SQLite access.
+sessions and usearch searches are reentrant, the catalogue serialises its SQLite access, the
+overlay is an immutable snapshot replaced whole (`use_overlay`).
 """
 
 from __future__ import annotations
@@ -23,9 +26,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.backends import Backend
-from edge.backends.select import Role, select_backend
 from edge.bundle import verify_bundle
-from edge.bundle_errors import BundleDimensionError, BundleModelError
+from edge.bundle_errors import BundleDimensionError
 from edge.config import HailoSettings, RuntimeSettings
 from edge.detect import Detector
 from edge.embed import pixel_spec, takes_pixels
@@ -33,7 +35,9 @@ from edge.embed import preprocess as model_input
 from edge.errors import BackendError, BadImageError
 from edge.features import ReferenceFeatures
 from edge.index import CardIndex, Catalogue, decide
-from edge.manifest import Manifest, ModelSpec
+from edge.manifest import Manifest
+from edge.overlay_snapshot import OverlaySnapshot, merge_taught
+from edge.pipeline_load import load_backends, load_verification
 from edge.rectify import side_lengths, warp_card
 from edge.types import Candidate, CardCrop, CardMatch, ImageRGB, Match, OrientedBox, StageTimings
 from edge.verify_stage import VerifyStage
@@ -75,27 +79,6 @@ def check_image(image: npt.NDArray[Any]) -> ImageRGB:
     return image
 
 
-def _load_backends(
-    bundle_dir: Path, manifest: Manifest, settings: RuntimeSettings, hailo: HailoSettings | None
-) -> tuple[dict[str, Backend], dict[str, str]]:
-    """Pick and load a backend per model; close what was loaded if the second one fails."""
-    loaded: dict[str, Backend] = {}
-    reasons: dict[str, str] = {}
-    try:
-        models: tuple[tuple[Role, ModelSpec], ...] = (
-            ("detector", manifest.detector),
-            ("embedder", manifest.embedder),
-        )
-        for role, spec in models:
-            backend, reason = select_backend(role, spec, bundle_dir, settings, hailo=hailo)
-            loaded[role], reasons[role] = backend, reason
-    except BaseException:
-        for backend in loaded.values():
-            backend.close()
-        raise
-    return loaded, reasons
-
-
 class Recognizer:
     """A loaded, verified, warmed bundle that identifies cards in RGB frames."""
 
@@ -118,6 +101,7 @@ class Recognizer:
         self.index = index
         self.catalogue: Catalogue = index.catalogue
         self.verify_stage = verify
+        self._overlay = OverlaySnapshot.empty(self.bundle_id)
         self._detector_backend = backends["detector"]
         self._embedder_backend = backends["embedder"]
         self.detector = Detector(backends["detector"], manifest.detector, manifest.thresholds)
@@ -140,8 +124,8 @@ class Recognizer:
             )
         index = CardIndex.open(bundle_dir, manifest)
         try:
-            verify = _load_verification(bundle_dir, manifest, index.catalogue)
-            backends, reasons = _load_backends(bundle_dir, manifest, settings, hailo)
+            verify = load_verification(bundle_dir, manifest, index.catalogue)
+            backends, reasons = load_backends(bundle_dir, manifest, settings, hailo)
         except BaseException:
             index.close()
             raise
@@ -165,6 +149,24 @@ class Recognizer:
         box = OrientedBox(corners=np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32), conf=1.0)
         crops = self.crops(blank, [box] * min(4, self.manifest.embedder.max_batch))
         self.match(self.embed(crops))
+
+    # --- the overlay (views taught on the device) -------------------------------------------
+
+    @property
+    def overlay(self) -> OverlaySnapshot:
+        return self._overlay
+
+    def use_overlay(self, snapshot: OverlaySnapshot) -> None:
+        """Serve `snapshot`'s taught views from now on (one reference swap: calls in flight keep
+        the snapshot they read). Refuses one prepared for another bundle."""
+        if snapshot.bundle_id != self.bundle_id:
+            raise ValueError(f"overlay prepared for {snapshot.bundle_id}, not {self.bundle_id}")
+        self._overlay = snapshot
+
+    @property
+    def reference_features(self) -> ReferenceFeatures | None:
+        """The bundle's reference features (None: it decides on the embedding alone)."""
+        return self.verify_stage.refs if self.verify_stage is not None else None
 
     # --- stages ---------------------------------------------------------------------------
 
@@ -260,7 +262,8 @@ class Recognizer:
         """The decision on `shortlist`'s output: verified where the bundle has reference
         features, else the embedding's own (`verdicts` is `shortlist` then this)."""
         if self.verify_stage is not None:
-            return self.verify_stage.run(image, cards, shortlists)
+            views = self._overlay
+            return self.verify_stage.run(image, cards, shortlists, views if len(views) else None)
         return [embedding_only(c) for c in cards]
 
     def shortlist(
@@ -288,6 +291,13 @@ class Recognizer:
                 chosen[i] = (turned[n], alt)
             else:
                 lists[i] = _merge(chosen[i][1], alt)
+        views = self._overlay
+        if len(views):  # taught views' cards join by their best view's score
+            taught = views.nearest(vectors, k)
+            for i in range(len(boxes)):
+                lists[i] = merge_taught(lists[i], taught[i])
+            for n, i in enumerate(alternates):
+                lists[i] = merge_taught(lists[i], taught[len(boxes) + n])
         cards = [
             CardMatch(box=box, match=decide(h, thresholds), top_k=tuple(h[: self.top_k]))
             for box, h in chosen
@@ -375,26 +385,6 @@ class Recognizer:
         self._detector_backend.close()
         self._embedder_backend.close()
         self.index.close()
-
-
-def _load_verification(
-    bundle_dir: Path, manifest: Manifest, catalogue: Catalogue
-) -> VerifyStage | None:
-    """The bundle's reference features, checked against its manifest and catalogue."""
-    spec = manifest.verification
-    if spec is None:
-        logger.warning("bundle %s has no reference features: no verification", manifest.bundle_id)
-        return None
-    refs = ReferenceFeatures(bundle_dir / spec.file)
-    got = refs.spec
-    if (got.method, got.height, got.width) != (spec.method, spec.height, spec.width):
-        raise BundleModelError(
-            f"{spec.file} was built as {got.method} on {got.height}x{got.width}, the manifest "
-            f"says {spec.method} on {spec.height}x{spec.width}",
-            "rebuild the bundle's verification features",
-        )
-    refs.check_cards(sorted(set(catalogue.key_card_ids.tolist())))
-    return VerifyStage(refs, manifest.thresholds)
 
 
 def embedding_only(card: CardMatch) -> CardMatch:

@@ -31,6 +31,7 @@ from edge.types import Candidate, CardCrop, CardMatch, Frame, ImageRGB, Match, O
 
 if TYPE_CHECKING:
     from edge.live import LiveLoop
+    from edge.overlay import OverlayStore
 
 logger = logging.getLogger(__name__)
 
@@ -254,6 +255,7 @@ class Runtime:
         self.metrics = metrics or Metrics()
         self.events = EventHub()
         self.live: LiveLoop | None = None
+        self.overlay: OverlayStore | None = None  # views taught on the device (edge.overlay)
         self.lists: SceneObserver | None = None  # must return at once: it runs on the loop
         self._lock = threading.Condition()
         self._slot = _Slot(recognizer) if recognizer is not None else None
@@ -293,8 +295,18 @@ class Runtime:
             if close_now:
                 self._close_recognizer(slot.recognizer)
 
+    def attach_overlay(self, overlay: OverlayStore) -> None:
+        """Serve `overlay`'s taught views with the current bundle and each one swapped in."""
+        self.overlay = overlay
+        rec = self.peek()
+        if rec is not None:
+            overlay.attach(rec)
+
     def swap(self, new: RecognizerLike) -> None:
-        """Make `new` current atomically; the old one closes when its leases drain."""
+        """Make `new` current atomically; the old one closes when its leases drain. The
+        overlay is attached to `new` first (kept, re-prepared, or dropped: edge.overlay)."""
+        if self.overlay is not None:
+            self.overlay.attach(new)
         with self._lock:
             old, self._slot = self._slot, _Slot(new)
             close_now = old is not None and old.leases == 0

@@ -45,6 +45,7 @@ class Verification:
     homography: Homography | None = None
     reason: str = ""  # why inliers is 0, for logs and the API
     photometric: float = 0.0  # colour agreement with the reference under the homography, [-1, 1]
+    view: str = ""  # the taught view (edge.overlay) this evidence is against; "" the bundle's scan
 
 
 class FeatureSource(Protocol):

@@ -14,6 +14,10 @@ decide on the evidence:
 - `unknown`: everything else, with the reason. A box that verifies against nothing, below the
   bundle's background confidence, is not a card at all and is dropped.
 
+A candidate may also have views taught on the device (edge.overlay): each is verified like the
+scan and the strongest evidence counts, under the same thresholds; a taught view's colours must
+agree with the bundle's scan as well as with the taught crop (TAUGHT_COLOUR_BOTH).
+
 The cards of one frame are verified in parallel threads (OpenCV releases the GIL).
 """
 
@@ -31,9 +35,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.features import Extractor, ReferenceFeatures
+from edge.features import Extractor, Features, ReferenceFeatures
 from edge.index import decide
 from edge.manifest import Thresholds
+from edge.overlay_snapshot import OverlaySnapshot, index_only
 from edge.rectify import _crop_corners, side_lengths
 from edge.track import polygon_iou
 from edge.types import Candidate, CardMatch, Corners, ImageRGB, Match, OrientedBox
@@ -54,6 +59,11 @@ DIFFER_LEVEL = 60.0  # summed RGB difference at which two references differ at a
 DIFFER_MIN_PX = 12  # fewer differing thumbnail pixels: the references are the same image
 CLEAR_GAP = 0.2  # relative error gap beyond which a reprint is decided without a runner-up
 RIVAL_MIN = 10  # inliers a second candidate needs to be compared pixel by pixel with the best
+# A taught crop carries one sighting's light, glare and background; an unknown card seen in the
+# same light would agree with it on colour more easily than with the clean scan. So evidence
+# against a taught view takes the lower of its colour agreement with the taught crop and with
+# the bundle's scan (same homography: both live on the same card canvas).
+TAUGHT_COLOUR_BOTH = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +110,14 @@ class VerifyStage:
 
     def gather(
         self, image: ImageRGB, gray: npt.NDArray[np.uint8], box: OrientedBox,
-        shortlist: Sequence[Candidate],
+        shortlist: Sequence[Candidate], views: OverlaySnapshot | None = None,
     ) -> tuple[Evidence, npt.NDArray[np.float64]]:  # fmt: skip
         """Verify `shortlist` against the card in `box`; also returns the crop's warp matrix.
 
         When nothing verifies, two more looks before giving up: the crop at half resolution
         (a defocused card's features live at coarser scales) and, for a box whose aspect is
-        ambiguous, the box turned 90 degrees (a squashed crop defeats the descriptors)."""
+        ambiguous, the box turned 90 degrees (a squashed crop defeats the descriptors).
+        `views`: taught views to verify each candidate against besides its scan."""
         t = self.thresholds
         if short_side(box.corners) < t.verify_min_px:
             warp = self._warp(box.corners)
@@ -118,7 +129,7 @@ class VerifyStage:
         for n, (corners, scale) in enumerate(tries):
             # A second look is for the embedder's best few, not the whole shortlist again.
             candidates = shortlist if n == 0 or self.exhaustive else shortlist[:FALLBACK_SHORTLIST]
-            evidence, warp = self._attempt(image, gray, corners, candidates, scale)
+            evidence, warp = self._attempt(image, gray, corners, candidates, scale, views)
             if best is None or self._strength(evidence) > self._strength(best[0]):
                 best = (evidence, warp)
             if self.passes(evidence.results[0] if evidence.results else None):
@@ -148,7 +159,7 @@ class VerifyStage:
 
     def _attempt(
         self, image: ImageRGB, gray: npt.NDArray[np.uint8], corners: Corners,
-        shortlist: Sequence[Candidate], scale: float,
+        shortlist: Sequence[Candidate], scale: float, views: OverlaySnapshot | None = None,
     ) -> tuple[Evidence, npt.NDArray[np.float64]]:  # fmt: skip
         """One look: warp, extract (at `scale` of the canvas), verify the shortlist in order."""
         t = self.thresholds
@@ -178,23 +189,50 @@ class VerifyStage:
                 )
             ):
                 break  # beyond doubt: only candidates as close as a reprint are still checked
-            v = self.verifier.verify(query, cand.card_id)
-            if v.homography is not None and v.inliers >= t.verify_min_inliers:
-                v = replace(v, photometric=self.colour(image, warp, v))
+            v = self._check(image, warp, query, cand.card_id, views)
             results.append(v)
             if passed is None and self.passes(v):
                 passed, passed_at = cand, len(results) - 1
         ranked = sorted(rank(results), key=lambda v: not self.passes(v))  # stable: inliers within
         return Evidence(tuple(ranked), len(query)), warp
 
-    def colour(self, image: ImageRGB, warp: npt.NDArray[np.float64], v: Verification) -> float:
+    def _check(
+        self, image: ImageRGB, warp: npt.NDArray[np.float64], query: Features, card_id: str,
+        views: OverlaySnapshot | None,
+    ) -> Verification:  # fmt: skip
+        """The strongest evidence for `card_id`: its scan's, or one of its taught views'."""
+        t = self.thresholds
+        best = self.verifier.verify(query, card_id)
+        if best.homography is not None and best.inliers >= t.verify_min_inliers:
+            best = replace(best, photometric=self.colour(image, warp, best))
+        for view in views.views_of(card_id) if views is not None else ():
+            assert views is not None
+            v = replace(
+                views.verifier.verify(query, view.view_id), card_id=card_id, view=view.view_id
+            )
+            if v.homography is not None and v.inliers >= t.verify_min_inliers:
+                v = replace(v, photometric=self.colour(image, warp, v, views))
+            if (self.passes(v), v.inliers) > (self.passes(best), best.inliers):
+                best = v
+        return best
+
+    def colour(
+        self, image: ImageRGB, warp: npt.NDArray[np.float64], v: Verification,
+        views: OverlaySnapshot | None = None,
+    ) -> float:  # fmt: skip
         """`edge.verify.photometric` of the crop mapped onto v's reference thumbnail (1.0, no
-        check, for a bundle built without thumbnails)."""
-        ref = self.refs.thumbnail(v.card_id)
-        if ref is None or v.homography is None:
+        check, for a bundle built without thumbnails); for a taught view, see
+        TAUGHT_COLOUR_BOTH."""
+        taught = views.thumbnail(v.view) if views is not None and v.view else None
+        scan = self.refs.thumbnail(v.card_id) if taught is None or TAUGHT_COLOUR_BOTH else None
+        refs = [r for r in (taught, scan) if r is not None]
+        if not refs or v.homography is None:
             return 1.0
-        view, valid = self._onto(image, warp, v.homography, ref.shape[:2])
-        return photometric(view, valid, ref)
+        scores = []
+        for ref in refs:
+            view, valid = self._onto(image, warp, v.homography, ref.shape[:2])
+            scores.append(photometric(view, valid, ref))
+        return min(scores)
 
     def _onto(
         self, image: ImageRGB, warp: npt.NDArray[np.float64], h: npt.NDArray[np.float64],
@@ -234,7 +272,7 @@ class VerifyStage:
             probable = t.model_copy(
                 update={"unknown_score": t.probable_score, "unknown_margin": t.probable_margin}
             )
-            m = decide(shortlist, probable)
+            m = decide(index_only(shortlist), probable)  # taught views are no embedding evidence
             if m.known:
                 return replace(
                     card, match=replace(m, confidence="probable", reason=evidence.reason)
@@ -271,7 +309,7 @@ class VerifyStage:
         margin = score - (max(others) if others else 0.0)
         match = Match(
             card_id=best.card_id, score=score, margin=margin, known=True, confidence="verified",
-            inliers=best.inliers,
+            inliers=best.inliers, reason=f"taught view {best.view}" if best.view else "",
         )  # fmt: skip
         if ambiguous_with:  # the art is proven, the printing is not: never a guess as known
             why = f"same art as {ambiguous_with}: the printing cannot be told apart in this view"
@@ -319,14 +357,16 @@ class VerifyStage:
     # --- a frame -----------------------------------------------------------------------------
 
     def run(
-        self, image: ImageRGB, cards: Sequence[CardMatch], shortlists: Sequence[Sequence[Candidate]]
-    ) -> list[CardMatch | None]:
-        """Every card's verdict, in order; None for a background box or a second box on a card."""
+        self, image: ImageRGB, cards: Sequence[CardMatch], shortlists: Sequence[Sequence[Candidate]],
+        views: OverlaySnapshot | None = None,
+    ) -> list[CardMatch | None]:  # fmt: skip
+        """Every card's verdict, in order; None for a background box or a second box on a card.
+        `views`: the overlay's taught views, verified beside the bundle's scans."""
         if not cards:
             return []
         gray = cast(npt.NDArray[np.uint8], cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
         jobs = [
-            self._pool.submit(self.gather, image, gray, c.box, s)
+            self._pool.submit(self.gather, image, gray, c.box, s, views)
             for c, s in zip(cards, shortlists, strict=True)
         ]
         decided = []

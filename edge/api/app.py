@@ -25,10 +25,12 @@ from edge.api.routes import (
     status,
     web,
 )
+from edge.api.routes import overlay as overlay_routes
 from edge.api.routes.status import _version
 from edge.config import Settings
 from edge.errors import ConfigError
 from edge.lists.service import attach_lists
+from edge.overlay import OverlayStore
 from edge.runtime import Runtime
 from edge.state import StoreState, probe_state_dir
 
@@ -64,10 +66,13 @@ def create_app(settings: Settings, runtime: Runtime, *, store: StoreState | None
         description="Trading-card recognition on the edge. Errors are JSON {code, message, hint}.",
         lifespan=lifespan,
     )
+    if store.writable and runtime.overlay is None:  # taught views live in the state directory
+        runtime.attach_overlay(OverlayStore(store.state_dir, runtime.lease))
     app.state.ctx = ApiContext(settings=settings, runtime=runtime, token=token, store=store)
     install_error_handlers(app)
     for module in (health, status, identify, scene, cards, bundles, feedback, lists, metrics, web):
         app.include_router(module.router)
+    app.include_router(overlay_routes.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     fast = not settings.server.protect_reads  # protected reads go through the token check
     app.add_middleware(SceneFastPath, runtime=runtime, enabled=fast)

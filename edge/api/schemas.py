@@ -67,7 +67,10 @@ class IdentifiedCardOut(BaseModel):
         "probable: embedding only (too small or blurred to verify); unknown: neither."
     )
     inliers: int = Field(description="Homography inliers of the reported card (0: not verified).")
-    reason: str = Field(description="Why the card is probable or unknown; empty when verified.")
+    reason: str = Field(
+        description="Why the card is probable or unknown; empty when verified, `taught view "
+        "<view_id>` when verified against a view taught on this device (GET /v1/overlay)."
+    )
     runner_up: str | None = Field(
         description="A second card that verified nearly as well (same-art reprint), or null."
     )
@@ -156,6 +159,11 @@ class VerificationOut(BaseModel):
     )
 
 
+class OverlayStatusOut(BaseModel):
+    views: int = Field(description="Views taught on this device (GET /v1/overlay).")
+    cards: int = Field(description="Distinct cards among them.")
+
+
 class StatusOut(BaseModel):
     version: str
     bundle_id: str | None
@@ -168,4 +176,7 @@ class StatusOut(BaseModel):
     store: StoreOut
     verification: VerificationOut | None = Field(
         None, description="The current bundle's verification stage; null without a bundle."
+    )
+    overlay: OverlayStatusOut | None = Field(
+        None, description="Taught views served with the bundle; null: state directory read-only."
     )

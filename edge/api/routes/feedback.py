@@ -3,7 +3,9 @@ for the next bundle; list the kept ones. See edge.feedback for the layout on dis
 
 The body is multipart/form-data (415 otherwise). Nothing is stored unless every check passes:
 image within limits.max_upload_bytes / max_pixels and decodable, polygon inside it, card_id in the
-served catalogue.
+served catalogue, and with teach=true a crop with enough local features to be taught: the
+polygon's rectified crop is then also added to the overlay (edge.overlay), so the next sighting
+of the card is verified against it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from edge.feedback import (
     parse_polygon,
 )
 from edge.imageio import decode_image, image_header
+from edge.overlay import OverlayUnsupportedError
 from edge.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -56,6 +59,9 @@ class FeedbackOut(BaseModel):
     height: int
     size_bytes: int
     sha256: str
+    taught_view: str | None = Field(
+        None, description="With teach=true: the overlay view it added (GET /v1/overlay)."
+    )
 
 
 class FeedbackListOut(BaseModel):
@@ -73,6 +79,10 @@ _FIELDS = {
     },
     "note": {"type": "string"},
     "bundle_id": {"type": "string", "description": "Bundle corrected (default: the current one)."},
+    "teach": {
+        "type": "boolean",
+        "description": "Also teach the corrected crop as a reference view on this device.",
+    },
 }
 OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {
@@ -86,8 +96,9 @@ OPENAPI_BODY: dict[str, Any] = {
 }
 
 
-def _out(r: FeedbackRecord) -> FeedbackOut:
+def _out(r: FeedbackRecord, taught_view: str | None = None) -> FeedbackOut:
     return FeedbackOut(
+        taught_view=taught_view,
         feedback_id=r.feedback_id,
         created=r.created,
         bundle_id=r.bundle_id,
@@ -147,8 +158,10 @@ def _store_feedback(
     fields: dict[str, Any],
     bundle_id: str | None,
     max_pixels: int,
-) -> FeedbackRecord:
-    """Every check, then the write (blocking; call from a worker thread)."""
+    teach: bool = False,
+) -> tuple[FeedbackRecord, str | None]:
+    """Every check, then the write, then the taught view (blocking; call from a worker thread).
+    Returns the record and the taught view's id."""
     fmt = image_header(data)[0]
     image = decode_image(data, max_pixels=max_pixels)
     height, width = image.shape[:2]
@@ -162,7 +175,17 @@ def _store_feedback(
                 "look it up with GET /v1/cards?q=",
             )
         bundle_id = bundle_id or rec.bundle_id
-    return store.add(data, fmt, width=width, height=height, bundle_id=bundle_id, **fields)
+        overlay = runtime.overlay
+        if teach and overlay is None:
+            raise OverlayUnsupportedError("this service keeps no overlay (state directory)")
+        pending = None
+        if teach and overlay is not None:
+            pending = overlay.prepare(rec, card_id, image, fields["polygon"])
+        record = store.add(data, fmt, width=width, height=height, bundle_id=bundle_id, **fields)
+        if pending is None or overlay is None:
+            return record, None
+        entry = overlay.commit(pending, f"feedback:{record.feedback_id}", record.feedback_id)
+    return record, entry.view_id
 
 
 @router.post(
@@ -199,8 +222,10 @@ async def post_feedback(
         if not data:
             raise BadImageError("empty image", "send a JPEG/PNG as part 'file'")
         flag = (_text(form, "not_a_card") or "false").lower()
-        if flag not in ("true", "false", "1", "0"):
-            raise FeedbackError(f"not_a_card must be true or false, not {flag!r}")
+        teach = (_text(form, "teach") or "false").lower()
+        for name, value in (("not_a_card", flag), ("teach", teach)):
+            if value not in ("true", "false", "1", "0"):
+                raise FeedbackError(f"{name} must be true or false, not {value!r}")
         fields: dict[str, Any] = {
             "card_id": _text(form, "card_id") or None,
             "not_a_card": flag in ("true", "1"),
@@ -211,12 +236,15 @@ async def post_feedback(
     finally:
         await form.close()
     check_label(fields["card_id"], fields["not_a_card"], fields["note"])
+    teaching = teach in ("true", "1")
+    if teaching and fields["not_a_card"]:
+        raise FeedbackError("teach=true needs the right card_id, not not_a_card")
     bundle_id = fields.pop("bundle_id")
     store = FeedbackStore(ctx.store.state_dir)
-    record = await run_in_threadpool(
-        _store_feedback, runtime, store, data, fields, bundle_id, limits.max_pixels
+    record, view_id = await run_in_threadpool(
+        _store_feedback, runtime, store, data, fields, bundle_id, limits.max_pixels, teaching
     )
-    return _out(record)
+    return _out(record, view_id)
 
 
 @router.get(

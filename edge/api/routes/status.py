@@ -8,7 +8,14 @@ from importlib import metadata
 from fastapi import APIRouter, Request
 
 from edge.api.deps import ReadAccess, RuntimeDep, get_context
-from edge.api.schemas import BackendOut, LiveOut, StatusOut, StoreOut, VerificationOut
+from edge.api.schemas import (
+    BackendOut,
+    LiveOut,
+    OverlayStatusOut,
+    StatusOut,
+    StoreOut,
+    VerificationOut,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +36,11 @@ async def status(request: Request, runtime: RuntimeDep) -> StatusOut:
     ready, checks = runtime.health()
     live = runtime.live
     described = rec.describe().get("verification") if rec else None
+    overlay = runtime.overlay.status() if runtime.overlay is not None else None
     return StatusOut(
+        overlay=OverlayStatusOut(views=overlay["views"], cards=overlay["cards"])
+        if overlay
+        else None,
         verification=VerificationOut(**described) if isinstance(described, dict) else None,
         version=_version(),
         bundle_id=rec.bundle_id if rec else None,
