@@ -197,13 +197,13 @@ class SceneBuilder:
         cards = []
         for tc in tracked:
             name, set_name, number = (
-                self._name(rec, tc.card_id) if tc.card_id else (None, None, None)
+                self._name(rec, tc.card_id) if tc.card_id and not tc.back else (None, None, None)
             )
             polygon = tuple((float(x), float(y)) for x, y in tc.box.corners)
             cards.append(
                 SceneCard(
                     tc.track_id,
-                    tc.card_id,
+                    tc.card_id or None,
                     name,
                     set_name,
                     number,
@@ -212,7 +212,13 @@ class SceneBuilder:
                     tc.identified,
                     tc.box.conf,
                     polygon,
-                    "verified" if tc.verified else "probable" if tc.known else "unknown",
+                    "back"
+                    if tc.back
+                    else "verified"
+                    if tc.verified
+                    else "probable"
+                    if tc.known
+                    else "unknown",
                 )
             )
         h, w = frame.image.shape[:2]

@@ -28,6 +28,7 @@ import numpy.typing as npt
 from edge.backends import Backend
 from edge.bundle import verify_bundle
 from edge.bundle_errors import BundleDimensionError
+from edge.card_backs import decide_with_backs
 from edge.config import HailoSettings, RuntimeSettings
 from edge.detect import Detector
 from edge.embed import pixel_spec, takes_pixels
@@ -260,7 +261,19 @@ class Recognizer:
         self, image: ImageRGB, cards: list[CardMatch], shortlists: list[list[Candidate]]
     ) -> list[CardMatch | None]:
         """The decision on `shortlist`'s output: verified where the bundle has reference
-        features, else the embedding's own (`verdicts` is `shortlist` then this)."""
+        features, else the embedding's own (`verdicts` is `shortlist` then this); boxes of a
+        detector's `back` class are card backs."""
+        back = self.manifest.detector.back_class
+        if back is not None:
+            return decide_with_backs(
+                cards, shortlists, back, self.manifest.thresholds,
+                lambda c, s: self._decide_faces(image, c, s),
+            )  # fmt: skip
+        return self._decide_faces(image, cards, shortlists)
+
+    def _decide_faces(
+        self, image: ImageRGB, cards: list[CardMatch], shortlists: list[list[Candidate]]
+    ) -> list[CardMatch | None]:
         if self.verify_stage is not None:
             views = self._overlay
             return self.verify_stage.run(image, cards, shortlists, views if len(views) else None)

@@ -300,6 +300,9 @@ class VerifyStage:
             picked = self.discriminate(image, warp, [best, *rivals])
             if picked is None:  # the references are the same picture: nothing to tell them by
                 ambiguous_with = rivals[0].card_id
+            elif picked[0] is not best and _outweighs(best, picked[0]):
+                # the differing pixels and the whole card's evidence disagree: name neither
+                ambiguous_with = picked[0].card_id
             else:
                 best, ambiguous_with = picked
         assert best.homography is not None
@@ -411,6 +414,11 @@ def without_duplicates(cards: list[CardMatch | None]) -> list[CardMatch | None]:
         else:
             kept.append(c)
     return out
+
+
+def _outweighs(a: Verification, b: Verification) -> bool:
+    """`a` has the stronger evidence on the whole card: more inliers and closer colours."""
+    return a.inliers > b.inliers and a.photometric > b.photometric
 
 
 def _inliers(card: CardMatch | None) -> int:

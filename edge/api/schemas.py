@@ -62,9 +62,10 @@ class IdentifiedCardOut(BaseModel):
     score: float = Field(description="Cosine similarity of the best reference.")
     margin: float = Field(description="Best score minus the best score of a different card.")
     known: bool = Field(description="True for `verified` and `probable` cards.")
-    confidence: Literal["verified", "probable", "unknown"] = Field(
+    confidence: Literal["verified", "probable", "unknown", "back"] = Field(
         description="verified: local features map onto the reference under one homography; "
-        "probable: embedding only (too small or blurred to verify); unknown: neither."
+        "probable: embedding only (too small or blurred to verify); unknown: neither; "
+        "back: a card lying face down (a detector with a back class)."
     )
     inliers: int = Field(description="Homography inliers of the reported card (0: not verified).")
     reason: str = Field(
@@ -98,10 +99,10 @@ class SceneCardOut(BaseModel):
     identified: bool = Field(description="The track's vote has settled (known or unknown).")
     det_conf: float = Field(description="Detector confidence.")
     polygon: Polygon
-    confidence: Literal["verified", "probable", "unknown"] = Field(
+    confidence: Literal["verified", "probable", "unknown", "back"] = Field(
         "unknown",
         description="verified: the track's card was proven by geometry; probable: "
-        "known on the embedding alone; unknown: neither.",
+        "known on the embedding alone; unknown: neither; back: a card lying face down.",
     )
 
 
