@@ -47,10 +47,12 @@ def create_app(settings: Settings, runtime: Runtime, *, store: StoreState | None
 
     if store is None:
         store = probe_state_dir(settings.runtime.state_dir)
-    scan_lists = attach_lists(runtime, store.state_dir) if store.writable else None
+    state = store
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # the lists file is open while the app serves, and opened again if it serves again
+        scan_lists = attach_lists(runtime, state.state_dir) if state.writable else None
         runtime.start()
         logger.info("serving bundle %s", runtime.current_bundle_id)
         try:
@@ -58,6 +60,7 @@ def create_app(settings: Settings, runtime: Runtime, *, store: StoreState | None
         finally:
             await run_in_threadpool(runtime.stop)
             if scan_lists is not None:  # after the loop: its last scenes are recorded too
+                runtime.lists = None
                 await run_in_threadpool(scan_lists.close)
 
     app = FastAPI(

@@ -45,8 +45,10 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["lists"])
 M = TypeVar("M", bound=BaseModel)
-ListId = Annotated[int, Path(ge=1, description="The list's id (GET /v1/lists).")]
-EntryId = Annotated[int, Path(ge=1, description="The entry's id (GET /v1/lists/{list_id}).")]
+ListId = Annotated[int, Path(ge=1, le=2**62, description="The list's id (GET /v1/lists).")]
+EntryId = Annotated[
+    int, Path(ge=1, le=2**62, description="The entry's id (GET /v1/lists/{list_id}).")
+]
 
 
 class TeachUnavailableError(EdgeError):
