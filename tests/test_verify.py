@@ -28,7 +28,7 @@ from edge.features import (
 from edge.manifest import Thresholds
 from edge.types import Candidate, CardMatch, Match, OrientedBox
 from edge.verification_build import catalogue_scans, thumbnail_jpeg
-from edge.verify import Verifier, implausible, photometric
+from edge.verify import Verification, Verifier, implausible, photometric
 from edge.verify_stage import VerifyStage, without_duplicates
 
 SPEC = FeatureSpec(n_features=400)
@@ -325,6 +325,27 @@ def test_same_art_reprints_are_told_apart_where_their_references_differ(
     assert verdict is not None and verdict.match.card_id == "print-b" and verdict.match.known
     assert tie is not None and not tie.match.known and "same art" in tie.match.reason
     assert {tie.match.card_id, tie.match.runner_up} == {"x", "y"}
+
+
+def test_a_reprint_the_whole_cards_evidence_speaks_against_is_never_named(refs) -> None:
+    # given printing a with more inliers and closer colours than printing b, and a pixel
+    # comparison of their differing parts that (as on a blurred or oddly lit card) picks b
+    from edge.verify_stage import Evidence
+
+    stage = VerifyStage(refs, Thresholds(verify_min_inliers=15), threads=1)
+    h = np.eye(3)
+    strong = Verification("print-a", 60, 90, h, photometric=0.95)
+    weak = Verification("print-b", 40, 70, h, photometric=0.85)
+    stage.discriminate = lambda image, warp, cands: (weak, "")  # type: ignore[method-assign]
+    card = CardMatch(box=_box(TRUE_QUAD), match=Match("print-a", 0.9, 0.01, True), top_k=())
+    shortlist = [Candidate("print-b", 0.9), Candidate("print-a", 0.89)]
+    image = np.zeros((720, 1280, 3), np.uint8)
+    # when the verified card is decided
+    verdict = stage._verified(card, shortlist, Evidence((strong, weak), 200), h, image)
+    stage.close()
+    # then neither printing is named known: unknown, naming both
+    assert not verdict.match.known and verdict.match.confidence == "unknown"
+    assert {verdict.match.card_id, verdict.match.runner_up} == {"print-a", "print-b"}
 
 
 def test_two_boxes_on_one_card_report_it_once() -> None:
