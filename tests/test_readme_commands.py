@@ -47,6 +47,9 @@ RUN_HERE = {
     "cardedge-train evaluate",
     "cardedge-train calibrate",
     "cardedge-train bundle",
+    "cardedge-train evaluate-detector",
+    "cardedge-train detector-curve",
+    "cardedge-train swap-detector",
 }
 RUN_BY_SERVE_TESTS = {"cardedge serve", "cardedge bundle push"}
 # tests/test_reindex.py; tests/test_lists_serve.py (lists, lists show, lists export)
@@ -364,3 +367,62 @@ def test_train_bundle_signed_with_reference_features(tmp_path: Path, factory_bun
         manifest.verification is not None
         and manifest.verification.cards == manifest.catalogue.card_count
     )
+
+
+@pytest.mark.train
+def test_train_synth_backgrounds_gathers_families(tmp_path: Path) -> None:
+    from tests.test_synth_table import fake_packages
+
+    fake_packages(tmp_path / "root")
+    result = run("cardedge-train", "synth", "backgrounds", "--out", str(tmp_path / "bg"),
+                 "--root", str(tmp_path / "root"))  # fmt: skip
+    assert "4 backgrounds" in result.stdout
+    assert {p.name for p in (tmp_path / "bg").iterdir()} == {"plasma", "mate", "gnome", "nexuiz"}
+
+
+@pytest.mark.train
+def test_train_evaluate_detector_reports_the_detection_figures(
+    tiny_world: Path, tmp_path: Path
+) -> None:
+    # the demo detector at its own input: a JSON report with the detection figures
+    out = tmp_path / "det.json"
+    result = run("cardedge-train", "evaluate-detector", "--onnx", str(DEMO / "detector.onnx"),
+                 "--scenes", str(tiny_world / "test_scenes"), "--num-classes", "1",
+                 "--threads", "1", "--out", str(out))  # fmt: skip
+    [report] = json.loads(out.read_text())
+    assert report["input_hw"] == [320, 320] and "by_short_side_px" in report
+    assert "320x320: recall" in result.stdout
+
+
+@pytest.mark.train
+def test_train_detector_curve_plots_a_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    rows = [{"time": 1000.0 * (i + 1), "epoch": i, "epoch_s": 1000.0} for i in range(3)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    points = [{"epoch": i + 1, "hours": 0.0, "recall_unoccluded_80px": 0.3 * i, "precision": 0.5}
+              for i in range(3)]  # fmt: skip
+    (run_dir / "curve.jsonl").write_text("".join(json.dumps(p) + "\n" for p in points))
+    run(
+        "cardedge-train", "detector-curve", "--run", str(run_dir), "--plot", str(tmp_path / "c.png")
+    )
+    assert cv2.imread(str(tmp_path / "c.png")) is not None
+
+
+@pytest.mark.train
+def test_train_swap_detector_gives_a_recalibrated_bundle(tiny_world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "swapped"
+    result = run("cardedge-train", "swap-detector", "--bundle", str(DEMO), "--detector",
+                 str(DEMO / "detector.onnx"), "--out", str(out), "--bundle-id", "demo-swapped",
+                 "--catalogue", str(REPO / "reference_db" / "demo"), "--unknown",
+                 str(tiny_world / "unknown"), "--scenes", "12", "--verify-scenes", "12")  # fmt: skip
+    from edge.bundle import verify_bundle
+
+    manifest = verify_bundle(out)
+    assert manifest.bundle_id == "demo-swapped" and "demo-swapped" in result.stdout
+    assert manifest.detector.class_names == ("card",)
+    assert manifest.lineage["detector_swapped_from"] == "demo"
+    # a folder that exists is refused, the source untouched
+    run("cardedge-train", "swap-detector", "--bundle", str(DEMO), "--detector",
+        str(DEMO / "detector.onnx"), "--out", str(out), "--bundle-id", "x", "--catalogue",
+        str(REPO / "reference_db" / "demo"), "--unknown", str(tiny_world / "unknown"), ok=(2,))  # fmt: skip

@@ -146,28 +146,27 @@ def test_a_real_back_image_joins_the_designs(tmp_path: Path) -> None:
         backs((), (tmp_path / "missing.png",))
 
 
-def test_gather_writes_one_folder_per_family(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # given stand-ins for the installed packages' folders and the textures zip
-    wall = tmp_path / "wallpapers" / "Autumn" / "contents" / "images"
+def fake_packages(root: Path) -> None:
+    """Stand-ins for the installed packages' folders and the textures zip under `root`."""
+    wall = root / "usr/share/wallpapers/Autumn/contents/images"
     _photo(wall / "1920x1080.jpg", (90, 120, 150), 0)
     _photo(wall / "1080x1920.jpg", (90, 120, 150), 1)  # portrait: skipped
-    _photo(tmp_path / "mate" / "nature" / "Wood.jpg", (30, 80, 120), 2)
-    _photo(tmp_path / "gnome" / "blobs.jpg", (200, 100, 50), 3)
+    _photo(root / "usr/share/backgrounds/mate/nature/Wood.jpg", (30, 80, 120), 2)
+    _photo(root / "usr/share/backgrounds/gnome/blobs.jpg", (200, 100, 50), 3)
     tex = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (128, 128, 3), np.uint8))[
         1
     ]
-    pk3 = tmp_path / "textures.pk3"
+    pk3 = root / "usr/share/games/nexuiz/data/textures.pk3"
+    pk3.parent.mkdir(parents=True)
     with zipfile.ZipFile(pk3, "w") as z:
         z.writestr("textures/wood/plank.jpg", tex.tobytes())
         z.writestr("textures/wood/plank_norm.jpg", tex.tobytes())  # a normal map: not a surface
-    monkeypatch.setattr(photos, "PLASMA_DIR", tmp_path / "wallpapers")
-    monkeypatch.setattr(photos, "MATE_DIR", tmp_path / "mate")
-    monkeypatch.setattr(photos, "GNOME_DIR", tmp_path / "gnome")
-    monkeypatch.setattr(photos, "NEXUIZ_PK3", pk3)
+
+
+def test_gather_writes_one_folder_per_family(tmp_path: Path) -> None:
+    fake_packages(tmp_path / "root")
     # when gathered
-    counts = photos.gather(tmp_path / "out")
+    counts = photos.gather(tmp_path / "out", root=tmp_path / "root")
     # then each family has its folder, textures are tiled surfaces, normal maps are left out
     assert counts == {"plasma": 1, "mate": 1, "gnome": 1, "nexuiz": 1}
     surface = cv2.imread(str(next((tmp_path / "out" / "nexuiz").glob("*.jpg"))))

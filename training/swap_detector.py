@@ -33,6 +33,7 @@ def swap(
     unknown: Path,
     detector_run: Path | None = None,
     verify_scenes: int = 600,
+    scenes: int = 200,
     seed: int = 7,
     target_far: float = 0.02,
 ) -> dict[str, Any]:
@@ -63,8 +64,9 @@ def swap(
     )
     write_manifest(out, refresh_hashes(out, manifest))
     calibrate_scenes.run(
-        out, catalogue, unknown, target_far=target_far, seed=seed, verify_scenes=verify_scenes
-    )
+        out, catalogue, unknown, n_scenes=scenes, target_far=target_far, seed=seed,
+        verify_scenes=verify_scenes,
+    )  # fmt: skip
     final = verify_bundle(out)
     logger.info(
         "bundle %s: detector %dx%d, classes %s, thresholds recalibrated",
@@ -81,16 +83,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalogue", type=Path, required=True, help="catalogue scans (calibration)")
     p.add_argument("--unknown", type=Path, required=True, help="unknown cards (calibration)")
     p.add_argument("--detector-run", type=Path, default=None, help="run folder, for lineage")
-    p.add_argument("--verify-scenes", type=int, default=600)
+    p.add_argument("--scenes", type=int, default=200, help="fresh scenes for unknown-card scores")
+    p.add_argument("--verify-scenes", type=int, default=600, help="fresh scenes for verification")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--target-far", type=float, default=0.02)
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.out.exists():
+        print(f"error: {args.out} exists: choose a new folder for the bundle")
+        return 2
     manifest = swap(
         args.bundle, args.detector, args.out, bundle_id=args.bundle_id,
         catalogue=args.catalogue, unknown=args.unknown, detector_run=args.detector_run,
-        verify_scenes=args.verify_scenes, seed=args.seed, target_far=args.target_far,
+        verify_scenes=args.verify_scenes, scenes=args.scenes, seed=args.seed,
+        target_far=args.target_far,
     )  # fmt: skip
     det = manifest["detector"]
     print(

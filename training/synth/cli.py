@@ -75,7 +75,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 def _cmd_backgrounds(args: argparse.Namespace) -> int:
     from training.synth.photos import gather
 
-    counts = gather(args.out, args.nexuiz_limit, args.seed)
+    counts = gather(args.out, args.nexuiz_limit, args.seed, args.root)
     for family, n in counts.items():
         print(f"{family:8s} {n:5d} images")
     print(f"wrote {sum(counts.values())} backgrounds to {args.out}")
@@ -149,6 +149,9 @@ def _add_commands(sub: Any) -> None:
     p.add_argument("--out", type=Path, default=Path("data/backgrounds"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nexuiz-limit", type=int, default=1200, help="textures kept from the pk3")
+    p.add_argument(
+        "--root", type=Path, default=Path("/"), help="system root the packages are under"
+    )
     p.set_defaults(func=_cmd_backgrounds)
 
     p = sub.add_parser("preview", help="contact sheet of 16 labelled scenes + 16 crops")

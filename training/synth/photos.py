@@ -37,10 +37,11 @@ APT_PACKAGES = (
     "gnome-backgrounds",
 )
 MAX_WIDTH = 1600
-PLASMA_DIR = Path("/usr/share/wallpapers")
-MATE_DIR = Path("/usr/share/backgrounds/mate")
-GNOME_DIR = Path("/usr/share/backgrounds/gnome")
-NEXUIZ_PK3 = Path("/usr/share/games/nexuiz/data/textures.pk3")
+# Where the packages put them, below the system root ("/"; another for a copied tree or a test).
+PLASMA_DIR = Path("usr/share/wallpapers")
+MATE_DIR = Path("usr/share/backgrounds/mate")
+GNOME_DIR = Path("usr/share/backgrounds/gnome")
+NEXUIZ_PK3 = Path("usr/share/games/nexuiz/data/textures.pk3")
 _NOT_SURFACE = re.compile(
     r"(_norm|_bump|_gloss|_glow|_reflect|_spec|_shirt|_pants|nolight|light|sky|skies|liquid|"
     r"water|effect|portal|flag|sfx|_fx|/fx|lava|slime|logo|sign|font|decal|blood|crosshair)",
@@ -61,9 +62,9 @@ def _decode(data: bytes) -> np.ndarray | None:
     return None if img is None or min(img.shape[:2]) < 64 else img
 
 
-def _plasma() -> Iterator[tuple[str, bytes]]:
-    """The widest landscape image of each wallpaper (not its screenshot)."""
-    for wall in sorted(PLASMA_DIR.glob("*/contents/images")):
+def _plasma(root: Path) -> Iterator[tuple[str, bytes]]:
+    """The landscape image nearest 1920 px wide of each wallpaper (not its screenshot)."""
+    for wall in sorted((root / PLASMA_DIR).glob("*/contents/images")):
         sizes = []
         for p in wall.iterdir():
             m = re.match(r"(\d+)x(\d+)", p.stem)
@@ -95,9 +96,9 @@ def _tiled(tex: np.ndarray, rng: np.random.Generator, w: int = 1280, h: int = 72
     return np.ascontiguousarray(np.tile(tile, reps)[:h, :w])
 
 
-def _nexuiz(limit: int, seed: int) -> Iterator[tuple[str, np.ndarray]]:
+def _nexuiz(pk3: Path, limit: int, seed: int) -> Iterator[tuple[str, np.ndarray]]:
     """Surface-like textures of textures.pk3 (a zip), tiled; `limit` of them, seeded."""
-    with zipfile.ZipFile(NEXUIZ_PK3) as z:
+    with zipfile.ZipFile(pk3) as z:
         names = [n for n in z.namelist() if _IMAGE.search(n) and not _NOT_SURFACE.search(n)]
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(names))
@@ -113,20 +114,22 @@ def _nexuiz(limit: int, seed: int) -> Iterator[tuple[str, np.ndarray]]:
             yield stem.removeprefix("textures_"), _tiled(img, rng)
 
 
-def gather(out: Path, nexuiz_limit: int = 1200, seed: int = 0) -> dict[str, int]:
+def gather(
+    out: Path, nexuiz_limit: int = 1200, seed: int = 0, root: Path = Path("/")
+) -> dict[str, int]:
     """Write out/<family>/*.jpg from the installed packages; returns images per family.
 
     A family whose package is missing is skipped with a warning (install with `make backgrounds`).
     """
     counts: dict[str, int] = {}
     sources = {
-        "plasma": (PLASMA_DIR, lambda: _plasma()),
-        "mate": (MATE_DIR, lambda: _folder(MATE_DIR)),
-        "gnome": (GNOME_DIR, lambda: _folder(GNOME_DIR)),
+        "plasma": (root / PLASMA_DIR, lambda: _plasma(root)),
+        "mate": (root / MATE_DIR, lambda: _folder(root / MATE_DIR)),
+        "gnome": (root / GNOME_DIR, lambda: _folder(root / GNOME_DIR)),
     }
-    for family, (root, items) in sources.items():
-        if not root.is_dir():
-            logger.warning("%s: %s is missing (make backgrounds installs it)", family, root)
+    for family, (where, items) in sources.items():
+        if not where.is_dir():
+            logger.warning("%s: %s is missing (make backgrounds installs it)", family, where)
             continue
         folder = out / family
         folder.mkdir(parents=True, exist_ok=True)
@@ -139,14 +142,15 @@ def gather(out: Path, nexuiz_limit: int = 1200, seed: int = 0) -> dict[str, int]
                 )
                 n += 1
         counts[family] = n
-    if NEXUIZ_PK3.is_file():
+    pk3 = root / NEXUIZ_PK3
+    if pk3.is_file():
         folder = out / "nexuiz"
         folder.mkdir(parents=True, exist_ok=True)
         n = 0
-        for name, img in _nexuiz(nexuiz_limit, seed):
+        for name, img in _nexuiz(pk3, nexuiz_limit, seed):
             cv2.imwrite(str(folder / f"{name}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 88])
             n += 1
         counts["nexuiz"] = n
     else:
-        logger.warning("nexuiz: %s is missing (make backgrounds installs it)", NEXUIZ_PK3)
+        logger.warning("nexuiz: %s is missing (make backgrounds installs it)", pk3)
     return counts
