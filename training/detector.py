@@ -147,6 +147,34 @@ def train(cfg: DetectorConfig) -> Path:
     return cfg.out / "best.pt"
 
 
+PACKED = ("config.yaml", "metrics.jsonl", "logs.md", "curve.jsonl")
+
+
+def pack(run: Path, out: Path) -> Path:
+    """A run folder another machine (or the next session) resumes from, small enough to commit:
+    last.pt with the optimizer's moments in bfloat16 (fp32's range, so Adam's tiny second moments
+    do not flush to zero; torch casts them back on load), and the run's logs and curve."""
+    import torch
+
+    src = run / ULTRA_DIR / "weights" / "last.pt"
+    if not src.exists():
+        src = run / "last.pt"
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    opt = ckpt.get("optimizer")
+    if opt is not None:
+        for state in opt["state"].values():
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.is_floating_point() and value.numel() > 1:
+                    state[key] = value.to(torch.bfloat16)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, out / "last.pt")
+    for name in PACKED:
+        if (run / name).exists():
+            shutil.copy2(run / name, out / name)
+    logger.info("packed %s (epoch %s) into %s", src, ckpt.get("epoch"), out)
+    return out / "last.pt"
+
+
 def parse_hw(text: str) -> tuple[int, int]:
     """ "256x448" (height x width) or "320" (square) -> (h, w), both multiples of 32."""
     parts = [int(v) for v in text.lower().split("x")]
@@ -204,6 +232,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--export-hw", type=parse_hw, default=None,
         help="the ONNX input as HxW (e.g. 256x448 for a 16:9 camera); default imgsz square",
     )  # fmt: skip
+    p.add_argument(
+        "--pack", type=Path, default=None,
+        help="do not train: write a small resumable copy of the run (--out) into this folder",
+    )  # fmt: skip
     p.add_argument("--cache", default=d.cache, choices=("", "ram", "disk"), help="image cache")
     p.add_argument("--resume", action="store_true", help="continue from the run's last.pt")
     p.add_argument("--mlflow", type=Path, default=None, help="log to a local MLflow store")
@@ -211,6 +243,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     cfg = runs.config_from_args(DetectorConfig, args)
+    if args.pack is not None:
+        print(f"wrote {pack(cfg.out, args.pack)}")
+        return 0
     best = train(cfg)
     if args.export is not None:
         export_onnx(best, args.export, args.export_hw or cfg.imgsz)
