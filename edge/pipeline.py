@@ -125,7 +125,9 @@ class Recognizer:
             )
         index = CardIndex.open(bundle_dir, manifest)
         try:
-            verify = load_verification(bundle_dir, manifest, index.catalogue)
+            verify = load_verification(
+                bundle_dir, manifest, index.catalogue, feature_shortlist=settings.feature_shortlist
+            )
             backends, reasons = load_backends(bundle_dir, manifest, settings, hailo)
         except BaseException:
             index.close()

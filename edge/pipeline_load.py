@@ -12,6 +12,7 @@ from edge.backends import Backend
 from edge.backends.select import Role, select_backend
 from edge.bundle_errors import BundleModelError
 from edge.config import HailoSettings, RuntimeSettings
+from edge.feature_shortlist import FeatureShortlist
 from edge.features import ReferenceFeatures
 from edge.index import Catalogue
 from edge.manifest import Manifest, ModelSpec
@@ -42,9 +43,10 @@ def load_backends(
 
 
 def load_verification(
-    bundle_dir: Path, manifest: Manifest, catalogue: Catalogue
+    bundle_dir: Path, manifest: Manifest, catalogue: Catalogue, *, feature_shortlist: bool = False
 ) -> VerifyStage | None:
-    """The bundle's reference features, checked against its manifest and catalogue."""
+    """The bundle's reference features, checked against its manifest and catalogue, and (with
+    `feature_shortlist`) the inverted index over them that widens a shortlist that fails."""
     spec = manifest.verification
     if spec is None:
         logger.warning("bundle %s has no reference features: no verification", manifest.bundle_id)
@@ -58,4 +60,7 @@ def load_verification(
             "rebuild the bundle's verification features",
         )
     refs.check_cards(sorted(set(catalogue.key_card_ids.tolist())))
-    return VerifyStage(refs, manifest.thresholds)
+    stage = VerifyStage(refs, manifest.thresholds)
+    if feature_shortlist and refs.spec.method == "orb":
+        stage.more = FeatureShortlist.from_references(refs)
+    return stage

@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge.feature_shortlist import FeatureShortlist, widened
 from edge.features import Extractor, Features, ReferenceFeatures
 from edge.index import decide
 from edge.manifest import Thresholds
@@ -100,6 +101,7 @@ class VerifyStage:
         self.verifier = Verifier(refs)
         self.extractor = Extractor(refs.spec)
         self.thresholds = thresholds
+        self.more: FeatureShortlist | None = None  # asked when no embedder candidate verifies
         workers = threads or min(4, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify")
 
@@ -129,7 +131,7 @@ class VerifyStage:
         for n, (corners, scale) in enumerate(tries):
             # A second look is for the embedder's best few, not the whole shortlist again.
             candidates = shortlist if n == 0 or self.exhaustive else shortlist[:FALLBACK_SHORTLIST]
-            evidence, warp = self._attempt(image, gray, corners, candidates, scale, views)
+            evidence, warp = self._attempt(image, gray, corners, candidates, scale, views, n == 0)
             if best is None or self._strength(evidence) > self._strength(best[0]):
                 best = (evidence, warp)
             if self.passes(evidence.results[0] if evidence.results else None):
@@ -160,8 +162,10 @@ class VerifyStage:
     def _attempt(
         self, image: ImageRGB, gray: npt.NDArray[np.uint8], corners: Corners,
         shortlist: Sequence[Candidate], scale: float, views: OverlaySnapshot | None = None,
+        widen: bool = False,
     ) -> tuple[Evidence, npt.NDArray[np.float64]]:  # fmt: skip
-        """One look: warp, extract (at `scale` of the canvas), verify the shortlist in order."""
+        """One look: warp, extract (at `scale` of the canvas), verify the shortlist in order;
+        `widen`: then, if none verified, the local-feature shortlist's other candidates."""
         t = self.thresholds
         spec = self.refs.spec
         warp = self._warp(corners)
@@ -179,7 +183,9 @@ class VerifyStage:
         results: list[Verification] = []
         passed: Candidate | None = None  # the first candidate that verified
         passed_at = 0
-        for cand in shortlist[: t.verify_shortlist]:
+        more = self.more if widen else None
+        lazy = widened(shortlist[: t.verify_shortlist], more, query, lambda: passed is None)
+        for cand in lazy:
             if (
                 passed is not None
                 and not self.exhaustive
@@ -312,7 +318,8 @@ class VerifyStage:
         margin = score - (max(others) if others else 0.0)
         match = Match(
             card_id=best.card_id, score=score, margin=margin, known=True, confidence="verified",
-            inliers=best.inliers, reason=f"taught view {best.view}" if best.view else "",
+            inliers=best.inliers, reason=f"taught view {best.view}" if best.view else
+            ("" if best.card_id in scores else "local-feature shortlist"),
         )  # fmt: skip
         if ambiguous_with:  # the art is proven, the printing is not: never a guess as known
             why = f"same art as {ambiguous_with}: the printing cannot be told apart in this view"
