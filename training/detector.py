@@ -166,6 +166,20 @@ def pack(run: Path, out: Path) -> Path:
             for key, value in state.items():
                 if torch.is_tensor(value) and value.is_floating_point() and value.numel() > 1:
                     state[key] = value.to(torch.bfloat16)
+    # the checkpoint names the folders of the machine that wrote it; resume names this one's
+    holders = [ckpt.get("train_args")] + [
+        getattr(ckpt.get(m), "args", None) for m in ("model", "ema")
+    ]  # the models keep a copy of the arguments too
+    for holder in holders:
+        args = holder if isinstance(holder, dict) else getattr(holder, "__dict__", None)
+        if not isinstance(args, dict):
+            continue
+        for key in ("data", "project", "save_dir", "model", "resume"):
+            value = args.get(key)
+            if isinstance(value, str) and Path(value).is_absolute():
+                args[key] = _portable(Path(value))
+    if isinstance(ckpt.get("git"), dict):
+        ckpt["git"] = {k: v for k, v in ckpt["git"].items() if k != "root"}
     out.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, out / "last.pt")
     for name in PACKED:
@@ -173,6 +187,14 @@ def pack(run: Path, out: Path) -> Path:
             shutil.copy2(run / name, out / name)
     logger.info("packed %s (epoch %s) into %s", src, ckpt.get("epoch"), out)
     return out / "last.pt"
+
+
+def _portable(path: Path) -> str:
+    """`path` relative to the working directory when inside it, else its last component."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.name
 
 
 def parse_hw(text: str) -> tuple[int, int]:
