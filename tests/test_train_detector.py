@@ -112,3 +112,33 @@ def test_evaluate_runs_the_recognizer_over_held_out_scenes(
     assert set(report["targets"]) == set(evaluate.TARGETS)
     assert (tmp_path / "report" / "report.json").exists()
     assert "pHash baseline" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_pack_keeps_a_resumable_run_small_and_free_of_machine_folders(tmp_path: Path) -> None:
+    import torch
+
+    # given a run whose last.pt holds Adam moments and the writing machine's folders
+    run = tmp_path / "run"
+    (run / "ultralytics" / "weights").mkdir(parents=True)
+    moments = {
+        "exp_avg": torch.randn(64),
+        "exp_avg_sq": torch.rand(64) * 1e-12,
+        "step": torch.tensor(3.0),
+    }
+    ckpt = {
+        "epoch": 3,
+        "optimizer": {"state": {0: moments}, "param_groups": []},
+        "train_args": {"data": "/somewhere/else/data.yaml", "imgsz": 448},
+        "git": {"root": "/somewhere/else", "commit": "abc"},
+    }
+    torch.save(ckpt, run / "ultralytics" / "weights" / "last.pt")
+    (run / "metrics.jsonl").write_text('{"epoch": 3}\n')
+    # when packed
+    packed = torch.load(detector.pack(run, tmp_path / "packed"), weights_only=False)
+    # then the moments are bfloat16 (tiny second moments survive), the step is untouched, and
+    # no absolute folder of the writing machine is left
+    state = packed["optimizer"]["state"][0]
+    assert state["exp_avg"].dtype == torch.bfloat16 and state["exp_avg_sq"].min() > 0
+    assert state["step"].dtype == torch.float32
+    assert packed["train_args"]["data"] == "data.yaml" and "root" not in packed["git"]
+    assert (tmp_path / "packed" / "metrics.jsonl").exists()
