@@ -104,11 +104,17 @@ def test_evaluate_runs_the_recognizer_over_held_out_scenes(
         tmp_path / "bundle", Path(world.test_scenes), Path(world.catalogue), threads=1
     )
     evaluate.write_report(report, tmp_path / "report")
-    # then every ground-truth card was counted and the report files exist
-    n_gt = sum(
-        len(json.loads(p.read_text())["cards"]) for p in Path(world.test_scenes).glob("*.json")
-    )
-    assert report["n_cards"] == n_gt
+    # then every ground-truth card face was counted for identification, every back in the
+    # detection section, and the report files exist
+    truth = [
+        c
+        for p in Path(world.test_scenes).glob("*.json")
+        for c in json.loads(p.read_text())["cards"]
+    ]
+    backs = sum(bool(c.get("face_down")) for c in truth)
+    assert report["n_cards"] == len(truth) - backs
+    assert report["detection"]["n_backs"] == backs
+    assert report["detection"]["n_faces"] == len(truth) - backs
     assert set(report["targets"]) == set(evaluate.TARGETS)
     assert (tmp_path / "report" / "report.json").exists()
     assert "pHash baseline" in (tmp_path / "report" / "report.md").read_text()
