@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.demo import _portable
+from training.runs import portable_path as _portable
 
 
 def test_report_paths_name_no_folder_of_the_building_machine(

@@ -186,21 +186,12 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     timings["total"] = round(time.perf_counter() - t0, 1)
     config = runs.config_dict(cfg)
     for key in ("out", "reference", "work"):  # the report is committed: no folders of a machine
-        config[key] = _portable(getattr(cfg, key))
+        config[key] = runs.portable_path(getattr(cfg, key))
     if cfg.background_dir is not None:
-        config["background_dir"] = _portable(cfg.background_dir)
+        config["background_dir"] = runs.portable_path(cfg.background_dir)
     report["build"] = {"timings_s": timings, "config": config}
     evaluate.write_report(report, report_dir(cfg.out))
     return report
-
-
-def _portable(path: Path) -> str:
-    """A path as the committed report may name it: relative to the working directory when it
-    lies inside it, otherwise only its last component."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.name
 
 
 # `make demo-bundle-full`: the detector of the committed demo bundle. Real backgrounds, 4,000

@@ -177,7 +177,7 @@ def pack(run: Path, out: Path) -> Path:
         for key in ("data", "project", "save_dir", "model", "resume"):
             value = args.get(key)
             if isinstance(value, str) and Path(value).is_absolute():
-                args[key] = _portable(Path(value))
+                args[key] = runs.portable_path(Path(value))
     if isinstance(ckpt.get("git"), dict):
         ckpt["git"] = {k: v for k, v in ckpt["git"].items() if k != "root"}
     out.mkdir(parents=True, exist_ok=True)
@@ -187,14 +187,6 @@ def pack(run: Path, out: Path) -> Path:
             shutil.copy2(run / name, out / name)
     logger.info("packed %s (epoch %s) into %s", src, ckpt.get("epoch"), out)
     return out / "last.pt"
-
-
-def _portable(path: Path) -> str:
-    """`path` relative to the working directory when inside it, else its last component."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.name
 
 
 def parse_hw(text: str) -> tuple[int, int]:

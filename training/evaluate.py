@@ -34,11 +34,15 @@ from edge.rectify import order_corners, rotate180
 from edge.types import ImageRGB, OrientedBox
 from training.data import read_catalogue, read_rgb
 from training.evaluate_decision import decision_markdown, decision_report
-from training.evaluate_detection import DetOutcome, detection_markdown, detection_report
+from training.evaluate_detection import (
+    DetOutcome,
+    detection_markdown,
+    detection_report,
+    match_boxes,
+)
 
 logger = logging.getLogger(__name__)
 
-IOU_MATCH = 0.5
 TILT_EDGES = (0.0, 15.0, 30.0, 45.0, 90.0)
 TARGETS = {
     "detection_recall": (">=", 0.95),
@@ -103,34 +107,6 @@ def load_scenes(scene_dir: Path) -> Iterator[tuple[str, ImageRGB, list[GtCard]]]
             for c in meta["cards"]
         ]
         yield meta.get("scene_id", meta_path.stem), image, cards
-
-
-def polygon_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two convex quadrilaterals (4 x 2 px)."""
-    pa, pb = a.astype(np.float32).reshape(-1, 1, 2), b.astype(np.float32).reshape(-1, 1, 2)
-    inter, _ = cv2.intersectConvexConvex(pa, pb)
-    union = cv2.contourArea(pa) + cv2.contourArea(pb) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
-def match_boxes(gt: Sequence[GtCard], boxes: Sequence[OrientedBox]) -> dict[int, int]:
-    """Greedy one-to-one matching by IoU (highest first), pairs at IoU >= 0.5: gt index -> box."""
-    pairs = [
-        (polygon_iou(g.corners, b.corners), gi, bi)
-        for gi, g in enumerate(gt)
-        for bi, b in enumerate(boxes)
-    ]
-    used_g: set[int] = set()
-    used_b: set[int] = set()
-    out = {}
-    for iou, gi, bi in sorted(pairs, reverse=True):
-        if iou < IOU_MATCH:
-            break
-        if gi not in used_g and bi not in used_b:
-            out[gi] = bi
-            used_g.add(gi)
-            used_b.add(bi)
-    return out
 
 
 class PhashBaseline:

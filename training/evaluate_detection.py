@@ -19,15 +19,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import cv2
 import numpy as np
 
 from edge.backends.onnx import OnnxBackend
 from edge.detect import Detector
 from edge.manifest import DetectorSpec, InputSpec, Thresholds
 from edge.rectify import side_lengths
-from edge.types import OrientedBox
 from training.synth.io import TruthCard, load_scene_dir
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,13 @@ TARGETS = {  # issue bars: (selector name, op, value)
     "backs_detected": (">=", 0.90),
     "backs_as_faces": ("<=", 0.0),
 }
+
+
+class HasCorners(Protocol):
+    """A true card or a detected box: four corners in frame px."""
+
+    @property
+    def corners(self) -> np.ndarray: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,26 +131,31 @@ def _met(value: float | None, op: str, target: float) -> bool:
     return value is not None and (value >= target if op == ">=" else value <= target)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    from training.evaluate import polygon_iou
+def polygon_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two convex quadrilaterals (4 x 2 px)."""
+    pa, pb = a.astype(np.float32).reshape(-1, 1, 2), b.astype(np.float32).reshape(-1, 1, 2)
+    inter, _ = cv2.intersectConvexConvex(pa, pb)
+    union = cv2.contourArea(pa) + cv2.contourArea(pb) - inter
+    return float(inter / union) if union > 0 else 0.0
 
-    return polygon_iou(a, b)
 
-
-def match(truth: Sequence[TruthCard], boxes: Sequence[OrientedBox]) -> dict[int, int]:
-    """Greedy one-to-one by IoU >= 0.5, highest first: truth index -> box index."""
-    pairs = sorted(
-        ((_iou(t.corners, b.corners), ti, bi) for ti, t in enumerate(truth) for bi, b in enumerate(boxes)),
-        reverse=True,
-    )  # fmt: skip
-    out: dict[int, int] = {}
-    used: set[int] = set()
-    for iou, ti, bi in pairs:
+def match_boxes(gt: Sequence[HasCorners], boxes: Sequence[HasCorners]) -> dict[int, int]:
+    """Greedy one-to-one matching by IoU (highest first), pairs at IoU >= 0.5: gt index -> box."""
+    pairs = [
+        (polygon_iou(g.corners, b.corners), gi, bi)
+        for gi, g in enumerate(gt)
+        for bi, b in enumerate(boxes)
+    ]
+    used_g: set[int] = set()
+    used_b: set[int] = set()
+    out = {}
+    for iou, gi, bi in sorted(pairs, reverse=True):
         if iou < IOU_MATCH:
             break
-        if ti not in out and bi not in used:
-            out[ti] = bi
-            used.add(bi)
+        if gi not in used_g and bi not in used_b:
+            out[gi] = bi
+            used_g.add(gi)
+            used_b.add(bi)
     return out
 
 
@@ -174,7 +186,7 @@ def evaluate_onnx(
         image = scene.image()
         boxes = det(image)
         forwards.append(det.last_forward_ms)
-        pairs = match(scene.cards, boxes)
+        pairs = match_boxes(scene.cards, boxes)
         n_boxes += len(boxes)
         n_false += len(boxes) - len(pairs)
         n_scenes += 1

@@ -130,6 +130,15 @@ def sagemaker_paths() -> dict[str, Path]:
 ConfigT = TypeVar("ConfigT")
 
 
+def portable_path(path: Path) -> str:
+    """A path as a committed file may name it: relative to the working directory when it lies
+    inside it, otherwise only its last component (no folder of the machine that wrote it)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
 def config_from_args(cls: type[ConfigT], args: argparse.Namespace) -> ConfigT:
     """A run config dataclass from parsed flags; `data` and `out` fall back to the SageMaker
     channel and model folders when set, then to the dataclass defaults."""
