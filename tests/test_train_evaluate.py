@@ -14,7 +14,7 @@ pytest.importorskip("imagehash")
 
 from edge.rectify import rectify
 from edge.types import Candidate, CardCrop, CardMatch, Match, OrientedBox
-from training import evaluate
+from training import evaluate, evaluate_detection
 
 pytestmark = pytest.mark.train
 
@@ -32,7 +32,7 @@ def test_polygon_iou_of_half_overlapping_squares_is_one_third() -> None:
     # given two 10 x 10 squares offset by half their width
     a, b = _quad(0, 0, 10, 10), _quad(5, 0, 10, 10)
     # then intersection 50 over union 150
-    assert evaluate.polygon_iou(a, b) == pytest.approx(1 / 3, abs=1e-3)
+    assert evaluate_detection.polygon_iou(a, b) == pytest.approx(1 / 3, abs=1e-3)
 
 
 def test_match_boxes_is_one_to_one_and_needs_iou_half() -> None:
@@ -41,7 +41,7 @@ def test_match_boxes_is_one_to_one_and_needs_iou_half() -> None:
     boxes = [OrientedBox(_quad(0, 0, 10, 10), 0.9), OrientedBox(_quad(1, 0, 10, 10), 0.8),
              OrientedBox(_quad(58, 0, 10, 10), 0.7)]  # fmt: skip
     # when matched
-    pairs = evaluate.match_boxes(gt, boxes)
+    pairs = evaluate_detection.match_boxes(gt, boxes)
     # then only the first card matches, to its best box
     assert pairs == {0: 0}
 
