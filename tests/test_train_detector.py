@@ -148,3 +148,37 @@ def test_pack_keeps_a_resumable_run_small_and_free_of_machine_folders(tmp_path: 
     assert state["step"].dtype == torch.float32
     assert packed["train_args"]["data"] == "data.yaml" and "root" not in packed["git"]
     assert (tmp_path / "packed" / "metrics.jsonl").exists()
+
+
+def test_every_file_pack_writes_is_committable_under_models_detector_run(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    # given a packed run (a checkpoint the next session must be able to resume from)
+    run = tmp_path / "run"
+    (run / "ultralytics" / "weights").mkdir(parents=True)
+    torch.save({"epoch": 1, "train_args": {}}, run / "ultralytics" / "weights" / "last.pt")
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    packed = detector.pack(run, tmp_path / "packed").parent
+    repo = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    # then git ignores none of its files where the README says to commit them
+    names = sorted(p.name for p in packed.iterdir())
+    assert "last.pt" in names
+    ignored = subprocess.run(
+        ["git", "check-ignore", *(f"models/detector-run/{n}" for n in names)],
+        cwd=repo, capture_output=True, text=True,
+    )  # fmt: skip
+    assert ignored.stdout == "", f"git ignores {ignored.stdout.split()}"
+
+
+def test_resume_without_a_checkpoint_refuses_instead_of_starting_over(tmp_path: Path) -> None:
+    # given a run folder with metrics from an earlier run but no checkpoint
+    out = tmp_path / "detector"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"epoch": 4}\n')
+    cfg = detector.DetectorConfig(data=_obb_dataset(tmp_path / "obb"), out=out, resume=True)
+    # when resumed, then it says what is missing rather than training epoch 1 again
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        detector.train(cfg)

@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,12 @@ def train(cfg: DetectorConfig) -> Path:
     if cfg.resume and not last.exists() and (cfg.out / "last.pt").exists():
         last.parent.mkdir(parents=True, exist_ok=True)  # a run copied from another machine
         shutil.copy2(cfg.out / "last.pt", last)
-    if cfg.resume and last.exists():
+    if cfg.resume and not last.exists():
+        raise FileNotFoundError(
+            f"--resume: no checkpoint in {cfg.out} (neither last.pt nor {ULTRA_DIR}/weights/"
+            "last.pt); copy the packed run there first, or drop --resume to start over"
+        )
+    if cfg.resume:
         model = YOLO(str(last))
         model.add_callback("on_fit_epoch_end", _epoch_logger(run))
         # the checkpoint names the folders of the machine that wrote it: point it at this one's
@@ -260,7 +266,11 @@ def main(args: argparse.Namespace) -> int:
     if args.pack is not None:
         print(f"wrote {pack(cfg.out, args.pack)}")
         return 0
-    best = train(cfg)
+    try:
+        best = train(cfg)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.export is not None:
         export_onnx(best, args.export, args.export_hw or cfg.imgsz)
     return 0
