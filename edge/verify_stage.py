@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.feature_shortlist import FeatureShortlist, widened
-from edge.features import Extractor, Features, ReferenceFeatures
+from edge.features import Extractor, Features, FeatureSpec, ReferenceFeatures
 from edge.index import decide
 from edge.manifest import Thresholds
 from edge.overlay_snapshot import OverlaySnapshot, index_only
@@ -54,6 +54,7 @@ MIN_QUERY_FEATURES = 24  # fewer in a crop of verifiable size: blurred, glared o
 TWIN_SCORE_GAP = 0.05
 FALLBACK_SHORTLIST = 4  # candidates checked again at half resolution or turned 90 degrees
 AFTER_PASS = 2
+CONTEXT = 1.6  # last look: this much of the box's surroundings, uniformly scaled (see context_quad)
 DUPLICATE_IOU = 0.5
 AMBIGUOUS_ASPECT = 0.8  # short/long box sides above this: also try the box turned 90 degrees
 DIFFER_LEVEL = 60.0  # summed RGB difference at which two references differ at a pixel
@@ -127,6 +128,8 @@ class VerifyStage:
         tries = [(box.corners, 1.0), (box.corners, 0.5)]
         if ambiguous(box.corners):
             tries.append((np.roll(box.corners, -1, axis=0), 1.0))
+        if CONTEXT > 1.0:
+            tries.append((context_quad(box.corners, CONTEXT, self.refs.spec), 1.0))
         best: tuple[Evidence, npt.NDArray[np.float64]] | None = None
         for n, (corners, scale) in enumerate(tries):
             # A second look is for the embedder's best few, not the whole shortlist again.
@@ -393,6 +396,26 @@ def _pixel_grid(h: int, w: int) -> npt.NDArray[np.float64]:
     grid = np.stack([xs, ys], axis=-1).reshape(-1, 1, 2).astype(np.float64)
     grid.flags.writeable = False
     return grid
+
+
+def context_quad(corners: Corners, factor: float, spec: FeatureSpec) -> npt.NDArray[np.float32]:
+    """A rectangle of the canvas's aspect about the box's centre and along its sides, `factor`
+    times the box's long side high: warping it to the canvas scales the frame uniformly, so a box
+    that covers only part of its card (or squashes it) still leaves the whole card undistorted."""
+    first, second = side_lengths(corners)
+    c = np.asarray(corners, np.float64)
+    if first > second:  # TL-TR is the long side: start one corner later so it is the short one
+        c = np.roll(c, -1, axis=0)
+    centre = c.mean(axis=0)
+    across = (c[1] - c[0]) + (c[2] - c[3])
+    down = (c[3] - c[0]) + (c[2] - c[1])
+    across /= max(float(np.linalg.norm(across)), 1e-9)
+    down /= max(float(np.linalg.norm(down)), 1e-9)
+    high = factor * max(first, second)
+    wide = high * spec.width / spec.height
+    a, d = across * wide / 2, down * high / 2
+    quad = np.stack([centre - a - d, centre + a - d, centre + a + d, centre - a + d])
+    return quad.astype(np.float32)
 
 
 def ambiguous(corners: Corners) -> bool:

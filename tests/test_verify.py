@@ -258,6 +258,39 @@ def test_a_verified_card_reports_the_reference_corners_as_its_polygon(refs, card
     assert err.max() < 6.0, err
 
 
+def test_a_box_mostly_off_its_card_is_verified_from_its_surroundings(
+    refs, cards, monkeypatch
+) -> None:
+    import edge.verify_stage as verify_stage
+
+    # given an upright card whose detector box slid four fifths of a card off it (a box
+    # straddling a card and the table)
+    ids = list(cards)
+    quad = np.array([[500, 150], [740, 150], [740, 485], [500, 485]], np.float32)
+    scene = _scene(cards[ids[1]], quad)
+    half = quad + np.float32([0, 270])
+    shortlist = [Candidate(ids[1], 0.9), Candidate(ids[3], 0.8)]
+    thresholds = Thresholds(verify_min_inliers=10, verify_min_photometric=0.4)
+
+    def decided(context: float):
+        monkeypatch.setattr(verify_stage, "CONTEXT", context)
+        stage = VerifyStage(refs, thresholds, threads=1)
+        try:
+            return _decide(stage, scene, OrientedBox(corners=half, conf=0.5), shortlist)
+        finally:
+            stage.close()
+
+    # when verified without and with the look at the box's surroundings
+    context = verify_stage.CONTEXT
+    without, verdict = decided(1.0), decided(context)
+    # then only the wider look proves the card, and its polygon is the whole card's (within 5%
+    # of its height; the box was 270 px off)
+    assert without is None or without.match.confidence != "verified"
+    assert verdict is not None and verdict.match.confidence == "verified"
+    assert verdict.match.card_id == ids[1]
+    assert np.linalg.norm(verdict.box.corners - quad, axis=1).max() < 17.0
+
+
 def test_an_unknown_card_is_unknown_with_a_reason_and_background_is_dropped(refs, cards) -> None:
     # given a card that is not among the references (another seed's card) in the same style
     from training.synth.card_render import render_card
