@@ -182,3 +182,27 @@ def test_resume_without_a_checkpoint_refuses_instead_of_starting_over(tmp_path: 
     # when resumed, then it says what is missing rather than training epoch 1 again
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         detector.train(cfg)
+
+
+def test_a_shipped_detector_onnx_warm_starts_a_run_with_a_new_class(
+    yolo_run: Path, tmp_path: Path
+) -> None:
+    import onnxruntime as ort
+
+    from training.detector_warmstart import WarmStartError, checkpoint_from_onnx
+
+    # given a one-class (card) detector as a bundle ships it: ONNX only
+    shipped = detector.export_onnx(yolo_run, tmp_path / "shipped.onnx", 160)
+    # when rebuilt into a checkpoint for a card + back run, and that exported again
+    pt = checkpoint_from_onnx(shipped, tmp_path / "warm.pt", {0: "card", 1: "back"})
+    again = detector.export_onnx(pt, tmp_path / "again.onnx", 160)
+    x = np.random.default_rng(1).random((1, 3, 160, 160), dtype=np.float32)
+    old = ort.InferenceSession(str(shipped), providers=["CPUExecutionProvider"])
+    new = ort.InferenceSession(str(again), providers=["CPUExecutionProvider"])
+    a, b = old.run(None, {"images": x})[0], new.run(None, {"images": x})[0]
+    # then boxes, card scores and angles are the shipped detector's; back is a new output row
+    assert b.shape == (1, 7, a.shape[2])
+    np.testing.assert_allclose(b[:, [0, 1, 2, 3, 4, 6]], a[:, [0, 1, 2, 3, 4, 5]], atol=2e-3)
+    # and a detector of another architecture is refused by name, not loaded half-way
+    with pytest.raises(WarmStartError):
+        checkpoint_from_onnx(shipped, tmp_path / "s.pt", {0: "card"}, "yolo11s-obb.yaml")

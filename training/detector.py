@@ -50,6 +50,23 @@ class DetectorConfig:
     mlflow: Path | None = None
 
 
+def _starting_weights(cfg: DetectorConfig) -> Path:
+    """`--weights` as a checkpoint: a .pt as is; a shipped detector's ONNX (a bundle's
+    detector.onnx) rebuilt into one in the run folder, its classes matched by name to the data's
+    (training/detector_warmstart.py)."""
+    assert cfg.weights is not None
+    if cfg.weights.suffix.lower() != ".onnx":
+        return cfg.weights
+    import yaml
+
+    from training.detector_warmstart import checkpoint_from_onnx
+
+    spec = yaml.safe_load(_data_yaml(cfg.data).read_text("utf-8"))
+    raw = spec.get("names", {})
+    names = dict(enumerate(raw)) if isinstance(raw, list) else {int(k): v for k, v in raw.items()}
+    return checkpoint_from_onnx(cfg.weights, cfg.out / "warmstart.pt", names, cfg.model)
+
+
 def _data_yaml(data: Path) -> Path:
     """Accept the synth root, its obb/ folder or the data.yaml itself."""
     for candidate in (data, data / "data.yaml", data / "obb" / "data.yaml"):
@@ -123,7 +140,7 @@ def train(cfg: DetectorConfig) -> Path:
     else:
         model = YOLO(cfg.model)
         if cfg.weights is not None:
-            model = model.load(str(cfg.weights))
+            model = model.load(str(_starting_weights(cfg)))
         model.add_callback("on_fit_epoch_end", _epoch_logger(run))
         model.train(
             data=str(_data_yaml(cfg.data).resolve()),
@@ -242,7 +259,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=None, help="synth output or obb/data.yaml")
     p.add_argument("--out", type=Path, default=None, help="run dir (SM_MODEL_DIR if set)")
     p.add_argument("--model", default=d.model, help="model yaml (random init)")
-    p.add_argument("--weights", type=Path, default=None, help="pretrained YOLO11n-OBB .pt")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="starting weights: a YOLO11n-OBB .pt or a bundle's detector.onnx",
+    )
     for name in ("imgsz", "epochs", "batch", "workers", "patience", "close_mosaic", "seed"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     p.add_argument("--mosaic", type=float, default=d.mosaic)
