@@ -138,9 +138,9 @@ def train(cfg: DetectorConfig) -> Path:
             save_dir=str(ultra.resolve()),
         )  # fmt: skip
     else:
-        model = YOLO(cfg.model)
-        if cfg.weights is not None:
-            model = model.load(str(_starting_weights(cfg)))
+        # Fine-tuning the ultralytics way: the model built from the starting checkpoint, so
+        # every layer whose shape the data keeps (all of them for the same classes) carries over.
+        model = YOLO(cfg.model) if cfg.weights is None else YOLO(str(_starting_weights(cfg)))
         model.add_callback("on_fit_epoch_end", _epoch_logger(run))
         model.train(
             data=str(_data_yaml(cfg.data).resolve()),

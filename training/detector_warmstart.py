@@ -89,7 +89,8 @@ def checkpoint_from_onnx(
     _check_parity(model, proto, keep)
     out.parent.mkdir(parents=True, exist_ok=True)
     model.names = dict(names)
-    model.args = {"imgsz": _onnx_imgsz(proto)}
+    model.args = {"imgsz": _onnx_imgsz(proto), "task": "obb"}
+    model.task = "obb"
     torch.save({"model": model, "train_args": {}, "epoch": -1}, out)
     logger.info(
         "warm start: %s -> %s (%d convolutions; classes kept by name: %s)",
