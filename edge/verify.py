@@ -9,10 +9,11 @@ no absurd scale); the homography also gives the card's true corners.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import cv2
 import numpy as np
@@ -193,3 +194,30 @@ def photometric(view: ImageRGB, valid: npt.NDArray[np.bool_], reference: ImageRG
     if scores.size < PHOTO_MIN_CELLS:
         return 0.0
     return float(np.median(scores))
+
+
+def frame_onto(
+    image: ImageRGB, warp: Homography, h: Homography, size: tuple[int, int], spec: FeatureSpec
+) -> tuple[ImageRGB, npt.NDArray[np.bool_]]:
+    """The frame mapped onto a reference image of `size` (h, w) through the crop's warp and a
+    candidate's homography, and where it landed inside the frame."""
+    th_h, th_w = size
+    to_thumb = np.diag([th_w / spec.width, th_h / spec.height, 1.0])
+    m = to_thumb @ np.linalg.inv(h) @ warp
+    view = cast(ImageRGB, cv2.warpPerspective(image, m, (th_w, th_h), flags=cv2.INTER_AREA))
+    # Where each thumbnail pixel comes from in the frame: inside it, or off its edge.
+    src = cv2.perspectiveTransform(_pixel_grid(th_h, th_w), np.linalg.inv(m)).reshape(th_h, th_w, 2)
+    fh, fw = image.shape[:2]
+    valid = (
+        (src[..., 0] >= 0) & (src[..., 0] <= fw - 1) & (src[..., 1] >= 0) & (src[..., 1] <= fh - 1)
+    )
+    return view, valid
+
+
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(h: int, w: int) -> npt.NDArray[np.float64]:
+    """Every pixel centre of an h x w image as an (h * w) x 1 x 2 array (read-only)."""
+    ys, xs = np.mgrid[0:h, 0:w]
+    grid = np.stack([xs, ys], axis=-1).reshape(-1, 1, 2).astype(np.float64)
+    grid.flags.writeable = False
+    return grid

@@ -23,7 +23,6 @@ The cards of one frame are verified in parallel threads (OpenCV releases the GIL
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -41,9 +40,10 @@ from edge.index import decide
 from edge.manifest import Thresholds
 from edge.overlay_snapshot import OverlaySnapshot, index_only
 from edge.rectify import _crop_corners, side_lengths
+from edge.reprints import discriminate, outweighs
 from edge.track import polygon_iou
 from edge.types import Candidate, CardMatch, Corners, ImageRGB, Match, OrientedBox
-from edge.verify import Verification, Verifier, photometric, rank
+from edge.verify import Verification, Verifier, frame_onto, photometric, rank
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +57,6 @@ AFTER_PASS = 2
 CONTEXT = 1.6  # last look: this much of the box's surroundings, uniformly scaled (see context_quad)
 DUPLICATE_IOU = 0.5
 AMBIGUOUS_ASPECT = 0.8  # short/long box sides above this: also try the box turned 90 degrees
-DIFFER_LEVEL = 60.0  # summed RGB difference at which two references differ at a pixel
-DIFFER_MIN_PX = 12  # fewer differing thumbnail pixels: the references are the same image
-CLEAR_GAP = 0.2  # relative error gap beyond which a reprint is decided without a runner-up
 RIVAL_MIN = 10  # inliers a second candidate needs to be compared pixel by pixel with the best
 # A taught crop carries one sighting's light, glare and background; an unknown card seen in the
 # same light would agree with it on colour more easily than with the clean scan. So evidence
@@ -247,24 +244,7 @@ class VerifyStage:
         self, image: ImageRGB, warp: npt.NDArray[np.float64], h: npt.NDArray[np.float64],
         size: tuple[int, int],
     ) -> tuple[ImageRGB, npt.NDArray[np.bool_]]:  # fmt: skip
-        """The frame mapped onto a reference thumbnail of `size` (h, w), and where it landed."""
-        th_h, th_w = size
-        spec = self.refs.spec
-        to_thumb = np.diag([th_w / spec.width, th_h / spec.height, 1.0])
-        m = to_thumb @ np.linalg.inv(h) @ warp
-        view = cast(ImageRGB, cv2.warpPerspective(image, m, (th_w, th_h), flags=cv2.INTER_AREA))
-        # Where each thumbnail pixel comes from in the frame: inside it, or off its edge.
-        src = cv2.perspectiveTransform(_pixel_grid(th_h, th_w), np.linalg.inv(m)).reshape(
-            th_h, th_w, 2
-        )
-        h, w = image.shape[:2]
-        valid = (
-            (src[..., 0] >= 0)
-            & (src[..., 0] <= w - 1)
-            & (src[..., 1] >= 0)
-            & (src[..., 1] <= h - 1)
-        )
-        return view, valid
+        return frame_onto(image, warp, h, size, self.refs.spec)
 
     # --- decision --------------------------------------------------------------------------
 
@@ -309,7 +289,7 @@ class VerifyStage:
             picked = self.discriminate(image, warp, [best, *rivals])
             if picked is None:  # the references are the same picture: nothing to tell them by
                 ambiguous_with = rivals[0].card_id
-            elif picked[0] is not best and _outweighs(best, picked[0]):
+            elif picked[0] is not best and outweighs(best, picked[0]):
                 # the differing pixels and the whole card's evidence disagree: name neither
                 ambiguous_with = picked[0].card_id
             else:
@@ -338,34 +318,8 @@ class VerifyStage:
     def discriminate(
         self, image: ImageRGB, warp: npt.NDArray[np.float64], cands: Sequence[Verification]
     ) -> tuple[Verification, str] | None:
-        """Same-art candidates decided by the pixels where their references differ (set symbol,
-        number, border, finish): the crop is mapped onto the references by the best homography,
-        its colours matched to theirs, and the reference closer on the differing pixels wins.
-        Returns the winner and the runner-up ("" when the winner is clear), or None when the
-        references carry no thumbnails or do not differ."""
-        thumbs = [self.refs.thumbnail(v.card_id) for v in cands]
-        if any(th is None for th in thumbs) or cands[0].homography is None:
-            return None
-        refs = [
-            cv2.GaussianBlur(th, (3, 3), 0).astype(np.float32) for th in thumbs if th is not None
-        ]
-        raw, valid = self._onto(image, warp, cands[0].homography, refs[0].shape[:2])
-        view = cv2.GaussianBlur(raw, (3, 3), 0).astype(np.float32)
-        stack = np.stack(refs)
-        spread = (stack.max(axis=0) - stack.min(axis=0)).sum(axis=2)
-        differ = (spread > DIFFER_LEVEL) & valid
-        if differ.sum() < DIFFER_MIN_PX:
-            return None
-        same = ~differ & valid
-        # Colour match: per channel, the view's mean and spread where the references agree.
-        mu_v, sd_v = view[same].mean(axis=0), view[same].std(axis=0) + 1.0
-        mu_r, sd_r = stack[0][same].mean(axis=0), stack[0][same].std(axis=0) + 1.0
-        view = (view - mu_v) / sd_v * sd_r + mu_r
-        errors = [float(np.abs(view[differ] - r[differ]).mean()) for r in refs]
-        order = np.argsort(errors)
-        win, second = int(order[0]), int(order[1])
-        gap = (errors[second] - errors[win]) / max(errors[second], 1e-6)
-        return cands[win], ("" if gap >= CLEAR_GAP else cands[second].card_id)
+        """edge.reprints.discriminate on this stage's references."""
+        return discriminate(self.refs, image, warp, cands)
 
     # --- a frame -----------------------------------------------------------------------------
 
@@ -387,15 +341,6 @@ class VerifyStage:
             evidence, warp = job.result()
             decided.append(self.decide(card, shortlist, evidence, warp, image))
         return without_duplicates(decided)
-
-
-@functools.lru_cache(maxsize=4)
-def _pixel_grid(h: int, w: int) -> npt.NDArray[np.float64]:
-    """Every pixel centre of an h x w image as an (h * w) x 1 x 2 array (read-only)."""
-    ys, xs = np.mgrid[0:h, 0:w]
-    grid = np.stack([xs, ys], axis=-1).reshape(-1, 1, 2).astype(np.float64)
-    grid.flags.writeable = False
-    return grid
 
 
 def context_quad(corners: Corners, factor: float, spec: FeatureSpec) -> npt.NDArray[np.float32]:
@@ -444,11 +389,6 @@ def without_duplicates(cards: list[CardMatch | None]) -> list[CardMatch | None]:
         else:
             kept.append(c)
     return out
-
-
-def _outweighs(a: Verification, b: Verification) -> bool:
-    """`a` has the stronger evidence on the whole card: more inliers and closer colours."""
-    return a.inliers > b.inliers and a.photometric > b.photometric
 
 
 def _inliers(card: CardMatch | None) -> int:

@@ -338,10 +338,10 @@ def test_training_export_writes_taught_views_once(
     # when exported for retraining (the correction itself lacks meta.json: not a record)
     counts = export(feedback, tmp_path / "data", overlay=store.root)
     # then both views go to cls/train/<card>/ at the embedder's crop size
-    crops = sorted((tmp_path / "data" / "cls" / "train" / CARD).glob("ov-*.jpg"))
-    assert counts["taught"] == 2 and crops[0].name == f"ov-{alone.view_id}.jpg"
+    crops = {p.name: p for p in (tmp_path / "data" / "cls" / "train" / CARD).glob("ov-*.jpg")}
+    assert counts["taught"] == 2 and len(crops) == 2 and f"ov-{alone.view_id}.jpg" in crops
     import cv2
 
-    assert cv2.imread(str(crops[0])).shape == (224, 160, 3)
+    assert cv2.imread(str(crops[f"ov-{alone.view_id}.jpg"])).shape == (224, 160, 3)
     # and a second export writes nothing twice
     assert export(feedback, tmp_path / "data", overlay=store.root)["skipped"] == 2
