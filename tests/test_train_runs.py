@@ -47,6 +47,16 @@ def test_log_epoch_appends_jsonl_and_a_markdown_row(tmp_path: Path) -> None:
     assert table[-1] == "| 1 | 0.5000 | 0.7500 |"
 
 
+def test_a_time_in_the_metrics_does_not_shift_the_markdown_columns(tmp_path: Path) -> None:
+    # given a run whose epoch metrics carry their own clock (as a resumed run's first row did)
+    run = runs.RunDir(tmp_path / "run", _Cfg())
+    # when logged
+    run.log_epoch({"time": 123.0, "epoch": 0, "loss": 1.5})
+    # then the row has a cell per header column, each under its own name
+    table = (tmp_path / "run" / "logs.md").read_text().splitlines()
+    assert "| epoch | loss |" in table and table[-1] == "| 0 | 1.5000 |"
+
+
 def test_a_fresh_run_forgets_old_metrics_but_a_resumed_one_keeps_them(tmp_path: Path) -> None:
     # given a run with one logged epoch
     runs.RunDir(tmp_path / "run", _Cfg()).log_epoch({"epoch": 0, "loss": 1.0})

@@ -225,7 +225,7 @@ class RunDir:
         if not logs.exists():
             header = "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n"
             logs.write_text(f"# {self.path.name}\n\n" + header, encoding="utf-8")
-        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in metrics.values()]
+        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in (metrics[k] for k in keys)]
         with logs.open("a", encoding="utf-8") as f:
             f.write("| " + " | ".join(cells) + " |\n")
         logger.info("%s", " ".join(f"{k}={c}" for k, c in zip(keys, cells, strict=True)))
