@@ -236,15 +236,9 @@ class VerifyStage:
             return 1.0
         scores = []
         for ref in refs:
-            view, valid = self._onto(image, warp, v.homography, ref.shape[:2])
+            view, valid = frame_onto(image, warp, v.homography, ref.shape[:2], self.refs.spec)
             scores.append(photometric(view, valid, ref))
         return min(scores)
-
-    def _onto(
-        self, image: ImageRGB, warp: npt.NDArray[np.float64], h: npt.NDArray[np.float64],
-        size: tuple[int, int],
-    ) -> tuple[ImageRGB, npt.NDArray[np.bool_]]:  # fmt: skip
-        return frame_onto(image, warp, h, size, self.refs.spec)
 
     # --- decision --------------------------------------------------------------------------
 

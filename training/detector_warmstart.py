@@ -15,7 +15,6 @@ same input, else it refuses (a model exported by other means, another architectu
 
 from __future__ import annotations
 
-import ast
 import logging
 from pathlib import Path
 from typing import Any
@@ -31,14 +30,6 @@ class WarmStartError(ValueError):
     """The ONNX cannot become the run's starting weights (and why)."""
 
 
-def _onnx_names(meta: dict[str, str]) -> dict[int, str]:
-    try:
-        names = ast.literal_eval(meta.get("names", "{}"))
-    except (ValueError, SyntaxError):
-        names = {}
-    return {int(k): str(v) for k, v in names.items()} if isinstance(names, dict) else {}
-
-
 def checkpoint_from_onnx(
     onnx_path: Path, out: Path, names: dict[int, str], model_yaml: str = "yolo11n-obb.yaml"
 ) -> Path:
@@ -49,9 +40,11 @@ def checkpoint_from_onnx(
     from onnx import numpy_helper
     from ultralytics.nn.tasks import OBBModel
 
+    from training.bundle_build import detector_classes
+
     proto = onnx.load(str(onnx_path))
     init = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-    old_names = _onnx_names({p.key: p.value for p in proto.metadata_props})
+    old_names = dict(enumerate(detector_classes(onnx_path)))
     model = OBBModel(model_yaml, nc=len(names), verbose=False)
     modules = dict(model.named_modules())
     convs = [n for n, m in modules.items() if isinstance(m, torch.nn.Conv2d)]
