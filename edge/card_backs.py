@@ -1,8 +1,9 @@
 """Card backs: a detector class of its own, reported as `back`, never as an unknown card face.
 
 A card lying face down carries nothing to identify, so its box skips verification: it is a
-`back` (known false, no card id) when the detector is as sure of it as of an unknown card face
-(`background_conf`), and dropped below that, as a face box that verifies against nothing is.
+`back` (known false, no card id) when the detector is sure enough of it (`back_conf`, calibrated
+for backs by training/calibrate_backs.py; a bundle without it uses `background_conf`, the bar for
+a face box that verifies against nothing), and dropped below that.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ FaceDecision = Callable[[list[CardMatch], list[list[Candidate]]], list[CardMatch
 
 def card_back(card: CardMatch, thresholds: Thresholds) -> CardMatch | None:
     """The verdict on a box of the back class (None: too unsure to report)."""
-    if card.box.conf < thresholds.background_conf:
+    floor = thresholds.background_conf if thresholds.back_conf is None else thresholds.back_conf
+    if card.box.conf < floor:
         return None
     back = Match(
         card_id="", score=0.0, margin=0.0, known=False, confidence="back", reason=BACK_REASON

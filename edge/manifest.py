@@ -177,6 +177,13 @@ class Thresholds(_Strict):
         description="A box that verifies against nothing is background, and "
         "dropped, below this detector confidence; above it, it is an unknown card.",
     )
+    back_conf: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="A box of the detector's `back` class is reported as a card back at or "
+        "above this confidence, and dropped below it; unset: `background_conf`.",
+    )
 
 
 class VerificationSpec(_Strict):

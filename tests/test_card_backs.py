@@ -34,6 +34,39 @@ def test_an_unsure_back_box_is_dropped_like_background() -> None:
     assert card_back(card(1, conf=0.3), Thresholds(background_conf=0.5)) is None
 
 
+def test_a_calibrated_back_threshold_judges_backs_instead_of_the_face_one() -> None:
+    # given a bundle whose backs were calibrated below its face boxes' background bar
+    t = Thresholds(background_conf=0.7, back_conf=0.45)
+    # then a back the detector is fairly sure of is a back, and an unsure one is dropped
+    reported = card_back(card(1, conf=0.5), t)
+    assert reported is not None and reported.match.confidence == "back"
+    assert card_back(card(1, conf=0.4), t) is None
+
+
+def test_back_calibration_lets_through_only_the_allowed_false_backs() -> None:
+    from training.calibrate_backs import FALSE_BACKS_PER_SCENE, BackEvidence, choose
+
+    # given 100 scenes: back boxes on backs, and back boxes on faces or nothing at 0.2-0.6
+    n_scenes = 100
+    wrong = [0.6, 0.55, 0.5, 0.45, 0.4, 0.3, 0.2]
+    evidence = [BackEvidence(c, False) for c in wrong] + [
+        BackEvidence(c, True) for c in (0.9, 0.8, 0.7, 0.52, 0.35)
+    ]
+    per_back = [0.9, 0.8, 0.7, 0.52, 0.35, 0.0]  # the last back was not boxed as a back
+    # when the threshold is chosen above a floor of 0.25
+    cal = choose(evidence, per_back, n_scenes, floor=0.25)
+    # then exactly the allowed number of false backs passes, and the rate counts every back
+    allowed = int(FALSE_BACKS_PER_SCENE * n_scenes)
+    assert sum(c >= cal.back_conf for c in wrong) == allowed
+    assert cal.false_backs_per_scene == allowed / n_scenes
+    assert cal.backs_reported_rate == pytest.approx(
+        sum(c >= cal.back_conf for c in per_back) / len(per_back), abs=1e-4
+    )
+    # and with no false back at all it falls to the floor, never below it
+    clean = choose([BackEvidence(0.9, True)], [0.9], n_scenes, floor=0.25)
+    assert clean.back_conf == 0.25
+
+
 def test_faces_go_to_the_face_decision_and_backs_do_not() -> None:
     # given a face, a back and a face, in frame order
     seen: list[list[int]] = []

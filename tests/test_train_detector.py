@@ -77,6 +77,8 @@ def test_export_gives_the_raw_obb_head_the_runtime_decodes(yolo_run: Path) -> No
     out = session.run(None, {"images": np.zeros((1, 3, 160, 160), np.float32)})[0]
     # then it is (1, 4 + 1 class + 1 angle, anchors over strides 8/16/32)
     assert out.shape == (1, 6, (20 * 20) + (10 * 10) + (5 * 5))
+    # and the export leaves nothing beside the checkpoint (a packed run would carry it)
+    assert not yolo_run.with_suffix(".onnx").exists()
 
 
 def test_evaluate_runs_the_recognizer_over_held_out_scenes(

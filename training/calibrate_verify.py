@@ -13,7 +13,8 @@ Recognizer (detector boxes, shortlist, the verification stage's evidence) and ch
 - `background_conf`: the detector confidence below which a box that verifies against nothing is
   background (boxes on no card) rather than an unknown card;
 - `probable_score` / `probable_margin`: the embedding alone, for crops too small to verify,
-  only where on these scenes it never named a wrong or an unknown card (else never).
+  only where on these scenes it never named a wrong or an unknown card (else never);
+- `back_conf`, where the detector has a `back` class: training/calibrate_backs.py.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from edge.pipeline import Recognizer
 from edge.types import ImageRGB
 from edge.verify import Verifier, photometric
 from edge.verify_stage import VerifyStage, short_side
+from training import calibrate_backs
 from training.evaluate import GtCard, match_boxes
 from training.synth.scene import DETECTOR_SCENES, Scene, render_scene
 
@@ -323,6 +325,7 @@ def run(
     rec = Recognizer.from_bundle(bundle, RuntimeSettings(backend="onnx"))
     try:
         cal = choose(collect(rec, known, unknown, n_scenes, seed), n_scenes)
+        backs = calibrate_backs.calibrate(rec, known | unknown, seed=seed + 2)
         manifest = rec.manifest
     finally:
         rec.close()
@@ -334,6 +337,8 @@ def run(
             "verify_strong_photometric", "background_conf", "probable_score", "probable_margin",
         )
     }  # fmt: skip
+    if backs is not None:
+        update["back_conf"] = backs.back_conf
     thresholds = manifest.thresholds.model_copy(update=update)
     write_manifest(bundle, manifest.model_copy(update={"thresholds": thresholds}))
     if (bundle / "manifest.sig").exists():

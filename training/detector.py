@@ -231,7 +231,8 @@ def export_onnx(weights: Path, out: Path, imgsz: int | tuple[int, int]) -> Path:
     size = list(imgsz) if isinstance(imgsz, tuple) else imgsz
     produced = model.export(format="onnx", imgsz=size, opset=17, dynamic=False, simplify=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(produced, out)
+    if Path(produced).resolve() != out.resolve():  # leave no stray .onnx beside the checkpoint
+        shutil.move(produced, out)
     scrub_paths(out)
     logger.info("detector exported to %s at %s px", out, imgsz)
     return out

@@ -46,7 +46,12 @@ def _figures(
     detected = [o for o in outcomes if o.detected]
     known = [o for o in detected if o.gt.known]
     unknown = [o for o in detected if not o.gt.known]
-    big = [o for o in known if o.gt.visible >= UNOCCLUDED and short_side(o.gt.corners) >= BIG_PX]
+    in_view = [
+        o
+        for o in outcomes
+        if o.gt.known and o.gt.visible >= UNOCCLUDED and short_side(o.gt.corners) >= BIG_PX
+    ]
+    big = [o for o in in_view if o.detected]
     right = [said(o)[1] and said(o)[0] == o.gt.card_id for o in known]
     reported_known = [said(o)[1] for o in detected]
     n_right = sum(right)
@@ -58,6 +63,11 @@ def _figures(
             [said(o)[1] and said(o)[0] == o.gt.card_id for o in big]
         ),
         "n_unoccluded_80px": len(big),
+        # end to end: of every such card in view, detected or not (what a user sees)
+        "named_right_unoccluded_80px_in_view": _rate(
+            [o.detected and said(o)[1] and said(o)[0] == o.gt.card_id for o in in_view]
+        ),
+        "n_unoccluded_80px_in_view": len(in_view),
         "best_candidate_right_unoccluded_80px": _rate([said(o)[0] == o.gt.card_id for o in big]),
         "reprints_named_right": _rate(
             [said(o)[1] and said(o)[0] == o.gt.card_id for o in big if o.gt.reprint]
