@@ -148,6 +148,22 @@ class Thresholds(_Strict):
         le=1,
         description="Colour agreement enough for a candidate with verify_strong_inliers inliers.",
     )
+    verify_distinct_inliers: int = Field(
+        1000,
+        ge=4,
+        description="A third operating point: a candidate with at least this many inliers, "
+        "verify_distinct_photometric colour agreement and verify_distinct_ratio times the "
+        "inliers of every other candidate checked (the whole shortlist) is verified: few "
+        "inliers, but nothing else in the catalogue maps onto the crop.",
+    )
+    verify_distinct_photometric: float = Field(
+        1.0, ge=-1, le=1, description="Colour agreement the distinct operating point needs."
+    )
+    verify_distinct_ratio: float = Field(
+        2.0,
+        ge=1,
+        description="How many times the inliers of the runner-up the distinct point needs.",
+    )
     verify_shortlist: int = Field(
         10, ge=1, le=100, description="Candidates per card checked by verification."
     )

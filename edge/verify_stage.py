@@ -5,7 +5,9 @@ to the feature canvas, extract local features, verify the shortlist's candidates
 decide on the evidence:
 
 - `verified`: the best candidate has >= verify_min_inliers inliers under a plausible homography
-  and its colours agree with the reference; the card is that candidate (not the embedder's
+  and its colours agree with the reference (or, at the distinct operating point, fewer inliers
+  but verify_distinct_ratio times those of every other candidate of the whole shortlist, so
+  that nothing else in the catalogue maps onto the crop); the card is that candidate (not the embedder's
   top-1), its polygon the reference's corners mapped back into the frame. Other candidates that
   also map onto the crop (same-art reprints) are compared pixel by pixel where their references
   differ; when that cannot tell them apart, the card is `unknown`, naming both;
@@ -72,6 +74,7 @@ class Evidence:
     results: tuple[Verification, ...]  # best first
     query_features: int
     reason: str = ""  # set when the crop could not be verified at all
+    complete: bool = False  # every shortlist candidate was checked (the distinct point needs it)
 
 
 def short_side(corners: Corners) -> float:
@@ -128,16 +131,49 @@ class VerifyStage:
         if CONTEXT > 1.0:
             tries.append((context_quad(box.corners, CONTEXT, self.refs.spec), 1.0))
         best: tuple[Evidence, npt.NDArray[np.float64]] | None = None
+        found_at = 0
         for n, (corners, scale) in enumerate(tries):
             # A second look is for the embedder's best few, not the whole shortlist again.
-            candidates = shortlist if n == 0 or self.exhaustive else shortlist[:FALLBACK_SHORTLIST]
+            whole = n == 0 or self.exhaustive
+            candidates = shortlist if whole else shortlist[:FALLBACK_SHORTLIST]
             evidence, warp = self._attempt(image, gray, corners, candidates, scale, views, n == 0)
+            evidence = replace(evidence, complete=whole and bool(evidence.results))
             if best is None or self._strength(evidence) > self._strength(best[0]):
-                best = (evidence, warp)
-            if self.passes(evidence.results[0] if evidence.results else None):
+                best, found_at = (evidence, warp), n
+            if self.confirmed(evidence):
                 break
         assert best is not None
+        if found_at > 0 and self.confirmed(best[0]):  # a later look found it: look where it is
+            return self._refined(image, gray, best, shortlist, views)
         return best
+
+    def _refined(
+        self, image: ImageRGB, gray: npt.NDArray[np.uint8],
+        found: tuple[Evidence, npt.NDArray[np.float64]], shortlist: Sequence[Candidate],
+        views: OverlaySnapshot | None,
+    ) -> tuple[Evidence, npt.NDArray[np.float64]]:  # fmt: skip
+        """The card found by a wider, coarser or turned look, looked at again through its own
+        corners (it fills the canvas: more inliers, a truer polygon); kept when it confirms the
+        same card, else the first finding stands."""
+        evidence, warp = found
+        top = evidence.results[0]
+        checked = {v.card_id for v in evidence.results}
+        candidates = [c for c in shortlist if c.card_id in checked]
+        if top.card_id not in {c.card_id for c in candidates}:  # from the local-feature shortlist
+            candidates.append(Candidate(top.card_id, 0.0))
+        again, warp_again = self._attempt(
+            image, gray, self._frame_corners(top, warp), candidates, 1.0, views
+        )
+        if again.results and again.results[0].card_id == top.card_id and self.confirmed(again):
+            return again, warp_again
+        return found
+
+    def _frame_corners(self, v: Verification, warp: npt.NDArray[np.float64]) -> Corners:
+        """The reference's corners mapped into the frame through v's homography and the warp."""
+        assert v.homography is not None
+        corners = self.verifier.corners(v.homography)  # crop px
+        frame_pts = cv2.perspectiveTransform(corners.reshape(-1, 1, 2), np.linalg.inv(warp))
+        return frame_pts.reshape(4, 2).astype(np.float32)
 
     def _warp(self, corners: Corners) -> npt.NDArray[np.float64]:
         spec = self.refs.spec
@@ -155,9 +191,30 @@ class VerifyStage:
             v.inliers >= t.verify_min_inliers and v.photometric >= t.verify_min_photometric
         ) or (v.inliers >= t.verify_strong_inliers and v.photometric >= t.verify_strong_photometric)
 
+    def distinct(self, evidence: Evidence) -> bool:
+        """The distinct operating point: the best candidate's inliers are few, but
+        verify_distinct_ratio times the runner-up's over a look that checked the whole shortlist,
+        and its colours agree."""
+        t = self.thresholds
+        if not evidence.complete or not evidence.results:
+            return False
+        best, others = evidence.results[0], evidence.results[1:]
+        runner_up = max((v.inliers for v in others), default=0)
+        return (
+            best.homography is not None
+            and best.inliers >= t.verify_distinct_inliers
+            and best.photometric >= t.verify_distinct_photometric
+            and best.inliers >= t.verify_distinct_ratio * runner_up
+        )
+
+    def confirmed(self, evidence: Evidence) -> bool:
+        """The card is its best candidate: one of the operating points holds."""
+        best = evidence.results[0] if evidence.results else None
+        return self.passes(best) or self.distinct(evidence)
+
     def _strength(self, evidence: Evidence) -> tuple[bool, int]:
         best = evidence.results[0] if evidence.results else None
-        return self.passes(best), best.inliers if best is not None else -1
+        return self.confirmed(evidence), best.inliers if best is not None else -1
 
     def _attempt(
         self, image: ImageRGB, gray: npt.NDArray[np.uint8], corners: Corners,
@@ -209,14 +266,15 @@ class VerifyStage:
         """The strongest evidence for `card_id`: its scan's, or one of its taught views'."""
         t = self.thresholds
         best = self.verifier.verify(query, card_id)
-        if best.homography is not None and best.inliers >= t.verify_min_inliers:
+        coloured = min(t.verify_min_inliers, t.verify_distinct_inliers)  # the colour check's due
+        if best.homography is not None and best.inliers >= coloured:
             best = replace(best, photometric=self.colour(image, warp, best))
         for view in views.views_of(card_id) if views is not None else ():
             assert views is not None
             v = replace(
                 views.verifier.verify(query, view.view_id), card_id=card_id, view=view.view_id
             )
-            if v.homography is not None and v.inliers >= t.verify_min_inliers:
+            if v.homography is not None and v.inliers >= coloured:
                 v = replace(v, photometric=self.colour(image, warp, v, views))
             if (self.passes(v), v.inliers) > (self.passes(best), best.inliers):
                 best = v
@@ -248,8 +306,7 @@ class VerifyStage:
     ) -> CardMatch | None:  # fmt: skip
         """The card's verdict from its evidence; None when the box is background."""
         t = self.thresholds
-        best = evidence.results[0] if evidence.results else None
-        if self.passes(best):
+        if self.confirmed(evidence):
             return self._verified(card, shortlist, evidence, warp, image)
         if evidence.reason:  # could not verify: the embedding alone, on strict thresholds
             probable = t.model_copy(
@@ -301,12 +358,9 @@ class VerifyStage:
         if ambiguous_with:  # the art is proven, the printing is not: never a guess as known
             why = f"same art as {ambiguous_with}: the printing cannot be told apart in this view"
             match = replace(_unknown(match, why), runner_up=ambiguous_with, inliers=best.inliers)
-        corners = self.verifier.corners(best.homography)  # crop px
-        frame_pts = cv2.perspectiveTransform(corners.reshape(-1, 1, 2), np.linalg.inv(warp))
         box = OrientedBox(
-            corners=frame_pts.reshape(4, 2).astype(np.float32), conf=card.box.conf,
-            class_id=card.box.class_id,
-        )  # fmt: skip
+            corners=self._frame_corners(best, warp), conf=card.box.conf, class_id=card.box.class_id
+        )
         return CardMatch(box=box, match=match, top_k=card.top_k)
 
     def discriminate(

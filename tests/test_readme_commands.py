@@ -384,14 +384,19 @@ def test_train_synth_backgrounds_gathers_families(tmp_path: Path) -> None:
 def test_train_evaluate_detector_reports_the_detection_figures(
     tiny_world: Path, tmp_path: Path
 ) -> None:
-    # the demo detector at its own input: a JSON report with the detection figures
+    # the demo detector at its own input (its classes read from the model): a JSON report with
+    # the detection figures, card backs among them
     out = tmp_path / "det.json"
     result = run("cardedge-train", "evaluate-detector", "--onnx", str(DEMO / "detector.onnx"),
-                 "--scenes", str(tiny_world / "test_scenes"), "--num-classes", "1",
-                 "--threads", "1", "--out", str(out))  # fmt: skip
+                 "--scenes", str(tiny_world / "test_scenes"), "--threads", "1",
+                 "--out", str(out))  # fmt: skip
     [report] = json.loads(out.read_text())
-    assert report["input_hw"] == [320, 320] and "by_short_side_px" in report
-    assert "320x320: recall" in result.stdout
+    assert report["input_hw"] == [256, 448] and "by_short_side_px" in report
+    assert "256x448: recall" in result.stdout and "backs_detected" in report
+    # and a class count the model does not have is named, not a traceback
+    wrong = run("cardedge-train", "evaluate-detector", "--onnx", str(DEMO / "detector.onnx"),
+                "--scenes", str(tiny_world / "test_scenes"), "--num-classes", "1", ok=(2,))  # fmt: skip
+    assert "outputs 2 classes" in wrong.stdout
 
 
 @pytest.mark.train
@@ -420,7 +425,8 @@ def test_train_swap_detector_gives_a_recalibrated_bundle(tiny_world: Path, tmp_p
 
     manifest = verify_bundle(out)
     assert manifest.bundle_id == "demo-swapped" and "demo-swapped" in result.stdout
-    assert manifest.detector.class_names == ("card",)
+    assert manifest.detector.class_names == ("card", "back")
+    assert manifest.thresholds.back_conf is not None  # backs calibrated on their own
     assert manifest.lineage["detector_swapped_from"] == "demo"
     # a folder that exists is refused, the source untouched
     run("cardedge-train", "swap-detector", "--bundle", str(DEMO), "--detector",

@@ -8,6 +8,7 @@ known homography, so the refined corners have a truth to be held to.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -29,7 +30,7 @@ from edge.manifest import Thresholds
 from edge.types import Candidate, CardMatch, Match, OrientedBox
 from edge.verification_build import catalogue_scans, thumbnail_jpeg
 from edge.verify import Verification, Verifier, implausible, photometric
-from edge.verify_stage import VerifyStage, without_duplicates
+from edge.verify_stage import Evidence, VerifyStage, without_duplicates
 
 SPEC = FeatureSpec(n_features=400)
 
@@ -207,6 +208,50 @@ def test_the_right_card_verifies_and_an_unrelated_one_does_not(refs, cards) -> N
     assert best.card_id == ids[0] and best.inliers >= 40 and best.photometric > 0.6
     others = [v.inliers for v in evidence.results[1:]]
     assert max(others) < best.inliers / 3
+
+
+def test_the_distinct_point_verifies_a_card_nothing_else_maps_onto(refs, cards, tmp_path) -> None:
+    # given the right card second in the shortlist, thresholds whose two usual operating points
+    # no candidate can reach, and a second catalogue where the card also has a same-art twin
+    ids = list(cards)
+    scene = _scene(cards[ids[0]], TRUE_QUAD)
+    shortlist = [Candidate(ids[1], 0.9), Candidate(ids[0], 0.8), Candidate(ids[2], 0.7)]
+    t = Thresholds(verify_min_inliers=1000, verify_strong_inliers=1000, background_conf=0.5,
+                   verify_distinct_inliers=15, verify_distinct_photometric=0.5,
+                   verify_distinct_ratio=2.0)  # fmt: skip
+    with_twin = {**cards, "twin": cards[ids[0]]}
+    path = tmp_path / "features.bin"
+    thumbs = {c: thumbnail_jpeg(im) for c, im in with_twin.items()}
+    write_reference_features(path, SPEC, reference_features(with_twin.items(), SPEC), thumbs)
+    alone = VerifyStage(refs, t, threads=1)
+    crowded = VerifyStage(ReferenceFeatures(path), t, threads=1)
+    # when decided at the distinct point, in each catalogue
+    verdict = _decide(alone, scene, _box(TRUE_QUAD), shortlist)
+    refused = _decide(crowded, scene, _box(TRUE_QUAD), [*shortlist, Candidate("twin", 0.6)])
+    alone.close()
+    crowded.close()
+    # then the card is verified as itself where nothing else maps onto the crop, and is
+    # unknown where its twin does as well (the usual points and the reprint check decide those)
+    assert verdict is not None and verdict.match.confidence == "verified"
+    assert verdict.match.card_id == ids[0]
+    assert refused is not None and refused.match.confidence == "unknown"
+
+
+def test_the_distinct_point_needs_a_look_that_checked_the_whole_shortlist(refs) -> None:
+    # given a best candidate with 14 inliers and agreeing colours, and one other candidate
+    t = Thresholds(verify_min_inliers=1000, verify_distinct_inliers=12,
+                   verify_distinct_photometric=0.5, verify_distinct_ratio=2.0)  # fmt: skip
+    stage = VerifyStage(refs, t, threads=1)
+    h = np.eye(3)
+    best = Verification("a", 14, 20, h, photometric=0.9)
+    far, near = Verification("b", 5, 9, h, photometric=0.1), Verification("b", 8, 9, h)
+    # then it is distinct over a whole shortlist whose runner-up has at most half its inliers,
+    # and not over a look that checked only a few candidates, nor beside a closer runner-up
+    assert stage.distinct(Evidence((best, far), 200, complete=True))
+    assert not stage.distinct(Evidence((best, far), 200, complete=False))
+    assert not stage.distinct(Evidence((best, near), 200, complete=True))
+    assert not stage.distinct(Evidence((replace(best, photometric=0.4), far), 200, complete=True))
+    stage.close()
 
 
 def test_a_crop_without_features_is_not_verified(refs, cards) -> None:

@@ -10,6 +10,11 @@ Recognizer (detector boxes, shortlist, the verification stage's evidence) and ch
   are decided apart), and LOOSE_PRECISION when loosened by a buffer (a margin for scenes unlike
   these); Unknown cards
   of the catalogue's own style match its template's features; their colours do not agree;
+- `verify_distinct_inliers` / `_photometric` / `_ratio`: then a third operating point beside
+  them, for fewer inliers than the first, where the candidate also has that many times the
+  inliers of every other candidate of the box (nothing else in the catalogue maps onto the crop;
+  same-art reprints and neighbouring cards count as others, as the device sees them), chosen
+  under the same two precisions;
 - `background_conf`: the detector confidence below which a box that verifies against nothing is
   background (boxes on no card) rather than an unknown card;
 - `probable_score` / `probable_margin`: the embedding alone, for crops too small to verify,
@@ -44,6 +49,7 @@ logger = logging.getLogger(__name__)
 BUFFER_INLIERS = 1.2  # the chosen pair stays clean when loosened by this factor of inliers ...
 BUFFER_PHOTO = 0.1  # ... and this much colour agreement (a margin for scenes unlike these)
 MIN_INLIERS = 10
+MIN_DISTINCT_INLIERS = 9  # the distinct point's floor (a homography on fewer proves little)
 PRECISION = 0.997  # of the cards the rule passes on these scenes, right (the bar: 0.995) ...
 LOOSE_PRECISION = 0.99  # ... and when loosened by the buffer
 FALSE_CARDS_PER_SCENE = 0.03  # background boxes allowed through, per scene, on these scenes
@@ -68,6 +74,9 @@ class VerifyCalibration:
     verify_min_photometric: float
     verify_strong_inliers: int
     verify_strong_photometric: float
+    verify_distinct_inliers: int
+    verify_distinct_photometric: float
+    verify_distinct_ratio: float
     background_conf: float
     probable_score: float
     probable_margin: float
@@ -125,8 +134,11 @@ def collect(
         raise RuntimeError("the bundle has no reference features to calibrate")
     # Gather with loose thresholds: every candidate's inliers and colours are recorded.
     loose = rec.manifest.thresholds.model_copy(
-        update={"verify_min_inliers": 8, "verify_min_photometric": -1.0}
-    )
+        update={
+            "verify_min_inliers": 8, "verify_min_photometric": -1.0,
+            "verify_distinct_inliers": 1000,
+        }
+    )  # fmt: skip
     stage = VerifyStage(rec.verify_stage.refs, loose, exhaustive=True)
     twins = _Twins(rec.verify_stage.verifier, rec.verify_stage.refs)
     out: list[Evidence] = []
@@ -157,7 +169,10 @@ def collect(
     return out
 
 
-Rule = tuple[int, float, int, float]  # min inliers, min colour; strong inliers, strong colour
+# min inliers, min colour; strong inliers, strong colour; distinct inliers, colour, ratio
+Rule = tuple[int, float, int, float, int, float, float]
+OFF: tuple[int, float, float] = (1000, 1.0, 2.0)  # the distinct point unused
+DISTINCT_RATIOS = (1.5, 2.0, 2.5, 3.0)
 
 
 class _Table:
@@ -173,14 +188,20 @@ class _Table:
             for j, (n, p, rel) in enumerate(e.results):
                 self.inl[i, j], self.pho[i, j] = n, p
                 self.own[i, j], self.twin[i, j] = rel == OWN, rel == TWIN
+        # per candidate, the most inliers of any other candidate of its box (the device sees
+        # every candidate, twins and neighbouring cards included)
+        ranked = -np.sort(-np.pad(self.inl, ((0, 0), (0, 1)), constant_values=-1), axis=1)
+        first, second = ranked[:, :1], ranked[:, 1:2]  # a tie at the top: second == first
+        self.runner = np.where(self.inl == first, second, first).clip(min=0)
 
     def verdicts(self, rule: Rule) -> tuple[np.ndarray, np.ndarray]:
         """(a card other than it and its twins passes, the card itself passes) per box. When the
         card itself passes, the box is right (same-art rivals are decided apart); when only
         unrelated cards pass, it is wrong. A twin passing alone (the card itself missed the
         shortlist) is neither: no threshold tells the same picture apart."""
-        t_i, t_p, s_i, s_p = rule
+        t_i, t_p, s_i, s_p, d_i, d_p, d_r = rule
         ok = ((self.inl >= t_i) & (self.pho >= t_p)) | ((self.inl >= s_i) & (self.pho >= s_p))
+        ok |= (self.inl >= d_i) & (self.pho >= d_p) & (self.inl >= d_r * self.runner)
         return (ok & ~self.twin & ~self.own).any(axis=1), (ok & self.own).any(axis=1)
 
 
@@ -190,8 +211,10 @@ TWIN_PHOTOMETRIC = 0.9  # ... as do two thumbnails whose colours agree this well
 
 
 class _Twins:
-    """Whether two catalogue cards show the same picture (their references verify as each other,
-    or their thumbnails agree in colour nearly everywhere: near-duplicate art), cached per pair."""
+    """Whether two catalogue cards look the same to the device: their thumbnails agree in colour
+    nearly everywhere (near-duplicate art, or two printings nothing in a photograph tells apart),
+    cached per pair. Two printings of one art in other colours are not twins here: the colour
+    check can refuse the one that is not in view, so naming it counts as a wrong card."""
 
     def __init__(self, verifier: Verifier, refs: ReferenceFeatures) -> None:
         self.verifier, self.refs = verifier, refs
@@ -204,12 +227,10 @@ class _Twins:
         return self._seen[key]
 
     def _same(self, a: str, b: str) -> bool:
-        ref = self.refs.get(a)
-        if ref is not None and self.verifier.verify(ref, b).inliers >= TWIN_INLIERS:
-            return True
         ta, tb = self.refs.thumbnail(a), self.refs.thumbnail(b)
         if ta is None or tb is None or ta.shape != tb.shape:
-            return False
+            ref = self.refs.get(a)  # no colours to compare: the same picture by its features
+            return ref is not None and self.verifier.verify(ref, b).inliers >= TWIN_INLIERS
         return photometric(ta, np.ones(ta.shape[:2], bool), tb) >= TWIN_PHOTOMETRIC
 
 
@@ -237,26 +258,41 @@ def choose_rule(known: list[Evidence], unknown: list[Evidence]) -> tuple[Rule, i
         return (right / (right + bad) if right + bad else 1.0), right
 
     def loose(rule: Rule) -> Rule:
-        t_i, t_p, s_i, s_p = rule
+        t_i, t_p, s_i, s_p, d_i, d_p, d_r = rule
         return (
             int(t_i / BUFFER_INLIERS),
             t_p - BUFFER_PHOTO,
             int(s_i / BUFFER_INLIERS),
             s_p - BUFFER_PHOTO,
+            int(d_i / BUFFER_INLIERS),
+            d_p - BUFFER_PHOTO,
+            max(1.0, d_r / BUFFER_INLIERS),
         )
 
-    best: tuple[int, Rule] = (-1, (60, 0.95, 1000, 1.0))
+    def holds(rule: Rule, to_beat: int) -> bool:
+        prec, n = precision(rule)
+        return n > to_beat and prec >= PRECISION and precision(loose(rule))[0] >= LOOSE_PRECISION
+
+    best: tuple[int, Rule] = (-1, (60, 0.95, 1000, 1.0, *OFF))
     photos = np.round(np.arange(0.3, 0.96, 0.05), 2).tolist()
     for t_i in range(MIN_INLIERS, 41):
         for t_p in photos:
             for s_i in [1000, *range(t_i + 4, 81, 4)]:
                 for s_p in [p for p in photos if p <= t_p] if s_i < 1000 else [1.0]:
-                    rule = (t_i, t_p, s_i, s_p)
-                    prec, right = precision(rule)
-                    if right <= best[0] or prec < PRECISION:
-                        continue
-                    if precision(loose(rule))[0] >= LOOSE_PRECISION:
-                        best = (right, rule)
+                    rule: Rule = (t_i, t_p, s_i, s_p, *OFF)
+                    if holds(rule, best[0]):
+                        best = (precision(rule)[1], rule)
+    # Then the distinct point beside it: fewer inliers than the rule's, nothing else close.
+    # Its colours as the usual points demand them: a same-art reprint's other printing differs
+    # in colour, and its twin passing alone (the right printing missed the shortlist) counts as
+    # neither right nor wrong here.
+    base = best[1]
+    for d_i in range(MIN_DISTINCT_INLIERS, base[0]):
+        for d_p in [p for p in photos if p >= base[1]]:
+            for d_r in DISTINCT_RATIOS:
+                rule = (base[0], base[1], base[2], base[3], d_i, d_p, d_r)
+                if holds(rule, best[0]):
+                    best = (precision(rule)[1], rule)
     return best[1], max(best[0], 0)
 
 
@@ -280,6 +316,9 @@ def choose(evidence: list[Evidence], n_scenes: int) -> VerifyCalibration:
         verify_min_photometric=rule[1],
         verify_strong_inliers=rule[2],
         verify_strong_photometric=rule[3],
+        verify_distinct_inliers=rule[4],
+        verify_distinct_photometric=rule[5],
+        verify_distinct_ratio=rule[6],
         background_conf=round(min(bg_conf, 1.0), 4),
         probable_score=p_score,
         probable_margin=p_margin,
@@ -334,7 +373,8 @@ def run(
         if k
         in (
             "verify_min_inliers", "verify_min_photometric", "verify_strong_inliers",
-            "verify_strong_photometric", "background_conf", "probable_score", "probable_margin",
+            "verify_strong_photometric", "verify_distinct_inliers", "verify_distinct_photometric",
+            "verify_distinct_ratio", "background_conf", "probable_score", "probable_margin",
         )
     }  # fmt: skip
     if backs is not None:

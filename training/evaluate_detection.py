@@ -209,7 +209,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--hw", type=parse_hw, action="append", default=None,
         help="input HxW to run at (repeatable; default the ONNX's own)",
     )  # fmt: skip
-    p.add_argument("--num-classes", type=int, default=2)
+    p.add_argument(
+        "--num-classes", type=int, default=None,
+        help="classes the model outputs (default: read from the ONNX)",
+    )  # fmt: skip
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the reports as JSON here")
@@ -221,6 +224,12 @@ def main(args: argparse.Namespace) -> int:
     model = onnx.load(str(args.onnx), load_external_data=False)
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     shapes = args.hw or [(dims[2], dims[3])]
+    channels = model.graph.output[0].type.tensor_type.shape.dim[1].dim_value  # 4 + classes + 1
+    outputs = channels - 5 if channels > 5 else None
+    num_classes = args.num_classes or outputs or 1
+    if outputs is not None and num_classes != outputs:
+        print(f"error: --num-classes {num_classes}, but {args.onnx.name} outputs {outputs} classes")
+        return 2
     reports = []
     for hw in shapes:
         t0 = time.perf_counter()
@@ -228,7 +237,7 @@ def main(args: argparse.Namespace) -> int:
             args.onnx,
             args.scenes,
             hw,
-            num_classes=args.num_classes,
+            num_classes=num_classes,
             threads=args.threads,
             conf=args.conf,
         )
