@@ -69,6 +69,18 @@ def test_a_fresh_run_forgets_old_metrics_but_a_resumed_one_keeps_them(tmp_path: 
     assert fresh.metrics() == []
 
 
+def test_a_resumed_run_keeps_the_config_it_started_with(tmp_path: Path) -> None:
+    # given a run started at one learning rate
+    runs.RunDir(tmp_path / "run", _Cfg(lr=0.1))
+    # when resumed twice, the second time at another learning rate
+    runs.RunDir(tmp_path / "run", _Cfg(lr=0.1), resume=True)
+    resumed = runs.RunDir(tmp_path / "run", _Cfg(lr=0.01), resume=True)
+    # then its config is the first one, with what each resume changed beside it
+    loaded = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert loaded["lr"] == 0.1 and loaded["resumed_with"] == [{}, {"lr": 0.01}]
+    assert resumed.config == loaded
+
+
 def test_save_writes_last_always_and_best_only_when_best(tmp_path: Path) -> None:
     # given a run
     run = runs.RunDir(tmp_path / "run", _Cfg())

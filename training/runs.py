@@ -201,6 +201,8 @@ class RunDir:
         if not resume:
             for name in (METRICS_NAME, LOGS_NAME):
                 (path / name).unlink(missing_ok=True)
+        if resume and (path / CONFIG_NAME).exists():
+            self.config = _resumed(path / CONFIG_NAME, self.config)
         (path / CONFIG_NAME).write_text(yaml.safe_dump(self.config, sort_keys=True), "utf-8")
         if mlflow_store is not None:
             self._mlflow = MlflowLogger(mlflow_store, path.name, self.config)
@@ -334,3 +336,13 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     inner = getattr(model, "module", model)
     assert isinstance(inner, torch.nn.Module)
     return inner
+
+
+def _resumed(path: Path, again: dict[str, Any]) -> dict[str, Any]:
+    """A resumed run keeps the config it started with (its starting weights, its data), and
+    notes what each resume was given that differs, so the lineage names the whole run."""
+    first: dict[str, Any] = yaml.safe_load(path.read_text("utf-8")) or {}
+    resumes = [*first.pop("resumed_with", []), {
+        k: v for k, v in again.items() if k != "resume" and first.get(k) != v
+    }]  # fmt: skip
+    return {**first, "resumed_with": resumes}
