@@ -20,6 +20,7 @@ from edge.verify import Verification, frame_onto
 DIFFER_LEVEL = 60.0  # summed RGB difference at which two references differ at a pixel
 DIFFER_MIN_PX = 12  # fewer differing thumbnail pixels: the references are the same image
 CLEAR_GAP = 0.2  # relative error gap beyond which a reprint is decided without a runner-up
+COLOUR_DOUBT = 0.03  # a rival's whole-card colours this much closer: the pick is in doubt
 
 
 def discriminate(
@@ -59,3 +60,14 @@ def discriminate(
 def outweighs(a: Verification, b: Verification) -> bool:
     """`a` has the stronger evidence on the whole card: more inliers and closer colours."""
     return a.inliers > b.inliers and a.photometric > b.photometric
+
+
+def doubted_by(picked: Verification, cands: Sequence[Verification]) -> str:
+    """The candidate whose colours over the whole card agree clearly better than the picked
+    printing's ("" when none does): the differing pixels and the whole card then disagree."""
+    closer = [
+        v for v in cands
+        if v.card_id != picked.card_id and v.photometric > picked.photometric + COLOUR_DOUBT
+    ]  # fmt: skip
+    return max(closer, key=lambda v: v.photometric).card_id if closer else ""
+

@@ -42,7 +42,7 @@ from edge.index import decide
 from edge.manifest import Thresholds
 from edge.overlay_snapshot import OverlaySnapshot, index_only
 from edge.rectify import _crop_corners, side_lengths
-from edge.reprints import discriminate, outweighs
+from edge.reprints import discriminate, doubted_by, outweighs
 from edge.track import polygon_iou
 from edge.types import Candidate, CardMatch, Corners, ImageRGB, Match, OrientedBox
 from edge.verify import Verification, Verifier, frame_onto, photometric, rank
@@ -344,7 +344,9 @@ class VerifyStage:
                 # the differing pixels and the whole card's evidence disagree: name neither
                 ambiguous_with = picked[0].card_id
             else:
+                cands = [best, *rivals]
                 best, ambiguous_with = picked
+                ambiguous_with = ambiguous_with or doubted_by(best, cands)
         assert best.homography is not None
         scores = {c.card_id: c.score for c in shortlist}
         score = scores.get(best.card_id, 0.0)

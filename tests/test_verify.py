@@ -426,6 +426,30 @@ def test_a_reprint_the_whole_cards_evidence_speaks_against_is_never_named(refs) 
     assert {verdict.match.card_id, verdict.match.runner_up} == {"print-a", "print-b"}
 
 
+def test_a_printing_picked_against_a_rivals_clearly_closer_colours_is_never_named(refs) -> None:
+    # given printing a with more inliers, printing b with clearly closer colours over the whole
+    # card (the printing in view, as a foil or another set's frame shows), and a pixel comparison
+    # of their differing parts that picks a with a clear gap
+    stage = VerifyStage(refs, Thresholds(verify_min_inliers=15), threads=1)
+    h = np.eye(3)
+    more = Verification("print-a", 49, 80, h, photometric=0.93)
+    closer = Verification("print-b", 38, 60, h, photometric=0.99)
+    stage.discriminate = lambda image, warp, cands: (more, "")  # type: ignore[method-assign]
+    card = CardMatch(box=_box(TRUE_QUAD), match=Match("print-a", 0.97, 0.01, True), top_k=())
+    shortlist = [Candidate("print-b", 0.98), Candidate("print-a", 0.97)]
+    image = np.zeros((720, 1280, 3), np.uint8)
+    # when the verified card is decided, and again with colours that hardly differ
+    doubted = stage._verified(card, shortlist, Evidence((more, closer), 200), h, image)
+    level = replace(closer, photometric=0.95)
+    named = stage._verified(card, shortlist, Evidence((more, level), 200), h, image)
+    stage.close()
+    # then neither printing is named while the colours speak against the pick, and the pick
+    # stands when they do not
+    assert not doubted.match.known and doubted.match.confidence == "unknown"
+    assert {doubted.match.card_id, doubted.match.runner_up} == {"print-a", "print-b"}
+    assert named.match.known and named.match.card_id == "print-a"
+
+
 def test_two_boxes_on_one_card_report_it_once() -> None:
     quad = np.array([[0, 0], [63, 0], [63, 88], [0, 88]], np.float32)
     a = CardMatch(OrientedBox(quad, 0.9), Match("a", 0.9, 0.1, True, "verified", 50))
