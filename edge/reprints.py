@@ -70,4 +70,3 @@ def doubted_by(picked: Verification, cands: Sequence[Verification]) -> str:
         if v.card_id != picked.card_id and v.photometric > picked.photometric + COLOUR_DOUBT
     ]  # fmt: skip
     return max(closer, key=lambda v: v.photometric).card_id if closer else ""
-
