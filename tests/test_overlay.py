@@ -28,7 +28,17 @@ from edge.overlay_snapshot import (
 from edge.pipeline import Recognizer
 from edge.runtime import Runtime
 from edge.types import Candidate
-from tests.overlay_photos import CARD, DEMO, POSE_1, POSE_2, photo, scan, sleeve, variant
+from tests.overlay_photos import (
+    CARD,
+    DEMO,
+    POSE_1,
+    POSE_2,
+    photo,
+    scan,
+    sleeve,
+    thick_sleeve,
+    variant,
+)
 
 pytestmark = pytest.mark.skipif(not (DEMO / "manifest.json").is_file(), reason="no demo bundle")
 
@@ -136,9 +146,9 @@ def test_empty_overlay_leaves_every_verdict_as_it_was(
 def test_a_taught_view_names_the_next_sighting_of_its_card(
     rec: Recognizer, served: tuple[Runtime, OverlayStore]
 ) -> None:
-    # given the card in a matte sleeve, which the bundle's sharp scan cannot verify at pose 2
+    # given the card in a thick matte sleeve, which the bundle's sharp scan cannot verify at pose 2
     _, store = served
-    card = sleeve(scan(CARD))
+    card = thick_sleeve(scan(CARD))
     nxt = photo(card, POSE_2, table_seed=1)
     assert not _named(rec, nxt, CARD)
     # when one sighting at pose 1 is taught

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.overlay_photos import CARD, DEMO, POSE_1, POSE_2, jpeg, photo, scan, sleeve
+from tests.overlay_photos import CARD, DEMO, POSE_1, POSE_2, jpeg, photo, scan, thick_sleeve
 from tests.serve_process import ServeProcess
 from tests.test_serve_process import _multipart
 
@@ -24,7 +24,7 @@ pytestmark = [
 ]
 
 TOKEN = "overlay-test-token"
-CARD_PHOTO = sleeve(scan(CARD))  # the bundle's sharp scan cannot verify it at POSE_2
+CARD_PHOTO = thick_sleeve(scan(CARD))  # the bundle's sharp scan cannot verify it at POSE_2
 TAUGHT = jpeg(photo(CARD_PHOTO, POSE_1))
 NEXT = jpeg(photo(CARD_PHOTO, POSE_2, table_seed=1))
 
