@@ -336,15 +336,15 @@ class VerifyStage:
             if v.homography is not None and v.inliers >= max(RIVAL_MIN, t.verify_ambiguous * best.inliers)
         ]  # fmt: skip
         ambiguous_with = ""
+        cands = [best, *rivals]
         if rivals and image is not None:
-            picked = self.discriminate(image, warp, [best, *rivals])
+            picked = self.discriminate(image, warp, cands)
             if picked is None:  # the references are the same picture: nothing to tell them by
                 ambiguous_with = rivals[0].card_id
             elif picked[0] is not best and outweighs(best, picked[0]):
                 # the differing pixels and the whole card's evidence disagree: name neither
                 ambiguous_with = picked[0].card_id
             else:
-                cands = [best, *rivals]
                 best, ambiguous_with = picked
                 ambiguous_with = ambiguous_with or doubted_by(best, cands)
         assert best.homography is not None

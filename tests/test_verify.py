@@ -405,22 +405,34 @@ def test_same_art_reprints_are_told_apart_where_their_references_differ(
     assert {tie.match.card_id, tie.match.runner_up} == {"x", "y"}
 
 
+def _printing_verdicts(
+    refs: ReferenceFeatures, picked: Verification, evidence: list[tuple[Verification, ...]],
+    shortlist: list[Candidate],
+) -> list[CardMatch]:  # fmt: skip
+    """`_verified` on each evidence, with the pixel comparison of the differing parts made to
+    pick `picked` (with a clear gap)."""
+    stage = VerifyStage(refs, Thresholds(verify_min_inliers=15), threads=1)
+    stage.discriminate = lambda image, warp, cands: (picked, "")  # type: ignore[method-assign]
+    card = CardMatch(box=_box(TRUE_QUAD), match=Match("print-a", 0.9, 0.01, True), top_k=())
+    image = np.zeros((720, 1280, 3), np.uint8)
+    try:
+        return [
+            stage._verified(card, shortlist, Evidence(results, 200), np.eye(3), image)
+            for results in evidence
+        ]
+    finally:
+        stage.close()
+
+
 def test_a_reprint_the_whole_cards_evidence_speaks_against_is_never_named(refs) -> None:
     # given printing a with more inliers and closer colours than printing b, and a pixel
     # comparison of their differing parts that (as on a blurred or oddly lit card) picks b
-    from edge.verify_stage import Evidence
-
-    stage = VerifyStage(refs, Thresholds(verify_min_inliers=15), threads=1)
     h = np.eye(3)
     strong = Verification("print-a", 60, 90, h, photometric=0.95)
     weak = Verification("print-b", 40, 70, h, photometric=0.85)
-    stage.discriminate = lambda image, warp, cands: (weak, "")  # type: ignore[method-assign]
-    card = CardMatch(box=_box(TRUE_QUAD), match=Match("print-a", 0.9, 0.01, True), top_k=())
     shortlist = [Candidate("print-b", 0.9), Candidate("print-a", 0.89)]
-    image = np.zeros((720, 1280, 3), np.uint8)
     # when the verified card is decided
-    verdict = stage._verified(card, shortlist, Evidence((strong, weak), 200), h, image)
-    stage.close()
+    [verdict] = _printing_verdicts(refs, weak, [(strong, weak)], shortlist)
     # then neither printing is named known: unknown, naming both
     assert not verdict.match.known and verdict.match.confidence == "unknown"
     assert {verdict.match.card_id, verdict.match.runner_up} == {"print-a", "print-b"}
@@ -430,19 +442,13 @@ def test_a_printing_picked_against_a_rivals_clearly_closer_colours_is_never_name
     # given printing a with more inliers, printing b with clearly closer colours over the whole
     # card (the printing in view, as a foil or another set's frame shows), and a pixel comparison
     # of their differing parts that picks a with a clear gap
-    stage = VerifyStage(refs, Thresholds(verify_min_inliers=15), threads=1)
     h = np.eye(3)
     more = Verification("print-a", 49, 80, h, photometric=0.93)
     closer = Verification("print-b", 38, 60, h, photometric=0.99)
-    stage.discriminate = lambda image, warp, cands: (more, "")  # type: ignore[method-assign]
-    card = CardMatch(box=_box(TRUE_QUAD), match=Match("print-a", 0.97, 0.01, True), top_k=())
-    shortlist = [Candidate("print-b", 0.98), Candidate("print-a", 0.97)]
-    image = np.zeros((720, 1280, 3), np.uint8)
-    # when the verified card is decided, and again with colours that hardly differ
-    doubted = stage._verified(card, shortlist, Evidence((more, closer), 200), h, image)
     level = replace(closer, photometric=0.95)
-    named = stage._verified(card, shortlist, Evidence((more, level), 200), h, image)
-    stage.close()
+    shortlist = [Candidate("print-b", 0.98), Candidate("print-a", 0.97)]
+    # when the verified card is decided, and again with colours that hardly differ
+    doubted, named = _printing_verdicts(refs, more, [(more, closer), (more, level)], shortlist)
     # then neither printing is named while the colours speak against the pick, and the pick
     # stands when they do not
     assert not doubted.match.known and doubted.match.confidence == "unknown"

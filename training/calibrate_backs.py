@@ -89,13 +89,19 @@ def collect(
     return boxes_out, per_back
 
 
+def letting_through(wrong: list[float], allowed: int) -> float:
+    """The lowest confidence at which at most `allowed` of the `wrong` boxes' confidences pass
+    (0.0 when there are no more of them than that)."""
+    ranked = sorted(wrong, reverse=True)
+    return ranked[allowed] + 1e-4 if len(ranked) > allowed else 0.0
+
+
 def choose(
     evidence: list[BackEvidence], per_back: list[float], n_scenes: int, floor: float
 ) -> BackCalibration:
     """The lowest confidence (>= `floor`) that lets at most the allowed false backs through."""
-    wrong = sorted((e.conf for e in evidence if not e.on_back), reverse=True)
-    allowed = int(FALSE_BACKS_PER_SCENE * n_scenes)
-    conf = wrong[allowed] + 1e-4 if len(wrong) > allowed else floor
+    wrong = [e.conf for e in evidence if not e.on_back]
+    conf = letting_through(wrong, int(FALSE_BACKS_PER_SCENE * n_scenes))
     conf = round(min(max(conf, floor), 1.0), 4)
     n_false = sum(c >= conf for c in wrong)
     return BackCalibration(

@@ -303,11 +303,10 @@ def choose(evidence: list[Evidence], n_scenes: int) -> VerifyCalibration:
     none = [e for e in evidence if e.kind == "none" and not e.small]
     rule, n_right = choose_rule(known, unknown)
     passes_none = _Table(none).verdicts(rule)[0] if none else np.zeros(0, bool)
-    unverified_none = sorted(
-        (e.conf for e, p in zip(none, passes_none, strict=True) if not p), reverse=True
+    unverified_none = [e.conf for e, p in zip(none, passes_none, strict=True) if not p]
+    bg_conf = calibrate_backs.letting_through(
+        unverified_none, int(FALSE_CARDS_PER_SCENE * n_scenes)
     )
-    allowed_false = int(FALSE_CARDS_PER_SCENE * n_scenes)
-    bg_conf = unverified_none[allowed_false] + 1e-4 if len(unverified_none) > allowed_false else 0.0
     u_any = _Table(unknown).verdicts(rule)[0] if unknown else np.zeros(0, bool)
     unverified_unknown = [e for e, p in zip(unknown, u_any, strict=True) if not p]
     p_score, p_margin = _probable([e for e in evidence if e.small])
