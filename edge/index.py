@@ -197,6 +197,19 @@ class Catalogue:
             ).fetchone()
         return CardInfo(*row) if row else None
 
+    def printings(self) -> dict[str, tuple[str, ...]]:
+        """card_id -> the other cards of the same name (its reprints are among them), for every
+        card that has any."""
+        with self._lock:
+            rows = self._con.execute("SELECT card_id, fold(name) FROM cards").fetchall()
+        by_name: dict[str, list[str]] = {}
+        for card_id, name in rows:
+            by_name.setdefault(str(name), []).append(str(card_id))
+        return {
+            c: tuple(o for o in ids if o != c)
+            for ids in by_name.values() if len(ids) > 1 for c in ids
+        }  # fmt: skip
+
     def search(self, q: str, limit: int = 20) -> list[CardInfo]:
         """Cards whose id, name, set id, set name or number contains `q` (case-insensitive)."""
         needle = _fold(q.strip())

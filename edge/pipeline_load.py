@@ -61,6 +61,7 @@ def load_verification(
         )
     refs.check_cards(sorted(set(catalogue.key_card_ids.tolist())))
     stage = VerifyStage(refs, manifest.thresholds)
+    stage.printings = catalogue.printings()
     if feature_shortlist and refs.spec.method == "orb":
         stage.more = FeatureShortlist.from_references(refs)
     return stage

@@ -29,9 +29,14 @@ MIN_MATCHES = 8  # fewer tentative matches cannot give a meaningful homography
 REPROJ_PX = 4.0  # MAGSAC++ inlier threshold on the canvas (240 x 336 px)
 MAX_ITERS = 1000
 PHOTO_SIGMA = 2.0  # thumbnail px (112 x 80): a few px of misregistration cost little
-PHOTO_GRID = (4, 4)  # cells over the card (rows, columns) for the colour check
+PHOTO_GRID = (8, 6)  # cells over the card (rows, columns) for the colour check
 PHOTO_MIN_CELLS = 4  # fewer covered, textured cells: colour says nothing
 PHOTO_FLAT = 6.0  # a reference cell with less spread (grey levels) is flat: skipped
+# Cells where two random cards of the catalogue agree this well on average are its template.
+TEMPLATE_NCC = 0.15
+TEMPLATE_MIN_SHARE = 0.25  # ... and at least this share of the cells is compared all the same
+TEMPLATE_SAMPLE = 96  # references the template is estimated from, each against ...
+TEMPLATE_PARTNERS = 4  # ... this many others
 MIN_AREA, MAX_AREA = 0.2, 5.0  # projected reference area / canvas area
 Homography = npt.NDArray[np.float64]  # 3 x 3, reference canvas px -> crop canvas px
 
@@ -46,6 +51,9 @@ class Verification:
     homography: Homography | None = None
     reason: str = ""  # why inliers is 0, for logs and the API
     photometric: float = 0.0  # colour agreement with the reference under the homography, [-1, 1]
+    # ... over the cells where the catalogue's cards differ (photometric) and over the whole card
+    # (card_colour: what tells same-art reprints apart, edge.reprints)
+    card_colour: float = 0.0
     view: str = ""  # the taught view (edge.overlay) this evidence is against; "" the bundle's scan
 
 
@@ -158,21 +166,47 @@ def rank(results: Sequence[Verification]) -> list[Verification]:
     return sorted(results, key=lambda v: -v.inliers)
 
 
-def photometric(view: ImageRGB, valid: npt.NDArray[np.bool_], reference: ImageRGB) -> float:
+def photometric(
+    view: ImageRGB, valid: npt.NDArray[np.bool_], reference: ImageRGB,
+    cells: npt.NDArray[np.bool_] | None = None,
+) -> float:  # fmt: skip
     """Colour agreement of a crop mapped onto a reference (same size): the normalised
     cross-correlation per channel in each cell of a grid over the card, the median over the cells
     the crop covers (flat cells skipped). Gains and offsets of the light cancel out within a
     cell, so light gradients, spots and a glare on part of the card do not sink it; other art
-    under the same frame and text does. An unknown card of the catalogue's own style matches its template's features, not its
-    colours."""
-    # Blurred well beyond a homography's error: colour is compared, not print detail.
+    under the same frame and text does. `cells`: only those cells of the grid (`distinct_cells`:
+    where the catalogue's cards differ), so that a card of the catalogue's own style cannot agree
+    through its frame and text boxes alone; None: the whole card."""
+    return photometrics(view, valid, reference, cells)[0]
+
+
+def photometrics(
+    view: ImageRGB, valid: npt.NDArray[np.bool_], reference: ImageRGB,
+    cells: npt.NDArray[np.bool_] | None,
+) -> tuple[float, float]:  # fmt: skip
+    """`photometric` over `cells` and over the whole card, from one comparison."""
+    ncc, covered, textured = cell_agreement(view, valid, reference)
+    use = covered & textured
+
+    def median(mask: npt.NDArray[np.bool_]) -> float:
+        scores = ncc[mask]
+        return float(np.median(scores)) if scores.size >= PHOTO_MIN_CELLS else 0.0
+
+    whole = median(use)
+    return (whole if cells is None else median(use & cells)), whole
+
+
+def cell_agreement(
+    a_img: ImageRGB, valid: npt.NDArray[np.bool_], b_img: ImageRGB
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Per cell of PHOTO_GRID: the mean per-channel normalised cross-correlation of a and b (both
+    blurred well beyond a homography's error: colour is compared, not print detail), whether
+    `valid` covers the cell, and whether b is textured there."""
     rows, cols = PHOTO_GRID
     h, w = valid.shape
     ch, cw = h // rows, w // cols
-    a = cv2.GaussianBlur(view, (0, 0), PHOTO_SIGMA)[: rows * ch, : cols * cw].astype(np.float32)
-    b = cv2.GaussianBlur(reference, (0, 0), PHOTO_SIGMA)[: rows * ch, : cols * cw].astype(
-        np.float32
-    )
+    a = cv2.GaussianBlur(a_img, (0, 0), PHOTO_SIGMA)[: rows * ch, : cols * cw].astype(np.float32)
+    b = cv2.GaussianBlur(b_img, (0, 0), PHOTO_SIGMA)[: rows * ch, : cols * cw].astype(np.float32)
     m = valid[: rows * ch, : cols * cw].astype(np.float32)
 
     def cells(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -190,10 +224,51 @@ def photometric(view: ImageRGB, valid: npt.NDArray[np.bool_], reference: ImageRG
     cov = cells(a * b * m3) / n - mean_a * mean_b
     textured = np.sqrt(np.maximum(var_b, 0)).mean(axis=-1) >= PHOTO_FLAT  # flat cells say nothing
     ncc = (cov / np.sqrt(np.maximum(var_a, 1e-6) * np.maximum(var_b, 1e-6))).mean(axis=-1)
-    scores = ncc[covered & textured]
-    if scores.size < PHOTO_MIN_CELLS:
-        return 0.0
-    return float(np.median(scores))
+    return ncc.astype(np.float32), covered, textured
+
+
+def distinct_cells(thumbnails: Sequence[ImageRGB]) -> npt.NDArray[np.bool_] | None:
+    """The cells of PHOTO_GRID where the catalogue's cards differ: where references of different
+    cards, taken in pairs, agree on average below TEMPLATE_NCC (the art, the name), not the frame
+    and text boxes the catalogue shares; the least template-like TEMPLATE_MIN_SHARE of the cells
+    at least. None (the whole card) for fewer than two references."""
+    thumbs = [t for t in thumbnails if t.shape == thumbnails[0].shape] if thumbnails else []
+    if len(thumbs) < 2:
+        return None
+    rows, cols = PHOTO_GRID
+    h, w = thumbs[0].shape[:2]
+    ch, cw = h // rows, w // cols
+
+    def cells(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        out = cv2.resize(x, (cols, rows), interpolation=cv2.INTER_AREA)
+        return np.asarray(out, np.float32).reshape(rows, cols, -1)
+
+    blurred = [
+        cv2.GaussianBlur(t, (0, 0), PHOTO_SIGMA)[: rows * ch, : cols * cw].astype(np.float32)
+        for t in thumbs
+    ]
+    means = [cells(b) for b in blurred]
+    varis = [np.maximum(cells(b * b) - m**2, 0) for b, m in zip(blurred, means, strict=True)]
+    textured = [np.sqrt(v).mean(axis=-1) >= PHOTO_FLAT for v in varis]
+    total = np.zeros((rows, cols), np.float64)
+    count = np.zeros((rows, cols), np.int64)
+    n = len(thumbs)
+    step = max(n // (TEMPLATE_PARTNERS + 1), 1)
+    for i in range(n):
+        for k in range(1, TEMPLATE_PARTNERS + 1):
+            j = (i + k * step) % n
+            if j == i:
+                continue
+            cov = cells(blurred[i] * blurred[j]) - means[i] * means[j]
+            ncc = (cov / np.sqrt(np.maximum(varis[i], 1e-6) * np.maximum(varis[j], 1e-6))).mean(-1)
+            both = textured[i] & textured[j]  # flat on either side: that pair says nothing there
+            total[both] += ncc[both]
+            count[both] += 1
+    level = np.where(count > 0, total / np.maximum(count, 1), 1.0)  # never textured: template
+    share = max(int(np.ceil(TEMPLATE_MIN_SHARE * level.size)), PHOTO_MIN_CELLS)
+    floor = np.sort(level.reshape(-1))[share - 1]
+    out: npt.NDArray[np.bool_] = level <= max(TEMPLATE_NCC, floor)
+    return out
 
 
 def frame_onto(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import cast
@@ -45,7 +45,15 @@ from edge.rectify import _crop_corners, side_lengths
 from edge.reprints import discriminate, doubted_by, outweighs
 from edge.track import polygon_iou
 from edge.types import Candidate, CardMatch, Corners, ImageRGB, Match, OrientedBox
-from edge.verify import Verification, Verifier, frame_onto, photometric, rank
+from edge.verify import (
+    TEMPLATE_SAMPLE,
+    Verification,
+    Verifier,
+    distinct_cells,
+    frame_onto,
+    photometrics,
+    rank,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +67,9 @@ AFTER_PASS = 2
 CONTEXT = 1.6  # last look: this much of the box's surroundings, uniformly scaled (see context_quad)
 DUPLICATE_IOU = 0.5
 AMBIGUOUS_ASPECT = 0.8  # short/long box sides above this: also try the box turned 90 degrees
-RIVAL_MIN = 10  # inliers a second candidate needs to be compared pixel by pixel with the best
+MAX_PRINTINGS = 8  # other cards of a verified card's name checked beside the shortlist
+RIVAL_MIN = 10
+POLYGON_COLOUR_GAP = 0.25  # whole-card colours this far below the art's: the polygon is not proven  # inliers a second candidate needs to be compared pixel by pixel with the best
 # A taught crop carries one sighting's light, glare and background; an unknown card seen in the
 # same light would agree with it on colour more easily than with the clean scan. So evidence
 # against a taught view takes the lower of its colour agreement with the taught crop and with
@@ -102,7 +112,10 @@ class VerifyStage:
         self.verifier = Verifier(refs)
         self.extractor = Extractor(refs.spec)
         self.thresholds = thresholds
+        self.cells = catalogue_cells(refs)  # where the colour check looks (None: the whole card)
         self.more: FeatureShortlist | None = None  # asked when no embedder candidate verifies
+        # card_id -> the catalogue's other cards of that name: checked once one verifies
+        self.printings: Mapping[str, Sequence[str]] = {}
         workers = threads or min(4, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify")
 
@@ -117,9 +130,11 @@ class VerifyStage:
     ) -> tuple[Evidence, npt.NDArray[np.float64]]:  # fmt: skip
         """Verify `shortlist` against the card in `box`; also returns the crop's warp matrix.
 
-        When nothing verifies, two more looks before giving up: the crop at half resolution
-        (a defocused card's features live at coarser scales) and, for a box whose aspect is
-        ambiguous, the box turned 90 degrees (a squashed crop defeats the descriptors).
+        When nothing verifies, more looks before giving up: the crop at half resolution (a
+        defocused card's features live at coarser scales), for a box whose aspect is ambiguous
+        the box turned 90 degrees (a squashed crop defeats the descriptors), and the box's
+        surroundings. A later look checks the embedder's best few, and the whole shortlist when
+        its best candidate could pass the distinct point.
         `views`: taught views to verify each candidate against besides its scan."""
         t = self.thresholds
         if short_side(box.corners) < t.verify_min_px:
@@ -137,6 +152,10 @@ class VerifyStage:
             whole = n == 0 or self.exhaustive
             candidates = shortlist if whole else shortlist[:FALLBACK_SHORTLIST]
             evidence, warp = self._attempt(image, gray, corners, candidates, scale, views, n == 0)
+            if not whole and self._could_be_distinct(evidence) and len(shortlist) > len(candidates):
+                # only the rest of the shortlist can tell whether nothing else maps onto the crop
+                evidence, warp = self._attempt(image, gray, corners, shortlist, scale, views)
+                whole = True
             evidence = replace(evidence, complete=whole and bool(evidence.results))
             if best is None or self._strength(evidence) > self._strength(best[0]):
                 best, found_at = (evidence, warp), n
@@ -207,6 +226,17 @@ class VerifyStage:
             and best.inliers >= t.verify_distinct_ratio * runner_up
         )
 
+    def _could_be_distinct(self, evidence: Evidence) -> bool:
+        """Not confirmed, but the best candidate has the distinct point's inliers and colours:
+        the whole shortlist decides it."""
+        t = self.thresholds
+        best = evidence.results[0] if evidence.results else None
+        return (
+            best is not None and best.homography is not None and not self.confirmed(evidence)
+            and best.inliers >= t.verify_distinct_inliers
+            and best.photometric >= t.verify_distinct_photometric
+        )  # fmt: skip
+
     def confirmed(self, evidence: Evidence) -> bool:
         """The card is its best candidate: one of the operating points holds."""
         best = evidence.results[0] if evidence.results else None
@@ -256,6 +286,13 @@ class VerifyStage:
             results.append(v)
             if passed is None and self.passes(v):
                 passed, passed_at = cand, len(results) - 1
+        if (
+            passed is not None
+        ):  # its other printings, in the shortlist or not: a reprint hides there
+            checked = {v.card_id for v in results}
+            others = [c for c in self.printings.get(passed.card_id, ()) if c not in checked]
+            for card_id in others[:MAX_PRINTINGS]:
+                results.append(self._check(image, warp, query, card_id, views))
         ranked = sorted(rank(results), key=lambda v: not self.passes(v))  # stable: inliers within
         return Evidence(tuple(ranked), len(query)), warp
 
@@ -268,35 +305,38 @@ class VerifyStage:
         best = self.verifier.verify(query, card_id)
         coloured = min(t.verify_min_inliers, t.verify_distinct_inliers)  # the colour check's due
         if best.homography is not None and best.inliers >= coloured:
-            best = replace(best, photometric=self.colour(image, warp, best))
+            best = self.coloured(image, warp, best)
         for view in views.views_of(card_id) if views is not None else ():
             assert views is not None
             v = replace(
                 views.verifier.verify(query, view.view_id), card_id=card_id, view=view.view_id
             )
             if v.homography is not None and v.inliers >= coloured:
-                v = replace(v, photometric=self.colour(image, warp, v, views))
+                v = self.coloured(image, warp, v, views)
             if (self.passes(v), v.inliers) > (self.passes(best), best.inliers):
                 best = v
         return best
 
-    def colour(
+    def coloured(
         self, image: ImageRGB, warp: npt.NDArray[np.float64], v: Verification,
         views: OverlaySnapshot | None = None,
-    ) -> float:  # fmt: skip
-        """`edge.verify.photometric` of the crop mapped onto v's reference thumbnail (1.0, no
-        check, for a bundle built without thumbnails); for a taught view, see
+    ) -> Verification:  # fmt: skip
+        """v with its colour agreement: `edge.verify.photometrics` of the crop mapped onto v's
+        reference thumbnail, over the catalogue's distinct cells and over the whole card (1.0,
+        no check, for a bundle built without thumbnails); for a taught view, see
         TAUGHT_COLOUR_BOTH."""
         taught = views.thumbnail(v.view) if views is not None and v.view else None
         scan = self.refs.thumbnail(v.card_id) if taught is None or TAUGHT_COLOUR_BOTH else None
         refs = [r for r in (taught, scan) if r is not None]
         if not refs or v.homography is None:
-            return 1.0
+            return replace(v, photometric=1.0, card_colour=1.0)
         scores = []
         for ref in refs:
             view, valid = frame_onto(image, warp, v.homography, ref.shape[:2], self.refs.spec)
-            scores.append(photometric(view, valid, ref))
-        return min(scores)
+            scores.append(photometrics(view, valid, ref, self.cells))
+        return replace(
+            v, photometric=min(s[0] for s in scores), card_colour=min(s[1] for s in scores)
+        )
 
     # --- decision --------------------------------------------------------------------------
 
@@ -360,9 +400,12 @@ class VerifyStage:
         if ambiguous_with:  # the art is proven, the printing is not: never a guess as known
             why = f"same art as {ambiguous_with}: the printing cannot be told apart in this view"
             match = replace(_unknown(match, why), runner_up=ambiguous_with, inliers=best.inliers)
-        box = OrientedBox(
-            corners=self._frame_corners(best, warp), conf=card.box.conf, class_id=card.box.class_id
-        )
+        # The reference's corners mapped back are the card's polygon where the homography
+        # explains the whole card; one fitted to a corner of it (the art alone agrees) can throw
+        # the far corners anywhere: the detector's box is then the truer outline.
+        whole = best.card_colour >= best.photometric - POLYGON_COLOUR_GAP
+        corners = self._frame_corners(best, warp) if whole else card.box.corners
+        box = OrientedBox(corners=corners, conf=card.box.conf, class_id=card.box.class_id)
         return CardMatch(box=box, match=match, top_k=card.top_k)
 
     def discriminate(
@@ -391,6 +434,15 @@ class VerifyStage:
             evidence, warp = job.result()
             decided.append(self.decide(card, shortlist, evidence, warp, image))
         return without_duplicates(decided)
+
+
+def catalogue_cells(refs: ReferenceFeatures) -> npt.NDArray[np.bool_] | None:
+    """edge.verify.distinct_cells of up to TEMPLATE_SAMPLE references spread over the catalogue
+    (deterministic: the same bundle always looks at the same cells)."""
+    ids = refs.card_ids
+    picks = np.unique(np.linspace(0, len(ids) - 1, min(len(ids), TEMPLATE_SAMPLE)).round())
+    thumbs = [t for i in picks.astype(int) if (t := refs.thumbnail(ids[i])) is not None]
+    return distinct_cells(thumbs)
 
 
 def context_quad(corners: Corners, factor: float, spec: FeatureSpec) -> npt.NDArray[np.float32]:

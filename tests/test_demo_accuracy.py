@@ -50,15 +50,15 @@ def test_demo_bundle_keeps_its_verified_accuracy(scenes: Path) -> None:
     # a card the detector misses counts as not named), and far better than the embedding alone;
     # what it reports known is right; unknown cards are never named; few phantom cards
     in_view = verified["named_right_unoccluded_80px_in_view"]
-    assert in_view >= 0.5, verified  # 0.628 when committed (the 320 px detector's 0.535)
-    assert verified["named_right_unoccluded_80px"] >= 0.5, verified  # of those detected: 0.643
+    assert in_view >= 0.55, verified  # 0.651 when committed (0.628 before the colour check changed)
+    assert verified["named_right_unoccluded_80px"] >= 0.55, verified  # of those detected: 0.667
     assert (
         verified["named_right_unoccluded_80px"] >= embedding["named_right_unoccluded_80px"] + 0.25
     )
     assert verified["precision_known"] >= 0.98, verified
     assert verified["unknown_flagged"] >= 0.95, verified
     assert verified["false_cards_per_scene"] <= 0.2, verified
-    # 42 of 85 detected known cards verified when committed
+    # 46 of 85 detected known cards verified when committed
     assert report["decision"]["tiers_known"].get("verified", 0) >= 0.33 * report["n_known_detected"]
 
 

@@ -66,6 +66,12 @@ def test_catalogue_search_is_case_insensitive_beyond_ascii(catalogue: Catalogue)
     assert [c.card_id for c in catalogue.search("ÉVOLI")] == ["base1-002"]
 
 
+def test_catalogue_lists_each_cards_other_printings_by_name(catalogue: Catalogue) -> None:
+    # given two Pikachu printings (base set and Jungle) and two cards of their own names
+    # then each Pikachu names the other, and cards without another printing are absent
+    assert catalogue.printings() == {"base1-001": ("jun-008",), "jun-008": ("base1-001",)}
+
+
 def test_catalogue_search_covers_set_and_number(catalogue: Catalogue) -> None:
     assert {c.card_id for c in catalogue.search("jungle")} == {"jun-007", "jun-008"}
     assert [c.card_id for c in catalogue.search("007/64")] == ["jun-007"]

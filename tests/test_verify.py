@@ -29,7 +29,14 @@ from edge.features import (
 from edge.manifest import Thresholds
 from edge.types import Candidate, CardMatch, Match, OrientedBox
 from edge.verification_build import catalogue_scans, thumbnail_jpeg
-from edge.verify import Verification, Verifier, implausible, photometric
+from edge.verify import (
+    TEMPLATE_MIN_SHARE,
+    Verification,
+    Verifier,
+    distinct_cells,
+    implausible,
+    photometric,
+)
 from edge.verify_stage import Evidence, VerifyStage, without_duplicates
 
 SPEC = FeatureSpec(n_features=400)
@@ -191,6 +198,52 @@ def test_photometric_agreement_separates_the_same_art_from_other_art(cards) -> N
     assert photometric(relit, valid, ref) > 0.9
     assert photometric(small(b), valid, ref) < 0.6
     assert photometric(relit, np.zeros((112, 80), bool), ref) == 0.0
+
+
+def test_the_colour_check_looks_where_the_catalogues_cards_differ(cards) -> None:
+    # given the thumbnails of one catalogue's cards (shared frame and text boxes, their own art)
+    small = lambda im: cv2.resize(im, (80, 112), interpolation=cv2.INTER_AREA)  # noqa: E731
+    thumbs = [small(im) for im in cards.values()]
+    ref, others = thumbs[0], thumbs[1:]
+    valid = np.ones((112, 80), bool)
+    # when the cells where they differ are found
+    cells = distinct_cells(thumbs)
+    assert cells is not None
+    # then those lie in the art window's rows (the upper half), the text boxes below are left out,
+    # and other cards agree with a reference less there than over the whole card, while the
+    # same card under other light still agrees
+    rows = np.flatnonzero(cells.any(axis=1))
+    assert rows.max() < cells.shape[0] // 2 and cells.sum() >= TEMPLATE_MIN_SHARE * cells.size
+    whole = [photometric(o, valid, ref) for o in others]
+    distinct = [photometric(o, valid, ref, cells) for o in others]
+    assert np.median(distinct) < np.median(whole) and max(distinct) < 0.5
+    relit = np.clip(ref.astype(np.float32) * 0.7 + 30, 0, 255).astype(np.uint8)
+    assert photometric(relit, valid, ref, cells) > 0.9
+
+
+def test_a_catalogue_without_variety_is_compared_over_its_least_shared_cells(cards) -> None:
+    # given one reference, or three copies of one card (every cell is template)
+    thumb = cv2.resize(next(iter(cards.values())), (80, 112), interpolation=cv2.INTER_AREA)
+    # then one reference gives no choice of cells (the whole card), and copies still leave at
+    # least the minimum share of cells to compare
+    assert distinct_cells([thumb]) is None
+    same = distinct_cells([thumb, thumb, thumb])
+    assert same is not None and same.sum() >= TEMPLATE_MIN_SHARE * same.size
+
+
+def test_a_verified_cards_other_printings_are_checked_beside_the_shortlist(refs, cards) -> None:
+    # given the right card alone in the shortlist, and a catalogue where another card shares
+    # its name (a reprint the embedder did not shortlist)
+    ids = list(cards)
+    scene = _scene(cards[ids[0]], TRUE_QUAD)
+    stage = VerifyStage(refs, Thresholds(verify_min_inliers=15), threads=1)
+    stage.printings = {ids[0]: (ids[3],)}
+    gray = cv2.cvtColor(scene, cv2.COLOR_RGB2GRAY)
+    # when the shortlist is verified
+    evidence, _ = stage.gather(scene, gray, _box(TRUE_QUAD), [Candidate(ids[0], 0.9)])
+    stage.close()
+    # then the other printing was checked too, and the right card still leads
+    assert [v.card_id for v in evidence.results] == [ids[0], ids[3]]
 
 
 def test_the_right_card_verifies_and_an_unrelated_one_does_not(refs, cards) -> None:
@@ -405,6 +458,60 @@ def test_same_art_reprints_are_told_apart_where_their_references_differ(
     assert {tie.match.card_id, tie.match.runner_up} == {"x", "y"}
 
 
+def test_reprints_differing_in_their_text_are_told_apart_under_a_lamps_fall_off(
+    cards, tmp_path: Path
+) -> None:
+    # given two printings of one art whose text boxes differ (another card's attacks below the
+    # art), and a frame of printing b lit by a lamp whose light falls off across the card
+    ids = list(cards)
+    base = cards[ids[0]]
+    other = base.copy()
+    cut = int(0.55 * other.shape[0])
+    other[cut:] = cards[ids[1]][cut:]
+    printings = {"print-a": base, "print-b": other}
+    path = tmp_path / "features.bin"
+    write_reference_features(path, SPEC, reference_features(printings.items(), SPEC),
+                             {c: thumbnail_jpeg(im) for c, im in printings.items()})  # fmt: skip
+    stage = VerifyStage(
+        ReferenceFeatures(path), Thresholds(verify_min_inliers=15, verify_min_photometric=0.2),
+        threads=1,
+    )  # fmt: skip
+    scene = _scene(other, TRUE_QUAD).astype(np.float32)
+    across = np.linspace(0.0, 1.0, scene.shape[1], dtype=np.float32)[None, :, None]
+    warm = np.array([1.3, 1.0, 0.6], np.float32)  # a warm lamp on the left, daylight on the right
+    fall_off = (1.0 - across) * warm + across * np.float32(0.5)
+    lit = np.clip(scene * fall_off + 10, 0, 255).astype(np.uint8)
+    # when the frame is decided
+    verdict = _decide(
+        stage, lit, _box(TRUE_QUAD), [Candidate("print-a", 0.9), Candidate("print-b", 0.89)]
+    )
+    stage.close()
+    # then printing b is named
+    assert verdict is not None and verdict.match.known and verdict.match.card_id == "print-b"
+
+
+def test_a_homography_that_explains_only_the_art_gives_no_polygon(refs) -> None:
+    # given a verified candidate whose art agrees but whose whole card does not (its far corners
+    # are not proven), and one whose whole card agrees too
+    h = np.diag([0.9, 0.9, 1.0])
+    art_only = Verification("print-a", 30, 40, h, photometric=0.95, card_colour=0.5)
+    whole = replace(art_only, card_colour=0.9)
+    shortlist = [Candidate("print-a", 0.9)]
+    stage = VerifyStage(refs, Thresholds(), threads=1)
+    card = CardMatch(box=_box(TRUE_QUAD), match=Match("print-a", 0.9, 0.1, True), top_k=())
+    image = np.zeros((720, 1280, 3), np.uint8)
+    try:
+        kept, mapped = (
+            stage._verified(card, shortlist, Evidence((v,), 200), np.eye(3), image)
+            for v in (art_only, whole)
+        )
+    finally:
+        stage.close()
+    # then the first keeps the detector's box, the second reports the reference's mapped corners
+    assert kept.match.known and np.array_equal(kept.box.corners, card.box.corners)
+    assert mapped.match.known and not np.allclose(mapped.box.corners, card.box.corners)
+
+
 def _printing_verdicts(
     refs: ReferenceFeatures, picked: Verification, evidence: list[tuple[Verification, ...]],
     shortlist: list[Candidate],
@@ -428,8 +535,8 @@ def test_a_reprint_the_whole_cards_evidence_speaks_against_is_never_named(refs) 
     # given printing a with more inliers and closer colours than printing b, and a pixel
     # comparison of their differing parts that (as on a blurred or oddly lit card) picks b
     h = np.eye(3)
-    strong = Verification("print-a", 60, 90, h, photometric=0.95)
-    weak = Verification("print-b", 40, 70, h, photometric=0.85)
+    strong = Verification("print-a", 60, 90, h, photometric=0.95, card_colour=0.95)
+    weak = Verification("print-b", 40, 70, h, photometric=0.95, card_colour=0.85)
     shortlist = [Candidate("print-b", 0.9), Candidate("print-a", 0.89)]
     # when the verified card is decided
     [verdict] = _printing_verdicts(refs, weak, [(strong, weak)], shortlist)
@@ -439,13 +546,13 @@ def test_a_reprint_the_whole_cards_evidence_speaks_against_is_never_named(refs) 
 
 
 def test_a_printing_picked_against_a_rivals_clearly_closer_colours_is_never_named(refs) -> None:
-    # given printing a with more inliers, printing b with clearly closer colours over the whole
-    # card (the printing in view, as a foil or another set's frame shows), and a pixel comparison
-    # of their differing parts that picks a with a clear gap
+    # given printing a with more inliers, printing b with the same art's colours and clearly
+    # closer colours over the whole card (the printing in view, as a foil or another set's frame
+    # shows), and a pixel comparison of their differing parts that picks a with a clear gap
     h = np.eye(3)
-    more = Verification("print-a", 49, 80, h, photometric=0.93)
-    closer = Verification("print-b", 38, 60, h, photometric=0.99)
-    level = replace(closer, photometric=0.95)
+    more = Verification("print-a", 49, 80, h, photometric=0.97, card_colour=0.93)
+    closer = Verification("print-b", 38, 60, h, photometric=0.97, card_colour=0.99)
+    level = replace(closer, card_colour=0.95)
     shortlist = [Candidate("print-b", 0.98), Candidate("print-a", 0.97)]
     # when the verified card is decided, and again with colours that hardly differ
     doubted, named = _printing_verdicts(refs, more, [(more, closer), (more, level)], shortlist)
