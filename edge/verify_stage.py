@@ -51,6 +51,7 @@ from edge.verify import (
     Verifier,
     distinct_cells,
     frame_onto,
+    photometric,
     photometrics,
     rank,
 )
@@ -67,7 +68,8 @@ AFTER_PASS = 2
 CONTEXT = 1.6  # last look: this much of the box's surroundings, uniformly scaled (see context_quad)
 DUPLICATE_IOU = 0.5
 AMBIGUOUS_ASPECT = 0.8  # short/long box sides above this: also try the box turned 90 degrees
-MAX_PRINTINGS = 8  # other cards of a verified card's name checked beside the shortlist
+MAX_PRINTINGS = 8  # other printings of a verified card's art checked beside the shortlist
+SAME_ART = 0.5  # references of one name whose distinct cells agree this well may share their art
 RIVAL_MIN = 10
 POLYGON_COLOUR_GAP = 0.25  # whole-card colours this far below the art's: the polygon is not proven  # inliers a second candidate needs to be compared pixel by pixel with the best
 # A taught crop carries one sighting's light, glare and background; an unknown card seen in the
@@ -116,6 +118,7 @@ class VerifyStage:
         self.more: FeatureShortlist | None = None  # asked when no embedder candidate verifies
         # card_id -> the catalogue's other cards of that name: checked once one verifies
         self.printings: Mapping[str, Sequence[str]] = {}
+        self._same_art: dict[str, tuple[str, ...]] = {}
         workers = threads or min(4, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify")
 
@@ -226,6 +229,26 @@ class VerifyStage:
             and best.inliers >= t.verify_distinct_ratio * runner_up
         )
 
+    def same_art(self, card_id: str) -> tuple[str, ...]:
+        """The catalogue's other printings of card_id's art: the cards of its name whose
+        references agree with its own over the distinct cells (SAME_ART), found once per card."""
+        got = self._same_art.get(card_id)
+        if got is None:
+            names = tuple(self.printings.get(card_id, ()))
+            mine = self.refs.thumbnail(card_id) if names else None
+            if mine is None:
+                got = names
+            else:
+                ones = np.ones(mine.shape[:2], bool)
+                thumbs = {c: self.refs.thumbnail(c) for c in names}
+                got = tuple(
+                    c for c, t in thumbs.items()
+                    if t is None or t.shape != mine.shape
+                    or photometric(t, ones, mine, self.cells) >= SAME_ART
+                )  # fmt: skip
+            self._same_art[card_id] = got  # two threads may both compute it: the same answer
+        return got
+
     def _could_be_distinct(self, evidence: Evidence) -> bool:
         """Not confirmed, but the best candidate has the distinct point's inliers and colours:
         the whole shortlist decides it."""
@@ -286,11 +309,9 @@ class VerifyStage:
             results.append(v)
             if passed is None and self.passes(v):
                 passed, passed_at = cand, len(results) - 1
-        if (
-            passed is not None
-        ):  # its other printings, in the shortlist or not: a reprint hides there
+        if passed is not None:  # its art's other printings, shortlisted or not: reprints hide
             checked = {v.card_id for v in results}
-            others = [c for c in self.printings.get(passed.card_id, ()) if c not in checked]
+            others = [c for c in self.same_art(passed.card_id) if c not in checked]
             for card_id in others[:MAX_PRINTINGS]:
                 results.append(self._check(image, warp, query, card_id, views))
         ranked = sorted(rank(results), key=lambda v: not self.passes(v))  # stable: inliers within

@@ -231,19 +231,29 @@ def test_a_catalogue_without_variety_is_compared_over_its_least_shared_cells(car
     assert same is not None and same.sum() >= TEMPLATE_MIN_SHARE * same.size
 
 
-def test_a_verified_cards_other_printings_are_checked_beside_the_shortlist(refs, cards) -> None:
-    # given the right card alone in the shortlist, and a catalogue where another card shares
-    # its name (a reprint the embedder did not shortlist)
+def test_a_verified_cards_other_printings_are_checked_beside_the_shortlist(
+    cards, tmp_path: Path
+) -> None:
+    # given the right card alone in the shortlist, and a catalogue where two other cards share its
+    # name: a reprint of its art (another frame colour) the embedder did not shortlist, and a card
+    # with other art
     ids = list(cards)
+    twin = cards[ids[0]].copy()
+    twin[int(0.7 * twin.shape[0]) :] = (200, 40, 40)
+    catalogue = {**cards, "twin": twin}
+    path = tmp_path / "features.bin"
+    write_reference_features(path, SPEC, reference_features(catalogue.items(), SPEC),
+                             {c: thumbnail_jpeg(im) for c, im in catalogue.items()})  # fmt: skip
+    stage = VerifyStage(ReferenceFeatures(path), Thresholds(verify_min_inliers=15), threads=1)
+    stage.printings = {ids[0]: ("twin", ids[3])}
     scene = _scene(cards[ids[0]], TRUE_QUAD)
-    stage = VerifyStage(refs, Thresholds(verify_min_inliers=15), threads=1)
-    stage.printings = {ids[0]: (ids[3],)}
     gray = cv2.cvtColor(scene, cv2.COLOR_RGB2GRAY)
     # when the shortlist is verified
     evidence, _ = stage.gather(scene, gray, _box(TRUE_QUAD), [Candidate(ids[0], 0.9)])
     stage.close()
-    # then the other printing was checked too, and the right card still leads
-    assert [v.card_id for v in evidence.results] == [ids[0], ids[3]]
+    # then the reprint was checked too (the card of other art was not), and the right card leads
+    assert [v.card_id for v in evidence.results] == [ids[0], "twin"]
+    assert stage.same_art(ids[0]) == ("twin",)
 
 
 def test_the_right_card_verifies_and_an_unrelated_one_does_not(refs, cards) -> None:
