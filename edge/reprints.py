@@ -21,7 +21,8 @@ DIFFER_LEVEL = 60.0  # summed RGB difference at which two references differ at a
 DIFFER_MIN_PX = 64  # fewer differing thumbnail pixels (of 8,960): too few to tell the printings by
 CLEAR_GAP = 0.2  # relative error gap beyond which the pixels decide a reprint without a runner-up
 DIFFER_CELL_SHARE = 0.1  # a colour-grid cell with this share of differing pixels is compared ...
-CLEAR_NCC = 0.03  # ... and an agreement gap there beyond which a reprint is decided
+CLEAR_NCC = 0.03  # ... and an agreement gap there beyond which a reprint is decided, ...
+AGREE_NCC = 0.3  # ... when the winner agrees this well at least (else neither is seen there)
 COLOUR_DOUBT = 0.03  # a rival's whole-card colours this much closer: the pick is in doubt
 
 
@@ -35,7 +36,7 @@ def discriminate(
     the differing pixels (a border's or a finish's colour); and, in the colour grid's cells with
     enough differing pixels, the colour check's normalised cross-correlation (text and symbols,
     whatever the lamp does to the card's light locally). The cross-correlation decides when its
-    winner is clear by CLEAR_NCC, with the pixels' clear winner named as the runner-up where they
+    winner is clear by CLEAR_NCC and agrees by AGREE_NCC, with the pixels' clear winner named as the runner-up where they
     disagree; else the pixels decide as they can. Returns the winner and the runner-up ("" when
     the winner is clear), or None when the references carry no thumbnails or do not differ."""
     thumbs = [refs.thumbnail(v.card_id) for v in cands]
@@ -51,8 +52,8 @@ def discriminate(
         return None
     by_pixels = _closest_pixels(raw, differ, valid, blurred)
     by_cells = _closest_cells(raw, differ, valid, refs_)
-    if by_cells is not None and by_cells[2] >= CLEAR_NCC:
-        win, _, _ = by_cells
+    if by_cells is not None and by_cells[2] >= CLEAR_NCC and by_cells[3] >= AGREE_NCC:
+        win = by_cells[0]
         pix_win, _, pix_gap = by_pixels
         against = pix_win != win and pix_gap >= CLEAR_GAP
         return cands[win], (cands[pix_win].card_id if against else "")
@@ -80,9 +81,10 @@ def _closest_pixels(
 def _closest_cells(
     raw: ImageRGB, differ: npt.NDArray[np.bool_], valid: npt.NDArray[np.bool_],
     refs_: Sequence[ImageRGB],
-) -> tuple[int, int, float] | None:  # fmt: skip
-    """(winner, second, agreement gap) over the colour grid's cells where the references differ,
-    the crop covers them and one reference at least is textured there; None without such cells."""
+) -> tuple[int, int, float, float] | None:  # fmt: skip
+    """(winner, second, agreement gap, the winner's agreement) over the colour grid's cells where
+    the references differ, the crop covers them and one reference at least is textured there;
+    None without such cells."""
     rows, cols = PHOTO_GRID
     h, w = differ.shape
     share = cv2.resize(
@@ -96,7 +98,7 @@ def _closest_cells(
     scores = [float(np.median(a[0][use])) for a in agreement]
     order = np.argsort(scores)[::-1]
     win, second = int(order[0]), int(order[1])
-    return win, second, scores[win] - scores[second]
+    return win, second, scores[win] - scores[second], scores[win]
 
 
 def outweighs(a: Verification, b: Verification) -> bool:

@@ -409,6 +409,12 @@ class VerifyStage:
                 best, ambiguous_with = picked
                 ambiguous_with = ambiguous_with or doubted_by(best, cands)
         assert best.homography is not None
+        # The printings of one art differ outside it: where the homography explains the art but
+        # not the whole card, nothing proves which printing this is.
+        whole = best.card_colour >= best.photometric - POLYGON_COLOUR_GAP
+        printings = self.same_art(best.card_id)
+        if not whole and printings and not ambiguous_with:
+            ambiguous_with = printings[0]
         scores = {c.card_id: c.score for c in shortlist}
         score = scores.get(best.card_id, 0.0)
         others = [s for cid, s in scores.items() if cid != best.card_id]
@@ -424,7 +430,6 @@ class VerifyStage:
         # The reference's corners mapped back are the card's polygon where the homography
         # explains the whole card; one fitted to a corner of it (the art alone agrees) can throw
         # the far corners anywhere: the detector's box is then the truer outline.
-        whole = best.card_colour >= best.photometric - POLYGON_COLOUR_GAP
         corners = self._frame_corners(best, warp) if whole else card.box.corners
         box = OrientedBox(corners=corners, conf=card.box.conf, class_id=card.box.class_id)
         return CardMatch(box=box, match=match, top_k=card.top_k)

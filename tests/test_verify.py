@@ -522,6 +522,26 @@ def test_a_homography_that_explains_only_the_art_gives_no_polygon(refs) -> None:
     assert mapped.match.known and not np.allclose(mapped.box.corners, card.box.corners)
 
 
+def test_an_art_only_homography_proves_no_printing_of_an_art_with_reprints(refs) -> None:
+    # given a verified candidate whose art agrees but whose whole card does not, and a catalogue
+    # where its art has another printing
+    h = np.diag([0.9, 0.9, 1.0])
+    art_only = Verification("print-a", 30, 40, h, photometric=0.95, card_colour=0.5)
+    stage = VerifyStage(refs, Thresholds(), threads=1)
+    stage._same_art = {"print-a": ("print-b",)}
+    card = CardMatch(box=_box(TRUE_QUAD), match=Match("print-a", 0.9, 0.1, True), top_k=())
+    image = np.zeros((720, 1280, 3), np.uint8)
+    try:
+        verdict = stage._verified(
+            card, [Candidate("print-a", 0.9)], Evidence((art_only,), 200), np.eye(3), image
+        )
+    finally:
+        stage.close()
+    # then neither printing is named known: unknown, naming the other
+    assert not verdict.match.known and verdict.match.runner_up == "print-b"
+    assert "same art" in verdict.match.reason
+
+
 def _printing_verdicts(
     refs: ReferenceFeatures, picked: Verification, evidence: list[tuple[Verification, ...]],
     shortlist: list[Candidate],
