@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from edge.features import ReferenceFeatures
 from edge.types import ImageRGB
-from edge.verify import PHOTO_GRID, Verification, cell_agreement, frame_onto
+from edge.verify import Verification, cell_agreement, frame_onto, grid_means
 
 DIFFER_LEVEL = 60.0  # summed RGB difference at which two references differ at a pixel
 DIFFER_MIN_PX = 64  # fewer differing thumbnail pixels (of 8,960): too few to tell the printings by
@@ -36,9 +36,10 @@ def discriminate(
     the differing pixels (a border's or a finish's colour); and, in the colour grid's cells with
     enough differing pixels, the colour check's normalised cross-correlation (text and symbols,
     whatever the lamp does to the card's light locally). The cross-correlation decides when its
-    winner is clear by CLEAR_NCC and agrees by AGREE_NCC, with the pixels' clear winner named as the runner-up where they
-    disagree; else the pixels decide as they can. Returns the winner and the runner-up ("" when
-    the winner is clear), or None when the references carry no thumbnails or do not differ."""
+    winner is clear by CLEAR_NCC and agrees by AGREE_NCC, with the pixels' clear winner named as
+    the runner-up where they disagree; else the pixels decide as they can. Returns the winner and
+    the runner-up ("" when the winner is clear), or None when the references carry no thumbnails
+    or do not differ."""
     thumbs = [refs.thumbnail(v.card_id) for v in cands]
     if any(th is None for th in thumbs) or cands[0].homography is None:
         return None
@@ -52,13 +53,13 @@ def discriminate(
         return None
     by_pixels = _closest_pixels(raw, differ, valid, blurred)
     by_cells = _closest_cells(raw, differ, valid, refs_)
-    if by_cells is not None and by_cells[2] >= CLEAR_NCC and by_cells[3] >= AGREE_NCC:
-        win = by_cells[0]
-        pix_win, _, pix_gap = by_pixels
-        against = pix_win != win and pix_gap >= CLEAR_GAP
-        return cands[win], (cands[pix_win].card_id if against else "")
-    win, second, gap = by_pixels
-    return cands[win], ("" if gap >= CLEAR_GAP else cands[second].card_id)
+    pix_win, pix_second, pix_gap = by_pixels
+    if by_cells is not None:
+        win, _, gap, agrees = by_cells
+        if gap >= CLEAR_NCC and agrees >= AGREE_NCC:
+            against = pix_win != win and pix_gap >= CLEAR_GAP
+            return cands[win], (cands[pix_win].card_id if against else "")
+    return cands[pix_win], ("" if pix_gap >= CLEAR_GAP else cands[pix_second].card_id)
 
 
 def _closest_pixels(
@@ -85,12 +86,7 @@ def _closest_cells(
     """(winner, second, agreement gap, the winner's agreement) over the colour grid's cells where
     the references differ, the crop covers them and one reference at least is textured there;
     None without such cells."""
-    rows, cols = PHOTO_GRID
-    h, w = differ.shape
-    share = cv2.resize(
-        differ[: rows * (h // rows), : cols * (w // cols)].astype(np.float32), (cols, rows),
-        interpolation=cv2.INTER_AREA,
-    )  # fmt: skip
+    share = grid_means(differ)[..., 0]
     agreement = [cell_agreement(raw, valid, th) for th in refs_]
     use = (share >= DIFFER_CELL_SHARE) & agreement[0][1] & np.any([a[2] for a in agreement], 0)
     if not use.any():

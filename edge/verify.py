@@ -13,7 +13,7 @@ import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import cv2
 import numpy as np
@@ -202,29 +202,38 @@ def cell_agreement(
     """Per cell of PHOTO_GRID: the mean per-channel normalised cross-correlation of a and b (both
     blurred well beyond a homography's error: colour is compared, not print detail), whether
     `valid` covers the cell, and whether b is textured there."""
-    rows, cols = PHOTO_GRID
-    h, w = valid.shape
-    ch, cw = h // rows, w // cols
-    a = cv2.GaussianBlur(a_img, (0, 0), PHOTO_SIGMA)[: rows * ch, : cols * cw].astype(np.float32)
-    b = cv2.GaussianBlur(b_img, (0, 0), PHOTO_SIGMA)[: rows * ch, : cols * cw].astype(np.float32)
-    m = valid[: rows * ch, : cols * cw].astype(np.float32)
-
-    def cells(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Mean per cell and channel (area resampling to the grid is exactly that)."""
-        out = cv2.resize(x, (cols, rows), interpolation=cv2.INTER_AREA)
-        return np.asarray(out, np.float32).reshape(rows, cols, -1)
-
-    n = cells(m)[..., 0]  # covered share of each cell
+    a, b = _blurred(a_img), _blurred(b_img)
+    m = grid_crop(valid).astype(np.float32)
+    n = grid_means(m)[..., 0]  # covered share of each cell
     covered = n >= 0.8
     n = np.maximum(n, 1e-3)[..., None]
     m3 = m[..., None]
-    mean_a, mean_b = cells(a * m3) / n, cells(b * m3) / n
-    var_a = cells(a * a * m3) / n - mean_a**2
-    var_b = cells(b * b * m3) / n - mean_b**2
-    cov = cells(a * b * m3) / n - mean_a * mean_b
+    mean_a, mean_b = grid_means(a * m3) / n, grid_means(b * m3) / n
+    var_a = grid_means(a * a * m3) / n - mean_a**2
+    var_b = grid_means(b * b * m3) / n - mean_b**2
+    cov = grid_means(a * b * m3) / n - mean_a * mean_b
     textured = np.sqrt(np.maximum(var_b, 0)).mean(axis=-1) >= PHOTO_FLAT  # flat cells say nothing
     ncc = (cov / np.sqrt(np.maximum(var_a, 1e-6) * np.maximum(var_b, 1e-6))).mean(axis=-1)
     return ncc.astype(np.float32), covered, textured
+
+
+def grid_crop(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """x cut to whole cells of PHOTO_GRID (the remainder rows and columns dropped)."""
+    rows, cols = PHOTO_GRID
+    h, w = x.shape[:2]
+    return x[: rows * (h // rows), : cols * (w // cols)]
+
+
+def grid_means(x: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    """Mean per cell of PHOTO_GRID and channel, rows x cols x channels (area resampling to the
+    grid is exactly that)."""
+    rows, cols = PHOTO_GRID
+    out = cv2.resize(grid_crop(x).astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA)
+    return np.asarray(out, np.float32).reshape(rows, cols, -1)
+
+
+def _blurred(image: ImageRGB) -> npt.NDArray[np.float32]:
+    return grid_crop(cv2.GaussianBlur(image, (0, 0), PHOTO_SIGMA)).astype(np.float32)
 
 
 def distinct_cells(thumbnails: Sequence[ImageRGB]) -> npt.NDArray[np.bool_] | None:
@@ -236,19 +245,9 @@ def distinct_cells(thumbnails: Sequence[ImageRGB]) -> npt.NDArray[np.bool_] | No
     if len(thumbs) < 2:
         return None
     rows, cols = PHOTO_GRID
-    h, w = thumbs[0].shape[:2]
-    ch, cw = h // rows, w // cols
-
-    def cells(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        out = cv2.resize(x, (cols, rows), interpolation=cv2.INTER_AREA)
-        return np.asarray(out, np.float32).reshape(rows, cols, -1)
-
-    blurred = [
-        cv2.GaussianBlur(t, (0, 0), PHOTO_SIGMA)[: rows * ch, : cols * cw].astype(np.float32)
-        for t in thumbs
-    ]
-    means = [cells(b) for b in blurred]
-    varis = [np.maximum(cells(b * b) - m**2, 0) for b, m in zip(blurred, means, strict=True)]
+    blurred = [_blurred(t) for t in thumbs]
+    means = [grid_means(b) for b in blurred]
+    varis = [np.maximum(grid_means(b * b) - m**2, 0) for b, m in zip(blurred, means, strict=True)]
     textured = [np.sqrt(v).mean(axis=-1) >= PHOTO_FLAT for v in varis]
     total = np.zeros((rows, cols), np.float64)
     count = np.zeros((rows, cols), np.int64)
@@ -259,7 +258,7 @@ def distinct_cells(thumbnails: Sequence[ImageRGB]) -> npt.NDArray[np.bool_] | No
             j = (i + k * step) % n
             if j == i:
                 continue
-            cov = cells(blurred[i] * blurred[j]) - means[i] * means[j]
+            cov = grid_means(blurred[i] * blurred[j]) - means[i] * means[j]
             ncc = (cov / np.sqrt(np.maximum(varis[i], 1e-6) * np.maximum(varis[j], 1e-6))).mean(-1)
             both = textured[i] & textured[j]  # flat on either side: that pair says nothing there
             total[both] += ncc[both]

@@ -70,8 +70,8 @@ DUPLICATE_IOU = 0.5
 AMBIGUOUS_ASPECT = 0.8  # short/long box sides above this: also try the box turned 90 degrees
 MAX_PRINTINGS = 8  # other printings of a verified card's art checked beside the shortlist
 SAME_ART = 0.5  # references of one name whose distinct cells agree this well may share their art
-RIVAL_MIN = 10
-POLYGON_COLOUR_GAP = 0.25  # whole-card colours this far below the art's: the polygon is not proven  # inliers a second candidate needs to be compared pixel by pixel with the best
+RIVAL_MIN = 10  # inliers a second candidate needs to be compared pixel by pixel with the best
+POLYGON_COLOUR_GAP = 0.25  # whole-card colours this far below the art's: the polygon is not proven
 # A taught crop carries one sighting's light, glare and background; an unknown card seen in the
 # same light would agree with it on colour more easily than with the clean scan. So evidence
 # against a taught view takes the lower of its colour agreement with the taught crop and with
