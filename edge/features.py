@@ -10,11 +10,15 @@ memory-mapped file, so a catalogue of 17,600 cards costs page cache, not residen
     magic (8 bytes) | header length (uint32 LE) | header (JSON) | pad to 64
     offsets int64[cards + 1] | keypoints uint16[total, 2] | descriptors uint8[total, desc_bytes]
     | thumb offsets int64[cards + 1] | thumbnails (JPEG bytes)
+    | detail offsets int64[cards + 1] | details (JPEG bytes)
 
 Keypoints are stored in 1/`COORD_SCALE` pixel steps of the canvas; card i owns rows
 offsets[i]:offsets[i+1]. Each section starts on a 64-byte boundary. A small colour thumbnail per
-card lets verification check colours under the homography and tell same-art reprints apart by
-the pixels in which their references differ.
+card lets verification check colours under the homography. A grey image at the canvas's own
+resolution, for the cards that share their name with another (reprints hide among them), lets
+same-art printings be told apart by the small print in which they differ (set symbol, number,
+attack text): a thumbnail is too coarse for text. A card without one has an empty entry; a file
+written before details existed has neither section and reads the same.
 """
 
 from __future__ import annotations
@@ -187,13 +191,24 @@ def _aligned(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
+def _blob_section(
+    ids: Sequence[str], blobs: dict[str, bytes]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+    """Offsets (cards + 1) and the concatenated bytes of one blob per card (empty where none)."""
+    row = [blobs.get(c, b"") for c in ids]
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in row])]).astype(np.int64)
+    return offsets, np.frombuffer(b"".join(row), np.uint8)
+
+
 def write_reference_features(
     path: Path,
     spec: FeatureSpec,
     cards: Iterable[tuple[str, Features]],
     thumbnails: dict[str, bytes] | None = None,
+    details: dict[str, bytes] | None = None,
 ) -> dict[str, Any]:
-    """Write every card's features to `path`; returns the header (counts, spec, sections)."""
+    """Write every card's features (and its thumbnail and detail image, JPEG bytes, where it has
+    them) to `path`; returns the header (counts, spec, sections)."""
     if spec.method == "sift":
         raise ValueError("the reference file stores binary (ORB) descriptors only")
     ids: list[str] = []
@@ -213,13 +228,12 @@ def write_reference_features(
     width = descriptor_bytes(spec)
     kp_all = np.concatenate(pts) if total else np.zeros((0, 2), np.uint16)
     de_all = np.concatenate(descs) if total else np.zeros((0, width), np.uint8)
-    thumbs = thumbnails or {}
-    blobs = [thumbs.get(c, b"") for c in ids]
-    th_offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
-    th_all = np.frombuffer(b"".join(blobs), np.uint8)
+    th_offsets, th_all = _blob_section(ids, thumbnails or {})
+    de_offsets, de_blobs = _blob_section(ids, details or {})
     arrays = (
         ("offsets", offsets), ("points", kp_all), ("descriptors", de_all),
         ("thumb_offsets", th_offsets), ("thumbs", th_all),
+        ("detail_offsets", de_offsets), ("details", de_blobs),
     )  # fmt: skip
     header: dict[str, Any] = {
         "method": spec.method,
@@ -231,6 +245,7 @@ def write_reference_features(
         "cards": ids,
         "total": total,
         "thumb_bytes": int(th_offsets[-1]),
+        "detail_bytes": int(de_offsets[-1]),
     }
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
     start = _aligned(len(MAGIC) + 4 + len(blob))
@@ -287,18 +302,8 @@ class ReferenceFeatures:
         offs = np.asarray(self._offsets)
         if offs[0] != 0 or offs[-1] != total or np.any(np.diff(offs) < 0):
             raise BundleModelError(f"{path.name}: corrupt offsets", "rebuild the bundle")
-        n_thumb = int(header.get("thumb_bytes", 0))
-        self._thumb_offsets: npt.NDArray[np.int64] | None = None
-        if "thumb_offsets" in sec:
-            if sec["thumbs"] + n_thumb > size or sec["thumb_offsets"] + 8 * (n + 1) > size:
-                raise BundleModelError(f"{path.name} is truncated", "rebuild the bundle")
-            self._thumb_offsets = np.array(
-                np.memmap(path, np.int64, "r", sec["thumb_offsets"], (n + 1,))
-            )
-            self._thumbs = np.memmap(path, np.uint8, "r", sec["thumbs"], (max(n_thumb, 1),))
-            t = self._thumb_offsets
-            if t[0] != 0 or t[-1] != n_thumb or np.any(np.diff(t) < 0):
-                raise BundleModelError(f"{path.name}: corrupt thumbnails", "rebuild the bundle")
+        self._thumbs = _Blobs.read(path, header, "thumb", n, "thumbnails")
+        self._details = _Blobs.read(path, header, "detail", n, "details")
         self.total = total
         self._scale = float(header["coord_scale"])
 
@@ -337,21 +342,24 @@ class ReferenceFeatures:
     def thumbnail(self, card_id: str) -> ImageRGB | None:
         """The card's colour thumbnail, or None (a file built without thumbnails)."""
         i = self._row.get(card_id)
-        if i is None or self._thumb_offsets is None:
-            return None
-        a, b = int(self._thumb_offsets[i]), int(self._thumb_offsets[i + 1])
-        if b <= a:
-            return None
-        bgr = cv2.imdecode(np.asarray(self._thumbs[a:b]), cv2.IMREAD_COLOR)
-        if bgr is None:
-            return None
-        return cast(ImageRGB, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        bgr = self._thumbs.decode(i, cv2.IMREAD_COLOR) if i is not None else None
+        return cast(ImageRGB, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)) if bgr is not None else None
+
+    def detail(self, card_id: str) -> npt.NDArray[np.uint8] | None:
+        """The card's grey detail image at the canvas's resolution, or None (a card without
+        printings of its name, or a file built before details)."""
+        i = self._row.get(card_id)
+        return self._details.decode(i, cv2.IMREAD_GRAYSCALE) if i is not None else None
 
     @property
     def thumbnails(self) -> int:
         """Cards that carry a thumbnail."""
-        t = self._thumb_offsets
-        return int(np.count_nonzero(np.diff(t))) if t is not None else 0
+        return self._thumbs.count
+
+    @property
+    def details(self) -> int:
+        """Cards that carry a detail image."""
+        return self._details.count
 
     def check_cards(self, card_ids: Sequence[str]) -> None:
         """Refuse a file that does not cover exactly the catalogue's cards."""
@@ -368,4 +376,49 @@ class ReferenceFeatures:
     def close(self) -> None:
         """Drop the maps (the OS unmaps them once no view is left)."""
         empty = np.zeros(0, np.uint8)
-        self._points = self._desc = self._thumbs = empty  # type: ignore[assignment]
+        self._points = self._desc = empty  # type: ignore[assignment]
+        self._thumbs, self._details = _Blobs.none(), _Blobs.none()
+
+
+@dataclass(frozen=True, slots=True)
+class _Blobs:
+    """One blob section of the reference file (thumbnails or details): JPEG bytes per card."""
+
+    offsets: npt.NDArray[np.int64] | None
+    data: npt.NDArray[np.uint8]
+
+    @classmethod
+    def none(cls) -> _Blobs:
+        return cls(None, np.zeros(0, np.uint8))
+
+    @classmethod
+    def read(cls, path: Path, header: dict[str, Any], name: str, n: int, what: str) -> _Blobs:
+        """The section `name` ("thumb": thumb_offsets + thumbs, "detail": detail_offsets +
+        details), memory-mapped; empty for a file written without it."""
+        sec = header["sections"]
+        offs_key, data_key = f"{name}_offsets", {"thumb": "thumbs"}.get(name, f"{name}s")
+        if offs_key not in sec:
+            return cls.none()
+        length, size = int(header.get(f"{name}_bytes", 0)), path.stat().st_size
+        if sec[data_key] + length > size or sec[offs_key] + 8 * (n + 1) > size:
+            raise BundleModelError(f"{path.name} is truncated", "rebuild the bundle")
+        offsets = np.array(np.memmap(path, np.int64, "r", sec[offs_key], (n + 1,)))
+        if offsets[0] != 0 or offsets[-1] != length or np.any(np.diff(offsets) < 0):
+            raise BundleModelError(f"{path.name}: corrupt {what}", "rebuild the bundle")
+        if not length:  # every entry empty: nothing to map (the section may end the file)
+            return cls(offsets, np.zeros(0, np.uint8))
+        return cls(offsets, np.memmap(path, np.uint8, "r", sec[data_key], (length,)))
+
+    @property
+    def count(self) -> int:
+        return int(np.count_nonzero(np.diff(self.offsets))) if self.offsets is not None else 0
+
+    def decode(self, i: int, flags: int) -> npt.NDArray[np.uint8] | None:
+        """Card i's image (cv2.imdecode with `flags`), or None where it has none."""
+        if self.offsets is None:
+            return None
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        if b <= a:
+            return None
+        image = cv2.imdecode(np.asarray(self.data[a:b]), flags)
+        return cast(npt.NDArray[np.uint8], image) if image is not None else None

@@ -60,8 +60,7 @@ def load_verification(
             "rebuild the bundle's verification features",
         )
     refs.check_cards(sorted(set(catalogue.key_card_ids.tolist())))
-    stage = VerifyStage(refs, manifest.thresholds)
-    stage.printings = catalogue.printings()
+    stage = VerifyStage(refs, manifest.thresholds, printings=catalogue.printings())
     if feature_shortlist and refs.spec.method == "orb":
         stage.more = FeatureShortlist.from_references(refs)
     return stage

@@ -24,6 +24,15 @@ DIFFER_CELL_SHARE = 0.1  # a colour-grid cell with this share of differing pixel
 CLEAR_NCC = 0.03  # ... and an agreement gap there beyond which a reprint is decided, ...
 AGREE_NCC = 0.3  # ... when the winner agrees this well at least (else neither is seen there)
 COLOUR_DOUBT = 0.03  # a rival's whole-card colours this much closer: the pick is in doubt
+# The small print, on the references' grey detail images at the canvas's resolution:
+Grey = npt.NDArray[np.uint8]
+DETAIL_LEVEL = 25.0  # grey difference (after a 1 px blur) at which two details differ
+DETAIL_CLOSE = (5, 9)  # differing pixels this close (rows, columns) are one region: a line of print
+DETAIL_MIN_PX = 40  # differing canvas px a region needs to be compared (a digit is ~40)
+DETAIL_SHIFT = 2  # px each way the crop may sit off its homography (ORB's inliers are ~1-2 px)
+DETAIL_FLAT = 4.0  # grey std below which a region is blank (no correlation to speak of)
+DETAIL_CLEAR = 0.03  # a correlation gap beyond which the small print decides ...
+DETAIL_AGREE = 0.3  # ... when its winner agrees this well at least
 
 
 def discriminate(
@@ -31,7 +40,9 @@ def discriminate(
     cands: Sequence[Verification],
 ) -> tuple[Verification, str] | None:  # fmt: skip
     """Same-art candidates decided where their references differ (set symbol, number, attack
-    text, border, finish). The crop is mapped onto the references by the best homography and
+    text, border, finish). First the small print: where the references carry detail images,
+    `by_detail` decides when its winner is clear by DETAIL_CLEAR and agrees by DETAIL_AGREE.
+    Else the thumbnails: the crop is mapped onto the references by the best homography and
     compared two ways where they differ: its colours matched to theirs, the reference closer on
     the differing pixels (a border's or a finish's colour); and, in the colour grid's cells with
     enough differing pixels, the colour check's normalised cross-correlation (text and symbols,
@@ -40,8 +51,17 @@ def discriminate(
     the runner-up where they disagree; else the pixels decide as they can. Returns the winner and
     the runner-up ("" when the winner is clear), or None when the references carry no thumbnails
     or do not differ."""
+    if cands[0].homography is None:
+        return None
+    small_print = by_detail(refs, image, warp, cands)
+    if (
+        small_print is not None
+        and small_print[2] >= DETAIL_CLEAR
+        and small_print[3] >= DETAIL_AGREE
+    ):
+        return cands[small_print[0]], ""
     thumbs = [refs.thumbnail(v.card_id) for v in cands]
-    if any(th is None for th in thumbs) or cands[0].homography is None:
+    if any(th is None for th in thumbs):
         return None
     refs_ = [th for th in thumbs if th is not None]
     raw, valid = frame_onto(image, warp, cands[0].homography, refs_[0].shape[:2], refs.spec)
@@ -60,6 +80,61 @@ def discriminate(
             against = pix_win != win and pix_gap >= CLEAR_GAP
             return cands[win], (cands[pix_win].card_id if against else "")
     return cands[pix_win], ("" if pix_gap >= CLEAR_GAP else cands[pix_second].card_id)
+
+
+def by_detail(
+    refs: ReferenceFeatures, image: ImageRGB, warp: npt.NDArray[np.float64],
+    cands: Sequence[Verification],
+) -> tuple[int, int, float, float] | None:  # fmt: skip
+    """(winner, second, correlation gap, the winner's correlation) of the candidates' grey detail
+    images in the regions where they differ, the crop mapped onto the canvas by the best
+    candidate's homography; None when a candidate has no detail image, or no differing region
+    lies wholly inside the frame. Each region (a connected patch of differing pixels, a few px
+    of margin around it) is matched with cv2.matchTemplate over +-DETAIL_SHIFT px, the best
+    normalised correlation per candidate, weighted by the region's area."""
+    details = [refs.detail(v.card_id) for v in cands]
+    spec = refs.spec
+    if any(d is None or d.shape != (spec.height, spec.width) for d in details):
+        return None
+    assert cands[0].homography is not None
+    raw, valid = frame_onto(image, warp, cands[0].homography, (spec.height, spec.width), spec)
+    grey = cv2.cvtColor(raw, cv2.COLOR_RGB2GRAY)
+    view: Grey = np.asarray(cv2.GaussianBlur(grey, (0, 0), 1.0), np.uint8)
+    smooth: list[Grey] = [
+        np.asarray(cv2.GaussianBlur(d, (0, 0), 1.0), np.uint8) for d in details if d is not None
+    ]
+    stack = np.stack(smooth).astype(np.int16)
+    differ = ((stack.max(axis=0) - stack.min(axis=0)) > DETAIL_LEVEL).astype(np.uint8)
+    differ = cv2.morphologyEx(differ, cv2.MORPH_CLOSE, np.ones(DETAIL_CLOSE, np.uint8))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(differ)
+    totals, weight = np.zeros(len(cands)), 0.0
+    s, h, w = DETAIL_SHIFT, spec.height, spec.width
+    for x, y, bw, bh, area in stats[1:n]:
+        x0, y0 = max(x - 3, s), max(y - 3, s)
+        x1, y1 = min(x + bw + 3, w - s), min(y + bh + 3, h - s)
+        if area < DETAIL_MIN_PX or x1 - x0 < 4 or y1 - y0 < 4:
+            continue
+        if not valid[y0 - s : y1 + s, x0 - s : x1 + s].all():  # off the frame's edge
+            continue
+        around = view[y0 - s : y1 + s, x0 - s : x1 + s]
+        flatness = float(view[y0:y1, x0:x1].std())
+        scores = [_correlation(around, d[y0:y1, x0:x1], flatness) for d in smooth]
+        totals += np.asarray(scores) * area
+        weight += area
+    if not weight:
+        return None
+    scores_ = totals / weight
+    order = np.argsort(-scores_)
+    win, second = int(order[0]), int(order[1])
+    return win, second, float(scores_[win] - scores_[second]), float(scores_[win])
+
+
+def _correlation(around: Grey, patch: Grey, spread: float) -> float:
+    """The best normalised correlation of `patch` within `around`; for a blank patch (a
+    correlation is undefined there), how blank the view is too (`spread`: its grey std)."""
+    if float(patch.std()) < DETAIL_FLAT:
+        return float(np.clip((3 * DETAIL_FLAT - spread) / (2 * DETAIL_FLAT), 0.0, 1.0))
+    return float(cv2.matchTemplate(around, patch, cv2.TM_CCOEFF_NORMED).max())
 
 
 def _closest_pixels(

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 FEATURES_FILE = "features.bin"
 PROGRESS_EVERY = 500
 THUMB_H, THUMB_W = 112, 80  # colour check and reprint discrimination; ~4 KB a card as JPEG
+DETAIL_QUALITY = 80  # grey detail images at the canvas size for cards with printings, ~12 KB
 
 
 def catalogue_scans(folder: Path) -> Iterator[tuple[str, ImageRGB]]:
@@ -61,10 +62,14 @@ def add_verification(
     spec = spec or FeatureSpec()
     manifest = load_manifest(bundle_dir / "manifest.json")
     thumbs: dict[str, bytes] = {}
+    details: dict[str, bytes] = {}
+    printed = cards_with_printings(catalogue)
 
     def scans() -> Iterator[tuple[str, ImageRGB]]:  # one scan in memory at a time
         for n, (card_id, scan) in enumerate(catalogue_scans(catalogue), 1):
             thumbs[card_id] = thumbnail_jpeg(scan)
+            if card_id in printed:
+                details[card_id] = detail_jpeg(scan, spec)
             if n % PROGRESS_EVERY == 0:
                 logger.info("reference features: %d scans read", n)
             yield card_id, scan
@@ -75,7 +80,7 @@ def add_verification(
             f"the catalogue folder has {len(items)} cards, the bundle {manifest.catalogue.card_count}",
             "use the catalogue the bundle was built from",
         )
-    header = write_reference_features(bundle_dir / FEATURES_FILE, spec, items, thumbs)
+    header = write_reference_features(bundle_dir / FEATURES_FILE, spec, items, thumbs, details)
     verification = VerificationSpec(
         file=FEATURES_FILE, sha256="", method=spec.method, n_features=spec.n_features,
         height=spec.height, width=spec.width, cards=len(items), keypoints=int(header["total"]),
@@ -85,8 +90,9 @@ def add_verification(
     )
     write_manifest(bundle_dir, manifest)
     logger.info(
-        "reference features: %d cards, %d keypoints, %.1f MB",
-        len(items), header["total"], (bundle_dir / FEATURES_FILE).stat().st_size / 1e6,
+        "reference features: %d cards (%d with printings), %d keypoints, %.1f MB",
+        len(items), len(details), header["total"],
+        (bundle_dir / FEATURES_FILE).stat().st_size / 1e6,
     )  # fmt: skip
     return manifest
 
@@ -99,4 +105,36 @@ def thumbnail_jpeg(scan: ImageRGB) -> bytes:
     )
     if not ok:
         raise BadImageError("could not encode a thumbnail")
+    return buf.tobytes()
+
+
+def cards_with_printings(folder: Path) -> set[str]:
+    """The catalogue's cards that share their name with another card (case-folded, as
+    `edge.index.Catalogue.printings` groups them): their reprints are among those."""
+    with (folder / "cards.csv").open(newline="", encoding="utf-8-sig") as f:
+        rows = [
+            (r.get("card_id", "").strip(), (r.get("name") or "").casefold())
+            for r in csv.DictReader(f)
+        ]
+    by_name: dict[str, list[str]] = {}
+    for card_id, name in rows:
+        if card_id and name:
+            by_name.setdefault(name, []).append(card_id)
+    return {c for ids in by_name.values() if len(ids) > 1 for c in ids}
+
+
+def detail_jpeg(scan: ImageRGB, spec: FeatureSpec) -> bytes:
+    """The scan in grey at the feature canvas's size as JPEG bytes: the small print reprints
+    are told apart by (edge.reprints.by_detail)."""
+    big = scan.shape[0] > spec.height
+    grey = cv2.cvtColor(
+        cv2.resize(
+            scan, (spec.width, spec.height),
+            interpolation=cv2.INTER_AREA if big else cv2.INTER_CUBIC,
+        ),
+        cv2.COLOR_RGB2GRAY,
+    )  # fmt: skip
+    ok, buf = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, DETAIL_QUALITY])
+    if not ok:
+        raise BadImageError("could not encode a detail image")
     return buf.tobytes()

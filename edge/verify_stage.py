@@ -72,6 +72,12 @@ MAX_PRINTINGS = 8  # other printings of a verified card's art checked beside the
 SAME_ART = 0.5  # references of one name whose distinct cells agree this well may share their art
 RIVAL_MIN = 10  # inliers a second candidate needs to be compared pixel by pixel with the best
 POLYGON_COLOUR_GAP = 0.25  # whole-card colours this far below the art's: the polygon is not proven
+# A look that verified nothing but found a plausible homography for some candidate (even a wrong
+# one of the same template: it still maps the card's outline) is looked at again through the
+# corners that homography gives: a tilted card's trapezoid, which the detector's rotated
+# rectangle does not follow, then fills the canvas square-on and its features match.
+RECTIFY_MIN = 8  # inliers of the best candidate's homography for the rectified look
+RECTIFY_IOU = 0.5  # ... whose corners must overlap the detector's box this much
 # A taught crop carries one sighting's light, glare and background; an unknown card seen in the
 # same light would agree with it on colour more easily than with the clean scan. So evidence
 # against a taught view takes the lower of its colour agreement with the taught crop and with
@@ -106,9 +112,12 @@ class VerifyStage:
 
     def __init__(
         self, refs: ReferenceFeatures, thresholds: Thresholds, threads: int = 0, *,
-        exhaustive: bool = False,
+        exhaustive: bool = False, printings: Mapping[str, Sequence[str]] | None = None,
     ) -> None:  # fmt: skip
-        """`exhaustive`: check every candidate in every look (calibration records all evidence)."""
+        """`exhaustive`: check every candidate in every look and merge the looks (calibration
+        records all the evidence any look could find; see _every_look).
+        `printings`: card_id -> the catalogue's other cards of that name (`Catalogue.printings`),
+        checked once one verifies."""
         self.exhaustive = exhaustive
         self.refs = refs
         self.verifier = Verifier(refs)
@@ -116,8 +125,7 @@ class VerifyStage:
         self.thresholds = thresholds
         self.cells = catalogue_cells(refs)  # where the colour check looks (None: the whole card)
         self.more: FeatureShortlist | None = None  # asked when no embedder candidate verifies
-        # card_id -> the catalogue's other cards of that name: checked once one verifies
-        self.printings: Mapping[str, Sequence[str]] = {}
+        self.printings: Mapping[str, Sequence[str]] = printings or {}
         self._same_art: dict[str, tuple[str, ...]] = {}
         workers = threads or min(4, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify")
@@ -149,6 +157,7 @@ class VerifyStage:
         if CONTEXT > 1.0:
             tries.append((context_quad(box.corners, CONTEXT, self.refs.spec), 1.0))
         best: tuple[Evidence, npt.NDArray[np.float64]] | None = None
+        looks: list[tuple[Evidence, npt.NDArray[np.float64]]] = []
         found_at = 0
         for n, (corners, scale) in enumerate(tries):
             # A second look is for the embedder's best few, not the whole shortlist again.
@@ -160,14 +169,69 @@ class VerifyStage:
                 evidence, warp = self._attempt(image, gray, corners, shortlist, scale, views)
                 whole = True
             evidence = replace(evidence, complete=whole and bool(evidence.results))
+            looks.append((evidence, warp))
             if best is None or self._strength(evidence) > self._strength(best[0]):
                 best, found_at = (evidence, warp), n
-            if self.confirmed(evidence):
+            if self.confirmed(evidence) and not self.exhaustive:
                 break
         assert best is not None
+        if self.exhaustive:
+            return self._every_look(image, gray, box.corners, looks, shortlist, views)
         if found_at > 0 and self.confirmed(best[0]):  # a later look found it: look where it is
             return self._refined(image, gray, best, shortlist, views)
+        if not self.confirmed(best[0]):
+            rectified = self._rectified(image, gray, box.corners, best, shortlist, views)
+            if rectified is not None and self._strength(rectified[0]) > self._strength(best[0]):
+                return rectified
         return best
+
+    def _every_look(
+        self, image: ImageRGB, gray: npt.NDArray[np.uint8], corners: Corners,
+        looks: Sequence[tuple[Evidence, npt.NDArray[np.float64]]],
+        shortlist: Sequence[Candidate], views: OverlaySnapshot | None,
+    ) -> tuple[Evidence, npt.NDArray[np.float64]]:  # fmt: skip
+        """Calibration's evidence: every look (each over the whole shortlist) and the rectified
+        look from the one with the most inliers, merged into each candidate's best. The device
+        stops at the first look that verifies under its thresholds; under the thresholds being
+        chosen, any look might, so calibration judges a rule on what any look found (and counts
+        a rival's inliers from any look against the distinct point: the cautious side)."""
+        top = max(looks, key=lambda lw: lw[0].results[0].inliers if lw[0].results else -1)
+        rectified = self._rectified(image, gray, corners, top, shortlist, views)
+        everything = [*looks, rectified] if rectified is not None else list(looks)
+        best: dict[str, Verification] = {}
+        for evidence, _ in everything:
+            for v in evidence.results:
+                held = best.get(v.card_id)
+                if held is None or (v.inliers, v.photometric) > (held.inliers, held.photometric):
+                    best[v.card_id] = v
+        first, warp = looks[0]
+        if not best:
+            return first, warp
+        merged = tuple(sorted(rank(list(best.values())), key=lambda v: not self.passes(v)))
+        return Evidence(merged, first.query_features, complete=True), warp
+
+    def _rectified(
+        self, image: ImageRGB, gray: npt.NDArray[np.uint8], corners: Corners,
+        found: tuple[Evidence, npt.NDArray[np.float64]], shortlist: Sequence[Candidate],
+        views: OverlaySnapshot | None,
+    ) -> tuple[Evidence, npt.NDArray[np.float64]] | None:  # fmt: skip
+        """The whole shortlist again through the corners of the best homography found (see
+        RECTIFY_MIN); None when there is none to trust."""
+        evidence, warp = found
+        top = evidence.results[0] if evidence.results else None
+        if top is None or top.homography is None or top.inliers < RECTIFY_MIN:
+            return None
+        quad = self._frame_corners(top, warp)
+        if (
+            short_side(quad) < self.thresholds.verify_min_px
+            or polygon_iou(quad, corners) < RECTIFY_IOU
+        ):
+            return None
+        candidates = list(shortlist)
+        if top.card_id not in {c.card_id for c in candidates}:  # from the local-feature shortlist
+            candidates.insert(0, Candidate(top.card_id, 0.0))
+        again, warp_again = self._attempt(image, gray, quad, candidates, 1.0, views)
+        return replace(again, complete=bool(again.results)), warp_again
 
     def _refined(
         self, image: ImageRGB, gray: npt.NDArray[np.uint8],

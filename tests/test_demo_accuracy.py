@@ -50,8 +50,9 @@ def test_demo_bundle_keeps_its_verified_accuracy(scenes: Path) -> None:
     # a card the detector misses counts as not named), and far better than the embedding alone;
     # what it reports known is right; unknown cards are never named; few phantom cards
     in_view = verified["named_right_unoccluded_80px_in_view"]
-    assert in_view >= 0.55, verified  # 0.651 when committed (0.628 before the colour check changed)
-    assert verified["named_right_unoccluded_80px"] >= 0.55, verified  # of those detected: 0.667
+    # 0.674 when committed (0.651 before the rectified look and the detail images)
+    assert in_view >= 0.6, verified
+    assert verified["named_right_unoccluded_80px"] >= 0.6, verified  # of those detected: 0.691
     assert (
         verified["named_right_unoccluded_80px"] >= embedding["named_right_unoccluded_80px"] + 0.25
     )

@@ -86,6 +86,7 @@ def reindexed(
 
 def test_reindex_writes_a_bundle_that_verifies_with_reference_features(
     reindexed: tuple[Path, subprocess.CompletedProcess[str]],
+    new_catalogue: tuple[Path, dict[str, np.ndarray]],
 ) -> None:
     # given the command's run; then it succeeded and its summary says what it made
     out, result = reindexed
@@ -97,6 +98,14 @@ def test_reindex_writes_a_bundle_that_verifies_with_reference_features(
     assert manifest.verification is not None and manifest.verification.cards == N_CARDS
     assert manifest.bundle_id.startswith("test-bundle-1-reindex-")
     assert manifest.index.count == 2 * N_CARDS and manifest.catalogue.card_count == N_CARDS
+    # and detail images for the cards whose name another card shares, and for no others
+    from edge.features import ReferenceFeatures
+    from edge.verification_build import cards_with_printings
+
+    refs = ReferenceFeatures(out / manifest.verification.file)
+    printed = cards_with_printings(new_catalogue[0])
+    assert refs.details == len(printed)
+    assert all((refs.detail(c) is not None) == (c in printed) for c in refs.card_ids)
     # and nothing is left beside it
     assert [p.name for p in out.parent.iterdir()] == [out.name]
 

@@ -28,7 +28,7 @@ from edge.features import (
 )
 from edge.manifest import Thresholds
 from edge.types import Candidate, CardMatch, Match, OrientedBox
-from edge.verification_build import catalogue_scans, thumbnail_jpeg
+from edge.verification_build import catalogue_scans, detail_jpeg, thumbnail_jpeg
 from edge.verify import (
     TEMPLATE_MIN_SHARE,
     Verification,
@@ -149,6 +149,7 @@ def test_reference_file_round_trips_points_descriptors_and_thumbnails(refs, card
     assert len(got) <= len(fresh)
     thumb = refs.thumbnail(card_id)
     assert thumb is not None and thumb.shape == (112, 80, 3)
+    assert refs.details == 0 and refs.detail(card_id) is None  # written without detail images
     refs.check_cards(sorted(cards))
     with pytest.raises(BundleModelError, match="does not match the catalogue"):
         refs.check_cards([*sorted(cards), "extra-card"])
@@ -399,6 +400,38 @@ def test_a_box_mostly_off_its_card_is_verified_from_its_surroundings(
     assert np.linalg.norm(verdict.box.corners - quad, axis=1).max() < 17.0
 
 
+def test_a_steeply_tilted_card_is_verified_through_its_own_trapezoid(
+    refs, cards, monkeypatch
+) -> None:
+    import edge.verify_stage as verify_stage
+
+    # given a card seen at a steep tilt (its far edge a third of its near edge), behind the
+    # detector's rotated rectangle, which squashes its far half and stretches its near half
+    ids = list(cards)
+    quad = np.array([[600, 300], [700, 300], [800, 600], [500, 600]], np.float32)
+    scene = _scene(cards[ids[0]], quad)
+    shortlist = [Candidate(c, 0.9 - 0.01 * i) for i, c in enumerate(ids[:4])]
+    thresholds = Thresholds(verify_min_inliers=35, verify_min_photometric=0.4)
+
+    def decided(rectify_min: int):
+        monkeypatch.setattr(verify_stage, "RECTIFY_MIN", rectify_min)
+        stage = VerifyStage(refs, thresholds, threads=1)
+        try:
+            return _decide(stage, scene, _box(quad), shortlist)
+        finally:
+            stage.close()
+
+    # when decided without and with the look through the best homography's corners
+    rectify_min = verify_stage.RECTIFY_MIN
+    without, verdict = decided(10**6), decided(rectify_min)
+    # then only the rectified look finds enough inliers (about 20 against 50 here), and the
+    # polygon is the true trapezoid
+    assert without is None or without.match.confidence != "verified"
+    assert verdict is not None and verdict.match.confidence == "verified"
+    assert verdict.match.card_id == ids[0] and verdict.match.inliers >= 40
+    assert np.linalg.norm(verdict.box.corners - quad, axis=1).max() < 6.0
+
+
 def test_an_unknown_card_is_unknown_with_a_reason_and_background_is_dropped(refs, cards) -> None:
     # given a card that is not among the references (another seed's card) in the same style
     from training.synth.card_render import render_card
@@ -498,6 +531,57 @@ def test_reprints_differing_in_their_text_are_told_apart_under_a_lamps_fall_off(
     stage.close()
     # then printing b is named
     assert verdict is not None and verdict.match.known and verdict.match.card_id == "print-b"
+
+
+def _small_print(card: np.ndarray, number: str) -> np.ndarray:
+    """`card` with its lower right corner reprinted: a light box with a collector number."""
+    out = card.copy()
+    h, w = out.shape[:2]
+    y0, y1, x0, x1 = int(0.89 * h), int(0.95 * h), int(0.45 * w), int(0.95 * w)
+    out[y0:y1, x0:x1] = (235, 235, 225)
+    cv2.putText(out, number, (x0 + 4, y1 - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 2,
+                cv2.LINE_AA)  # fmt: skip
+    return out
+
+
+def test_printings_differing_only_in_small_print_are_told_apart_by_their_detail_images(
+    cards, tmp_path: Path
+) -> None:
+    # given two printings of one card that differ only in their collector number (about 3 px
+    # tall on a thumbnail, 9 px on the canvas), written without and with detail images
+    base = next(iter(cards.values()))
+    printings = {"print-a": _small_print(base, "012/204"), "print-b": _small_print(base, "087/191")}
+    items = reference_features(printings.items(), SPEC)
+    thumbs = {c: thumbnail_jpeg(im) for c, im in printings.items()}
+    details = {c: detail_jpeg(im, SPEC) for c, im in printings.items()}
+    write_reference_features(tmp_path / "thumbs.bin", SPEC, items, thumbs)
+    write_reference_features(tmp_path / "details.bin", SPEC, items, thumbs, details)
+    with_details = ReferenceFeatures(tmp_path / "details.bin")
+    assert with_details.details == 2
+    detail = with_details.detail("print-a")
+    assert detail is not None and detail.shape == (SPEC.height, SPEC.width)
+    thresholds = Thresholds(verify_min_inliers=15, verify_min_photometric=0.2)
+
+    def verdicts(refs: ReferenceFeatures) -> list[CardMatch | None]:
+        stage = VerifyStage(refs, thresholds, threads=1)
+        try:
+            pairs = (("print-b", "print-a"), ("print-a", "print-b"))
+            shortlists = [[Candidate(other, 0.9), Candidate(truth, 0.89)] for truth, other in pairs]
+            return [
+                _decide(stage, _scene(printings[truth], TRUE_QUAD), _box(TRUE_QUAD), shortlist)
+                for (truth, _), shortlist in zip(pairs, shortlists, strict=True)
+            ]
+        finally:
+            stage.close()
+
+    # when each printing is in view, the other first on the shortlist
+    coarse, fine = verdicts(ReferenceFeatures(tmp_path / "thumbs.bin")), verdicts(with_details)
+    # then thumbnails alone cannot tell them apart (an honest unknown naming both), and the
+    # detail images name each printing right
+    for v in coarse:
+        assert v is not None and not v.match.known and v.match.runner_up
+    for v, truth in zip(fine, ("print-b", "print-a"), strict=True):
+        assert v is not None and v.match.known and v.match.card_id == truth, v
 
 
 def test_a_homography_that_explains_only_the_art_gives_no_polygon(refs) -> None:
@@ -611,6 +695,18 @@ def _catalogue(folder: Path, cards: dict[str, np.ndarray], rows: list[str] | Non
     lines = rows if rows is not None else list(cards)
     (folder / "cards.csv").write_text("card_id,name\n" + "".join(f"{c},{c}\n" for c in lines))
     return folder
+
+
+def test_the_cards_with_printings_are_those_whose_name_another_card_shares(tmp_path: Path) -> None:
+    # given a catalogue where two cards share a name (in another case) and one has no name
+    (tmp_path / "cards.csv").write_text(
+        "card_id,name\npika-1,Pikachu\npika-2,PIKACHU\neevee-1,Eevee\nblank-1,\nblank-2,\n",
+        encoding="utf-8",
+    )
+    # then only the two of one name carry detail images (an unnamed card is no one's reprint)
+    from edge.verification_build import cards_with_printings
+
+    assert cards_with_printings(tmp_path) == {"pika-1", "pika-2"}
 
 
 def test_catalogue_scans_refuse_missing_corrupt_and_duplicate_cards(cards, tmp_path: Path) -> None:

@@ -139,7 +139,10 @@ def collect(
             "verify_distinct_inliers": 1000,
         }
     )  # fmt: skip
-    stage = VerifyStage(rec.verify_stage.refs, loose, exhaustive=True)
+    # the device's stage in every respect but its thresholds: the same printings checked
+    stage = VerifyStage(
+        rec.verify_stage.refs, loose, exhaustive=True, printings=rec.verify_stage.printings
+    )
     twins = _Twins(rec.verify_stage.verifier, rec.verify_stage.refs)
     out: list[Evidence] = []
     min_px = rec.manifest.thresholds.verify_min_px
