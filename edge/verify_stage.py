@@ -70,6 +70,7 @@ DUPLICATE_IOU = 0.5
 AMBIGUOUS_ASPECT = 0.8  # short/long box sides above this: also try the box turned 90 degrees
 MAX_PRINTINGS = 8  # other printings of a verified card's art checked beside the shortlist
 SAME_ART = 0.5  # references of one name whose distinct cells agree this well may share their art
+EDGE_MARGIN = 2.0  # px a card's mapped corner may lie beyond the frame's edge and still be in view
 RIVAL_MIN = 10  # inliers a second candidate needs to be compared pixel by pixel with the best
 POLYGON_COLOUR_GAP = 0.25  # whole-card colours this far below the art's: the polygon is not proven
 # A look that verified nothing but found a plausible homography for some candidate (even a wrong
@@ -474,10 +475,12 @@ class VerifyStage:
                 ambiguous_with = ambiguous_with or doubted_by(best, cands)
         assert best.homography is not None
         # The printings of one art differ outside it: where the homography explains the art but
-        # not the whole card, nothing proves which printing this is.
+        # not the whole card, or part of the card lies beyond the frame's edge (a card sliding
+        # in: its small print may be what is not in view), nothing proves which printing it is.
         whole = best.card_colour >= best.photometric - POLYGON_COLOUR_GAP
+        in_frame = image is None or _in_frame(self._frame_corners(best, warp), image.shape[:2])
         printings = self.same_art(best.card_id)
-        if not whole and printings and not ambiguous_with:
+        if (not whole or not in_frame) and printings and not ambiguous_with:
             ambiguous_with = printings[0]
         scores = {c.card_id: c.score for c in shortlist}
         score = scores.get(best.card_id, 0.0)
@@ -560,6 +563,17 @@ def ambiguous(corners: Corners) -> bool:
     edge (a card tilted away along its long axis)."""
     a, b = side_lengths(corners)
     return min(a, b) > AMBIGUOUS_ASPECT * max(a, b)
+
+
+def _in_frame(corners: Corners, shape: tuple[int, ...], margin: float = EDGE_MARGIN) -> bool:
+    """Every corner inside the frame (h, w), within `margin` px of its edge."""
+    h, w = shape[0], shape[1]
+    c = np.asarray(corners, np.float64)
+    return bool(
+        np.all(c >= -margin)
+        and np.all(c[:, 0] <= w - 1 + margin)
+        and np.all(c[:, 1] <= h - 1 + margin)
+    )
 
 
 def _unknown(m: Match, reason: str) -> Match:

@@ -626,6 +626,37 @@ def test_an_art_only_homography_proves_no_printing_of_an_art_with_reprints(refs)
     assert "same art" in verdict.match.reason
 
 
+def test_a_card_cut_by_the_frames_edge_proves_no_printing_of_an_art_with_reprints(refs) -> None:
+    # given a candidate whose whole card verifies, mapped once wholly inside the frame and once
+    # 30 px beyond its left edge (a card sliding in), in a catalogue where its art has another
+    # printing, and once more where it has none
+    inside = Verification("print-a", 40, 60, np.diag([0.9, 0.9, 1.0]), photometric=0.95,
+                          card_colour=0.93)  # fmt: skip
+    cut = replace(inside, homography=np.array([[0.9, 0, -30], [0, 0.9, 0], [0, 0, 1.0]]))
+    card = CardMatch(box=_box(TRUE_QUAD), match=Match("print-a", 0.9, 0.1, True), top_k=())
+    image = np.zeros((720, 1280, 3), np.uint8)
+    stage = VerifyStage(refs, Thresholds(), threads=1)
+
+    def verdict(v: Verification, printings: tuple[str, ...]) -> Match:
+        stage._same_art = {"print-a": printings}
+        evidence = Evidence((v,), 200)
+        return stage._verified(card, [Candidate("print-a", 0.9)], evidence, np.eye(3), image).match
+
+    try:
+        whole, sliding, alone = (
+            verdict(inside, ("print-b",)),
+            verdict(cut, ("print-b",)),
+            verdict(cut, ()),
+        )
+    finally:
+        stage.close()
+    # then the card wholly in view is named; the one cut by the edge is unknown naming the other
+    # printing (its small print may be what is out of view); a card without reprints is named
+    assert whole.known and whole.card_id == "print-a"
+    assert not sliding.known and sliding.runner_up == "print-b" and "same art" in sliding.reason
+    assert alone.known and alone.card_id == "print-a"
+
+
 def _printing_verdicts(
     refs: ReferenceFeatures, picked: Verification, evidence: list[tuple[Verification, ...]],
     shortlist: list[Candidate],
