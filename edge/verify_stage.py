@@ -70,7 +70,7 @@ DUPLICATE_IOU = 0.5
 AMBIGUOUS_ASPECT = 0.8  # short/long box sides above this: also try the box turned 90 degrees
 MAX_PRINTINGS = 8  # other printings of a verified card's art checked beside the shortlist
 SAME_ART = 0.5  # references of one name whose distinct cells agree this well may share their art
-EDGE_MARGIN = 2.0  # px a card's mapped corner may lie beyond the frame's edge and still be in view
+EDGE_CUT = 0.02  # share of a card's polygon beyond the frame's edge that leaves part of it unseen
 RIVAL_MIN = 10  # inliers a second candidate needs to be compared pixel by pixel with the best
 POLYGON_COLOUR_GAP = 0.25  # whole-card colours this far below the art's: the polygon is not proven
 # A look that verified nothing but found a plausible homography for some candidate (even a wrong
@@ -565,15 +565,17 @@ def ambiguous(corners: Corners) -> bool:
     return min(a, b) > AMBIGUOUS_ASPECT * max(a, b)
 
 
-def _in_frame(corners: Corners, shape: tuple[int, ...], margin: float = EDGE_MARGIN) -> bool:
-    """Every corner inside the frame (h, w), within `margin` px of its edge."""
+def _in_frame(corners: Corners, shape: tuple[int, ...]) -> bool:
+    """Whether the card's polygon lies in the frame (h, w) but for EDGE_CUT of its area: a scan
+    or a photo that the card fills has its corners on the frame's edge, a px or two beyond it."""
     h, w = shape[0], shape[1]
-    c = np.asarray(corners, np.float64)
-    return bool(
-        np.all(c >= -margin)
-        and np.all(c[:, 0] <= w - 1 + margin)
-        and np.all(c[:, 1] <= h - 1 + margin)
-    )
+    poly = np.asarray(corners, np.float32).reshape(-1, 1, 2)
+    area = abs(float(cv2.contourArea(poly)))
+    if area <= 0:
+        return False
+    frame = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32).reshape(-1, 1, 2)
+    inside, _ = cv2.intersectConvexConvex(poly, frame)
+    return float(inside) >= (1.0 - EDGE_CUT) * area
 
 
 def _unknown(m: Match, reason: str) -> Match:

@@ -160,6 +160,25 @@ def test_reindexed_bundle_passes_its_self_test_and_verifies_every_new_card(
         recognizer.close()
 
 
+def test_scans_smaller_than_the_feature_canvas_are_reindexed_with_a_warning(
+    factory_bundle: Path, tmp_path: Path
+) -> None:
+    # given a catalogue whose scans are 224 px tall, under the 336 px feature canvas
+    folder = tmp_path / "small-scans"
+    write_catalogue(folder, n=4, seed=23)
+    for path in (folder / "images").iterdir():
+        img = cv2.imread(str(path))
+        cv2.imwrite(str(path), cv2.resize(img, (160, 224), interpolation=cv2.INTER_AREA))
+    # when reindexed
+    result = reindex_cli(
+        "--bundle", str(factory_bundle), "--catalogue", str(folder), "--out", str(tmp_path / "b")
+    )
+    # then the bundle is written, and the command says why its cards will verify less well
+    assert result.returncode == 0, result.stderr
+    assert "4 of 4 scans are under the 336 px" in result.stderr
+    assert "336 px tall or more verify best" in result.stderr
+
+
 def test_scans_are_resized_as_the_training_index_builder_resizes_them(
     new_catalogue: tuple[Path, dict[str, np.ndarray]], factory_bundle: Path
 ) -> None:

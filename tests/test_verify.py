@@ -637,22 +637,28 @@ def test_a_card_cut_by_the_frames_edge_proves_no_printing_of_an_art_with_reprint
     image = np.zeros((720, 1280, 3), np.uint8)
     stage = VerifyStage(refs, Thresholds(), threads=1)
 
-    def verdict(v: Verification, printings: tuple[str, ...]) -> Match:
+    def verdict(v: Verification, printings: tuple[str, ...], frame: np.ndarray = image) -> Match:
         stage._same_art = {"print-a": printings}
         evidence = Evidence((v,), 200)
-        return stage._verified(card, [Candidate("print-a", 0.9)], evidence, np.eye(3), image).match
+        return stage._verified(card, [Candidate("print-a", 0.9)], evidence, np.eye(3), frame).match
 
+    # (and a scan the card fills: its corners on the image's edge, a px beyond it)
+    scan = np.zeros((SPEC.height, SPEC.width, 3), np.uint8)
+    filling = replace(inside, homography=np.eye(3))
     try:
         whole, sliding, alone = (
             verdict(inside, ("print-b",)),
             verdict(cut, ("print-b",)),
             verdict(cut, ()),
         )
+        filled = verdict(filling, ("print-b",), scan)
     finally:
         stage.close()
-    # then the card wholly in view is named; the one cut by the edge is unknown naming the other
-    # printing (its small print may be what is out of view); a card without reprints is named
+    # then the card wholly in view is named, and so is the scan; the one cut by the edge is
+    # unknown naming the other printing (its small print may be what is out of view); a card
+    # without reprints is named
     assert whole.known and whole.card_id == "print-a"
+    assert filled.known and filled.card_id == "print-a"
     assert not sliding.known and sliding.runner_up == "print-b" and "same art" in sliding.reason
     assert alone.known and alone.card_id == "print-a"
 
