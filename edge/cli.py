@@ -100,8 +100,18 @@ def _print_table(line: dict[str, Any]) -> None:
             f"  {c['card_id'] or '-':<16} {c['name'] or '-':<24} {c['set_id'] or '-':<10} "
             f"{c['number'] or '-':<10} {tier:<8} {evidence:<12} det {c['det_conf']:.2f}"
             + (f"  ({c['reason']})" if c["reason"] else "")
-            + (f"  or {c['runner_up']}?" if c["runner_up"] else "")
+            + _alternatives(c)
         )
+
+
+def _alternatives(c: dict[str, Any]) -> str:
+    """The printings an answer hesitates between: both for an unknown card whose art verified
+    (its own id column is empty), the other one beside a named card."""
+    if not c["runner_up"]:
+        return ""
+    if not c["known"] and c.get("best_card_id"):
+        return f"  {c['best_card_id']} or {c['runner_up']}?"
+    return f"  or {c['runner_up']}?"
 
 
 def cmd_identify(args: argparse.Namespace) -> int:

@@ -244,3 +244,28 @@ def test_identify_and_bench_pass_the_configured_hailo_section(
     assert cli.main([*args, "--bundle", str(tmp_path), "--config", str(config)]) == 2
     # then the Recognizer got the configured hailo section, as `serve` passes it
     assert [h.timeout_ms if h else None for h in seen] == [4321]
+
+
+def test_the_table_names_both_printings_an_unknown_card_hesitates_between(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # given an identify line with a card whose art verified but whose printing did not, and a
+    # named card with a close runner-up
+    from edge.cli import _print_table
+
+    base = {
+        "card_id": None, "name": None, "set_id": None, "number": None, "score": 0.9,
+        "known": False, "confidence": "unknown", "inliers": 85, "det_conf": 0.96,
+        "reason": "same art as s02-048: the printing cannot be told apart in this view",
+        "runner_up": "s02-048", "best_card_id": "s03-040",
+    }  # fmt: skip
+    named = {**base, "card_id": "s07-017", "name": "Morrelieon", "set_id": "s07",
+             "number": "017/119", "known": True, "confidence": "verified", "reason": "",
+             "runner_up": "s07-018", "best_card_id": "s07-017"}  # fmt: skip
+    line = {"image": "a.jpg", "cards": [base, named], "timings_ms": {"total": 12.0}}
+    # when printed as the table
+    _print_table(line)
+    out = capsys.readouterr().out.splitlines()
+    # then the unknown card names both printings, the named one its runner-up
+    assert out[1].rstrip().endswith("s03-040 or s02-048?"), out[1]
+    assert out[2].startswith("  s07-017") and out[2].rstrip().endswith("or s07-018?"), out[2]
