@@ -478,7 +478,8 @@ class VerifyStage:
         # not the whole card, or part of the card lies beyond the frame's edge (a card sliding
         # in: its small print may be what is not in view), nothing proves which printing it is.
         whole = best.card_colour >= best.photometric - POLYGON_COLOUR_GAP
-        in_frame = image is None or _in_frame(self._frame_corners(best, warp), image.shape[:2])
+        mapped = self._frame_corners(best, warp)
+        in_frame = image is None or _in_frame(mapped, image.shape[:2])
         printings = self.same_art(best.card_id)
         if (not whole or not in_frame) and printings and not ambiguous_with:
             ambiguous_with = printings[0]
@@ -497,7 +498,7 @@ class VerifyStage:
         # The reference's corners mapped back are the card's polygon where the homography
         # explains the whole card; one fitted to a corner of it (the art alone agrees) can throw
         # the far corners anywhere: the detector's box is then the truer outline.
-        corners = self._frame_corners(best, warp) if whole else card.box.corners
+        corners = mapped if whole else card.box.corners
         box = OrientedBox(corners=corners, conf=card.box.conf, class_id=card.box.class_id)
         return CardMatch(box=box, match=match, top_k=card.top_k)
 

@@ -367,6 +367,21 @@ def test_a_verified_card_reports_the_reference_corners_as_its_polygon(refs, card
     assert err.max() < 6.0, err
 
 
+def _decided_with(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: object, refs: ReferenceFeatures,
+    thresholds: Thresholds, scene: np.ndarray, box: OrientedBox, shortlist: list[Candidate],
+):  # fmt: skip
+    """The verdict with edge.verify_stage's constant `name` set to `value` (a look on or off)."""
+    import edge.verify_stage as verify_stage
+
+    monkeypatch.setattr(verify_stage, name, value)
+    stage = VerifyStage(refs, thresholds, threads=1)
+    try:
+        return _decide(stage, scene, box, shortlist)
+    finally:
+        stage.close()
+
+
 def test_a_box_mostly_off_its_card_is_verified_from_its_surroundings(
     refs, cards, monkeypatch
 ) -> None:
@@ -381,17 +396,13 @@ def test_a_box_mostly_off_its_card_is_verified_from_its_surroundings(
     shortlist = [Candidate(ids[1], 0.9), Candidate(ids[3], 0.8)]
     thresholds = Thresholds(verify_min_inliers=10, verify_min_photometric=0.4)
 
-    def decided(context: float):
-        monkeypatch.setattr(verify_stage, "CONTEXT", context)
-        stage = VerifyStage(refs, thresholds, threads=1)
-        try:
-            return _decide(stage, scene, OrientedBox(corners=half, conf=0.5), shortlist)
-        finally:
-            stage.close()
-
+    box = OrientedBox(corners=half, conf=0.5)
     # when verified without and with the look at the box's surroundings
     context = verify_stage.CONTEXT
-    without, verdict = decided(1.0), decided(context)
+    without, verdict = (
+        _decided_with(monkeypatch, "CONTEXT", value, refs, thresholds, scene, box, shortlist)
+        for value in (1.0, context)
+    )
     # then only the wider look proves the card, and its polygon is the whole card's (within 5%
     # of its height; the box was 270 px off)
     assert without is None or without.match.confidence != "verified"
@@ -413,17 +424,14 @@ def test_a_steeply_tilted_card_is_verified_through_its_own_trapezoid(
     shortlist = [Candidate(c, 0.9 - 0.01 * i) for i, c in enumerate(ids[:4])]
     thresholds = Thresholds(verify_min_inliers=35, verify_min_photometric=0.4)
 
-    def decided(rectify_min: int):
-        monkeypatch.setattr(verify_stage, "RECTIFY_MIN", rectify_min)
-        stage = VerifyStage(refs, thresholds, threads=1)
-        try:
-            return _decide(stage, scene, _box(quad), shortlist)
-        finally:
-            stage.close()
-
     # when decided without and with the look through the best homography's corners
     rectify_min = verify_stage.RECTIFY_MIN
-    without, verdict = decided(10**6), decided(rectify_min)
+    without, verdict = (
+        _decided_with(
+            monkeypatch, "RECTIFY_MIN", value, refs, thresholds, scene, _box(quad), shortlist
+        )
+        for value in (10**6, rectify_min)
+    )
     # then only the rectified look finds enough inliers (about 20 against 50 here), and the
     # polygon is the true trapezoid
     assert without is None or without.match.confidence != "verified"
