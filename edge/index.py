@@ -15,7 +15,7 @@ import importlib.util
 import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -201,14 +201,8 @@ class Catalogue:
         """card_id -> the other cards of the same name (its reprints are among them), for every
         card that has any."""
         with self._lock:
-            rows = self._con.execute("SELECT card_id, fold(name) FROM cards").fetchall()
-        by_name: dict[str, list[str]] = {}
-        for card_id, name in rows:
-            by_name.setdefault(str(name), []).append(str(card_id))
-        return {
-            c: tuple(o for o in ids if o != c)
-            for ids in by_name.values() if len(ids) > 1 for c in ids
-        }  # fmt: skip
+            rows = self._con.execute("SELECT card_id, name FROM cards").fetchall()
+        return same_name(rows)
 
     def search(self, q: str, limit: int = 20) -> list[CardInfo]:
         """Cards whose id, name, set id, set name or number contains `q` (case-insensitive)."""
@@ -229,6 +223,22 @@ class Catalogue:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+def same_name(rows: Iterable[tuple[object, object]]) -> dict[str, tuple[str, ...]]:
+    """card_id -> the other cards whose name is the same case-folded, for every (card_id, name)
+    row that has any; a card without a name shares it with none. What the device checks beside
+    a verified card (`Catalogue.printings`) and the cards a bundle keeps detail images for
+    (`edge.verification_build.cards_with_printings`)."""
+    by_name: dict[str, list[str]] = {}
+    for card_id, name in rows:
+        folded = _fold(name).strip()
+        if card_id and folded:
+            by_name.setdefault(folded, []).append(str(card_id))
+    return {
+        c: tuple(o for o in ids if o != c)
+        for ids in by_name.values() if len(ids) > 1 for c in ids
+    }  # fmt: skip
 
 
 def _fold(text: object) -> str:

@@ -18,6 +18,7 @@ from edge.bundle import refresh_hashes, write_manifest
 from edge.bundle_errors import BundleModelError
 from edge.errors import BadImageError
 from edge.features import FeatureSpec, reference_features, write_reference_features
+from edge.index import same_name
 from edge.manifest import Manifest, VerificationSpec
 from edge.types import ImageRGB
 
@@ -121,18 +122,11 @@ def thumbnail_jpeg(scan: ImageRGB) -> bytes:
 
 
 def cards_with_printings(folder: Path) -> set[str]:
-    """The catalogue's cards that share their name with another card (case-folded, as
-    `edge.index.Catalogue.printings` groups them): their reprints are among those."""
+    """The catalogue's cards that share their name with another card (`edge.index.same_name`,
+    as the device groups them): their reprints are among those."""
     with (folder / "cards.csv").open(newline="", encoding="utf-8-sig") as f:
-        rows = [
-            (r.get("card_id", "").strip(), (r.get("name") or "").casefold())
-            for r in csv.DictReader(f)
-        ]
-    by_name: dict[str, list[str]] = {}
-    for card_id, name in rows:
-        if card_id and name:
-            by_name.setdefault(name, []).append(card_id)
-    return {c for ids in by_name.values() if len(ids) > 1 for c in ids}
+        rows = [((r.get("card_id") or "").strip(), r.get("name")) for r in csv.DictReader(f)]
+    return set(same_name(rows))
 
 
 def detail_jpeg(scan: ImageRGB, spec: FeatureSpec) -> bytes:
