@@ -46,6 +46,22 @@ def test_match_boxes_is_one_to_one_and_needs_iou_half() -> None:
     assert pairs == {0: 0}
 
 
+def test_a_box_on_the_seen_part_of_a_half_hidden_card_matches_it() -> None:
+    # given a card whose right 60% lies under another card, a box on its seen left part, and an
+    # unoccluded card with a box on its art alone
+    hidden = _gt("a", _quad(0, 0, 10, 20))
+    hidden.visible = 0.4
+    whole = _gt("b", _quad(50, 0, 10, 20))
+    boxes = [OrientedBox(_quad(0, 0, 4.2, 20), 0.9), OrientedBox(_quad(51, 2, 8, 8), 0.8)]
+    # when matched (the first box's IoU with its whole card is 0.42)
+    pairs = evaluate_detection.match_boxes([hidden, whole], boxes)
+    # then the hidden card matches the box on what is seen of it; the art-only box matches nothing
+    assert pairs == {0: 0}
+    # and a box twice the seen part's size, half on the card, matches nothing either
+    wide = [OrientedBox(_quad(-4.2, 0, 8.4, 20), 0.9)]
+    assert evaluate_detection.match_boxes([hidden], wide) == {}
+
+
 class _FakeRecognizer:
     """Stands in for edge.pipeline.Recognizer: detects given boxes, names crops by a lookup."""
 

@@ -36,6 +36,7 @@ SHORT_SIDE_EDGES = (0.0, 40.0, 80.0, 160.0, 10_000.0)  # px in the camera frame
 VISIBLE_EDGES = (0.0, 0.7, 0.999, 1.01)  # occluded, partly hidden, whole
 TILT_EDGES = (0.0, 15.0, 30.0, 45.0, 90.0)
 IOU_MATCH = 0.5
+CONTAINED = 0.8  # see on_visible_part
 TARGETS = {  # issue bars: (selector name, op, value)
     "recall_unoccluded_80px": (">=", 0.97),
     "recall_unoccluded_40_80px": (">=", 0.85),
@@ -140,12 +141,10 @@ def polygon_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def match_boxes(gt: Sequence[HasCorners], boxes: Sequence[HasCorners]) -> dict[int, int]:
-    """Greedy one-to-one matching by IoU (highest first), pairs at IoU >= 0.5: gt index -> box."""
-    pairs = [
-        (polygon_iou(g.corners, b.corners), gi, bi)
-        for gi, g in enumerate(gt)
-        for bi, b in enumerate(boxes)
-    ]
+    """Greedy one-to-one matching by IoU (highest first), pairs at IoU >= 0.5: gt index -> box.
+    A partly hidden card (a `visible` share under 1) also matches a box on what is seen of it
+    (`on_visible_part`), after the pairs that match by IoU."""
+    pairs = [(_pair_score(g, b), gi, bi) for gi, g in enumerate(gt) for bi, b in enumerate(boxes)]
     used_g: set[int] = set()
     used_b: set[int] = set()
     out = {}
@@ -157,6 +156,27 @@ def match_boxes(gt: Sequence[HasCorners], boxes: Sequence[HasCorners]) -> dict[i
             used_g.add(gi)
             used_b.add(bi)
     return out
+
+
+def _pair_score(g: HasCorners, b: HasCorners) -> float:
+    iou = polygon_iou(g.corners, b.corners)
+    # GtCard's `visible`, TruthCard's `visible_fraction`; a box has neither (whole)
+    visible = float(getattr(g, "visible", getattr(g, "visible_fraction", 1.0)))
+    if iou >= IOU_MATCH or visible >= 1.0:
+        return iou
+    return IOU_MATCH if on_visible_part(g.corners, visible, b.corners) else iou
+
+
+def on_visible_part(card: np.ndarray, visible: float, box: np.ndarray) -> bool:
+    """Whether `box` lies on the seen part of a card of which only `visible` of the area is in
+    view (under another card or beyond the frame's edge): CONTAINED of the box on the card, and
+    the box as large as CONTAINED of the part in view. Its IoU with the whole card is about
+    `visible`, under the IoU match for a card half hidden, yet a report there is that card."""
+    pc = cv2.convexHull(np.asarray(card, np.float32))
+    pb = cv2.convexHull(np.asarray(box, np.float32))
+    inter, _ = cv2.intersectConvexConvex(pc, pb)
+    box_area, seen = cv2.contourArea(pb), visible * cv2.contourArea(pc)
+    return box_area > 0 and seen > 0 and inter >= CONTAINED * max(box_area, seen)
 
 
 def detector_for(
