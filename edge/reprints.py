@@ -87,11 +87,11 @@ def by_detail(
     cands: Sequence[Verification],
 ) -> tuple[int, int, float, float] | None:  # fmt: skip
     """(winner, second, correlation gap, the winner's correlation) of the candidates' grey detail
-    images in the regions where they differ, the crop mapped onto the canvas by the best
-    candidate's homography; None when a candidate has no detail image, or no differing region
-    lies wholly inside the frame. Each region (a connected patch of differing pixels, a few px
-    of margin around it) is matched with cv2.matchTemplate over +-DETAIL_SHIFT px, the best
-    normalised correlation per candidate, weighted by the region's area."""
+    images, the crop mapped onto the canvas by the best candidate's homography; None when a
+    candidate has no detail image. Printings are compared in pairs, each pair where its own two
+    details differ (`_pair_regions`: a third printing's other frame must not drown the one
+    number in which two printings differ); the winner beats every other, the second is the one
+    it beats by least, the gap that least margin (0 where a pair differs nowhere in the frame)."""
     details = [refs.detail(v.card_id) for v in cands]
     spec = refs.spec
     if any(d is None or d.shape != (spec.height, spec.width) for d in details):
@@ -103,12 +103,35 @@ def by_detail(
     smooth: list[Grey] = [
         np.asarray(cv2.GaussianBlur(d, (0, 0), 1.0), np.uint8) for d in details if d is not None
     ]
-    stack = np.stack(smooth).astype(np.int16)
-    differ = ((stack.max(axis=0) - stack.min(axis=0)) > DETAIL_LEVEL).astype(np.uint8)
-    differ = cv2.morphologyEx(differ, cv2.MORPH_CLOSE, np.ones(DETAIL_CLOSE, np.uint8))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(differ)
-    totals, weight = np.zeros(len(cands)), 0.0
-    s, h, w = DETAIL_SHIFT, spec.height, spec.width
+    n = len(cands)
+    gap = np.zeros((n, n))  # gap[i, j]: i's correlation minus j's where i and j differ
+    agree = np.zeros((n, n))  # agree[i, j]: i's correlation there
+    for i in range(n):
+        for j in range(i + 1, n):
+            scores = _pair_regions(view, valid, smooth[i], smooth[j])
+            if scores is not None:
+                gap[i, j], gap[j, i] = scores[0] - scores[1], scores[1] - scores[0]
+                agree[i, j], agree[j, i] = scores
+    others = ~np.eye(n, dtype=bool)
+    margins = np.where(others, gap, np.inf).min(axis=1)  # each one's least margin over the rest
+    win = int(np.argmax(margins))
+    second = int(np.argmin(np.where(others[win], gap[win], np.inf)))
+    return win, second, float(gap[win, second]), float(agree[win, second])
+
+
+def _pair_regions(
+    view: Grey, valid: npt.NDArray[np.bool_], a: Grey, b: Grey
+) -> tuple[float, float] | None:
+    """The area-weighted best correlations of details a and b with the view in the regions where
+    a and b differ (connected patches of differing pixels, closed into lines of print, a few px
+    of margin around each), each matched with cv2.matchTemplate over +-DETAIL_SHIFT px; None
+    when no such region lies wholly inside the frame."""
+    apart = (np.abs(a.astype(np.int16) - b.astype(np.int16)) > DETAIL_LEVEL).astype(np.uint8)
+    closed = cv2.morphologyEx(apart, cv2.MORPH_CLOSE, np.ones(DETAIL_CLOSE, np.uint8))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(closed)
+    totals, weight = np.zeros(2), 0.0
+    s = DETAIL_SHIFT
+    h, w = a.shape
     for x, y, bw, bh, area in stats[1:n]:
         x0, y0 = max(x - 3, s), max(y - 3, s)
         x1, y1 = min(x + bw + 3, w - s), min(y + bh + 3, h - s)
@@ -118,15 +141,11 @@ def by_detail(
             continue
         around = view[y0 - s : y1 + s, x0 - s : x1 + s]
         flatness = float(view[y0:y1, x0:x1].std())
-        scores = [_correlation(around, d[y0:y1, x0:x1], flatness) for d in smooth]
-        totals += np.asarray(scores) * area
+        totals += area * np.array([_correlation(around, d[y0:y1, x0:x1], flatness) for d in (a, b)])
         weight += area
     if not weight:
         return None
-    scores_ = totals / weight
-    order = np.argsort(-scores_)
-    win, second = int(order[0]), int(order[1])
-    return win, second, float(scores_[win] - scores_[second]), float(scores_[win])
+    return float(totals[0] / weight), float(totals[1] / weight)
 
 
 def _correlation(around: Grey, patch: Grey, spread: float) -> float:

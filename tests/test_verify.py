@@ -18,6 +18,7 @@ import pytest
 from edge.bundle_errors import BundleModelError
 from edge.errors import BadImageError
 from edge.features import (
+    SOFT_SHARE,
     Extractor,
     Features,
     FeatureSpec,
@@ -146,13 +147,47 @@ def test_reference_file_round_trips_points_descriptors_and_thumbnails(refs, card
     assert refs.spec == SPEC and card_id in refs and refs.get("nope") is None
     assert got.points.dtype == np.float32 and got.descriptors.dtype == np.uint8
     fresh = ex.extract(ex.gray(card))
-    assert len(got) <= len(fresh)
+    assert len(got) <= round((1 + SOFT_SHARE) * len(fresh))  # sharp and softened features
     thumb = refs.thumbnail(card_id)
     assert thumb is not None and thumb.shape == (112, 80, 3)
     assert refs.details == 0 and refs.detail(card_id) is None  # written without detail images
     refs.check_cards(sorted(cards))
     with pytest.raises(BundleModelError, match="does not match the catalogue"):
         refs.check_cards([*sorted(cards), "extra-card"])
+
+
+class _InMemory:
+    """A FeatureSource over features in a dict."""
+
+    def __init__(self, spec: FeatureSpec, feats: dict[str, Features]) -> None:
+        self.spec, self.feats = spec, feats
+
+    def get(self, card_id: str) -> Features | None:
+        return self.feats.get(card_id)
+
+
+def test_references_also_carry_the_features_of_a_card_seen_small(cards, monkeypatch) -> None:
+    # given the cards' scans, and one card as the camera sees it at a third of the canvas's
+    # height: area-downscaled, then warped back up to the canvas (soft, no fine corners)
+    import edge.features as features
+
+    ex = Extractor(SPEC)
+    card_id, card = next(iter(cards.items()))
+    h, w = SPEC.height, SPEC.width
+    small = cv2.resize(ex.gray(card), (w // 3, h // 3), interpolation=cv2.INTER_AREA)
+    view = ex.extract(np.ascontiguousarray(cv2.resize(small, (w, h))))
+    # when the references are built as bundles build them, and with the sharp features alone
+    both = dict(reference_features(cards.items(), SPEC))
+    monkeypatch.setattr(features, "SOFT_SHARE", 0.0)
+    sharp = dict(reference_features(cards.items(), SPEC))
+    # then the bundle's hold the sharp ones first and softened ones after, and the small view
+    # finds clearly more inliers among them
+    got, alone = both[card_id], sharp[card_id]
+    assert len(alone) < len(got) <= len(alone) + round(SOFT_SHARE * SPEC.n_features)
+    assert np.array_equal(got.descriptors[: len(alone)], alone.descriptors)
+    with_soft = Verifier(_InMemory(SPEC, both)).verify(view, card_id).inliers
+    without = Verifier(_InMemory(SPEC, sharp)).verify(view, card_id).inliers
+    assert with_soft >= 1.2 * without, (with_soft, without)  # 75 against 57 when written
 
 
 def test_a_truncated_or_foreign_feature_file_is_a_typed_error(refs, tmp_path: Path) -> None:
@@ -590,6 +625,79 @@ def test_printings_differing_only_in_small_print_are_told_apart_by_their_detail_
         assert v is not None and not v.match.known and v.match.runner_up
     for v, truth in zip(fine, ("print-b", "print-a"), strict=True):
         assert v is not None and v.match.known and v.match.card_id == truth, v
+
+
+def test_two_printings_are_told_apart_by_their_number_beside_a_third_with_other_text(
+    cards, tmp_path: Path
+) -> None:
+    # given three printings of one art: a and b differ only in their collector number, c also in
+    # its text boxes (laid out mirrored: a region far larger than the number, where a and b
+    # agree), and b in view with the art's homography found
+    from edge.reprints import DETAIL_CLEAR, by_detail
+
+    base = next(iter(cards.values()))
+    c = _small_print(base, "087/191")
+    h = c.shape[0]
+    c[h // 2 : int(0.88 * h)] = c[h // 2 : int(0.88 * h), ::-1]
+    printings = {"print-a": _small_print(base, "012/204"), "print-b": _small_print(base, "087/191"),
+                 "print-c": c}  # fmt: skip
+    items = reference_features(printings.items(), SPEC)
+    thumbs = {k: thumbnail_jpeg(im) for k, im in printings.items()}
+    details = {k: detail_jpeg(im, SPEC) for k, im in printings.items()}
+    write_reference_features(tmp_path / "details.bin", SPEC, items, thumbs, details)
+    refs = ReferenceFeatures(tmp_path / "details.bin")
+    stage = VerifyStage(refs, Thresholds(verify_min_inliers=15), threads=1)
+    scene = _scene(printings["print-b"], TRUE_QUAD)
+    gray = cv2.cvtColor(scene, cv2.COLOR_RGB2GRAY)
+    evidence, warp = stage.gather(scene, gray, _box(TRUE_QUAD), [Candidate("print-b", 0.9)])
+    stage.close()
+    art = evidence.results[0].homography
+    assert art is not None
+    # when the three are compared by their detail images, c and a first
+    cands = [Verification(k, 40, 60, homography=art) for k in ("print-c", "print-a", "print-b")]
+    got = by_detail(refs, scene, warp, cands)
+    # then b wins clearly: a and b are compared where they differ, not where c differs from both
+    assert got is not None
+    win, _, gap, agree = got
+    assert cands[win].card_id == "print-b" and gap >= DETAIL_CLEAR and agree > 0.5, got
+
+
+def test_a_card_proven_at_the_distinct_point_is_compared_with_every_printing_of_its_art(
+    cards, tmp_path: Path
+) -> None:
+    # given two printings that differ only in their number, b in view, and evidence of the kind
+    # RANSAC gives by chance on a few inliers: printing a found 12, printing b (the one in view)
+    # none, so that only the distinct point (12 >= 2 x 0) proves the art
+    base = next(iter(cards.values()))
+    printings = {"print-a": _small_print(base, "012/204"), "print-b": _small_print(base, "087/191")}
+    items = reference_features(printings.items(), SPEC)
+    thumbs = {k: thumbnail_jpeg(im) for k, im in printings.items()}
+    details = {k: detail_jpeg(im, SPEC) for k, im in printings.items()}
+    write_reference_features(tmp_path / "details.bin", SPEC, items, thumbs, details)
+    thresholds = Thresholds(verify_min_inliers=500, verify_strong_inliers=500,
+                            verify_distinct_inliers=9, verify_distinct_photometric=0.0)  # fmt: skip
+    stage = VerifyStage(
+        ReferenceFeatures(tmp_path / "details.bin"), thresholds, threads=1,
+        printings={"print-a": ["print-b"], "print-b": ["print-a"]},
+    )  # fmt: skip
+    scene = _scene(printings["print-b"], TRUE_QUAD)
+    gray = cv2.cvtColor(scene, cv2.COLOR_RGB2GRAY)
+    found, warp = stage.gather(scene, gray, _box(TRUE_QUAD), [Candidate("print-b", 0.9)])
+    art = found.results[0].homography
+    assert art is not None
+    chance = Evidence(
+        (replace(found.results[0], card_id="print-a", inliers=12), Verification("print-b", 0, 3)),
+        found.query_features, complete=True,
+    )  # fmt: skip
+    assert stage.distinct(chance) and not stage.passes(chance.results[0])
+    # when decided
+    shortlist = [Candidate("print-a", 0.9), Candidate("print-b", 0.89)]
+    card = CardMatch(_box(TRUE_QUAD), Match("print-a", 0.9, 0.01, False), tuple(shortlist))
+    verdict = stage.decide(card, shortlist, chance, warp, scene)
+    stage.close()
+    # then the printing is the one in view (its number decides), never the one RANSAC favoured
+    assert verdict is not None and verdict.match.known, verdict
+    assert verdict.match.card_id == "print-b" and verdict.match.inliers == 12
 
 
 def test_a_homography_that_explains_only_the_art_gives_no_polygon(refs) -> None:
