@@ -462,6 +462,18 @@ class VerifyStage:
             if v.homography is not None and v.inliers >= max(RIVAL_MIN, t.verify_ambiguous * best.inliers)
         ]  # fmt: skip
         ambiguous_with = ""
+        if not self.passes(best):
+            # Proven at the distinct point only: on so few inliers, a printing of the same art
+            # may have found none by chance (its RANSAC failed), so every printing is compared.
+            held = {v.card_id for v in rivals}
+            found = {v.card_id: v for v in evidence.results}
+            for c in self.same_art(best.card_id):
+                v = found.get(c) or Verification(c, 0, 0)
+                if c in held or image is None:
+                    continue
+                if v.homography is None:  # its colours under the art's homography
+                    v = self.coloured(image, warp, replace(v, homography=best.homography))
+                rivals.append(v)
         cands = [best, *rivals]
         if rivals and image is not None:
             picked = self.discriminate(image, warp, cands)
@@ -473,6 +485,8 @@ class VerifyStage:
             else:
                 best, ambiguous_with = picked
                 ambiguous_with = ambiguous_with or doubted_by(best, cands)
+        if not best.inliers:  # a printing picked by its pixels under the art's homography
+            best = replace(best, homography=cands[0].homography, inliers=cands[0].inliers)
         assert best.homography is not None
         # The printings of one art differ outside it: where the homography explains the art but
         # not the whole card, or part of the card lies beyond the frame's edge (a card sliding
