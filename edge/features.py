@@ -48,6 +48,12 @@ SHARED_PX = 12.0  # a template feature recurs within this many canvas px on othe
 SHARED_HAMMING = 48  # ... with a descriptor at most this far (of 256 bits)
 SHARED_MAX = 2  # a feature found on this many sampled cards is template
 SHARED_SAMPLE = 24  # other cards each card is compared with
+# References are extracted twice: as scanned, and softened as the camera sees a card at
+# SOFT_SCALE of the canvas (a crop upsampled to the canvas has no fine corners; a sharp scan's
+# features barely match it). SOFT_SHARE x n_features softened ones are kept beside the sharp ones.
+SOFT_SCALE = 0.5
+SOFT_SHARE = 0.3
+SOFT_SAME_PX = 3.0  # a softened feature this close to a sharp one with a near-identical descriptor
 Method = Literal["orb", "sift"]  # AKAZE left opencv-python's main modules in OpenCV 5
 
 Points = npt.NDArray[np.float32]  # N x 2, canvas px (x, y)
@@ -126,10 +132,45 @@ def reference_features(
     wide = Extractor(replace(spec, n_features=2 * spec.n_features))
     ids: list[str] = []
     raw: list[Features] = []
+    soft: list[Features] = []
     for card_id, image in images:
         ids.append(card_id)
-        raw.append(wide.extract(wide.gray(image)))
-    return list(zip(ids, distinctive(raw, spec.n_features, seed=seed), strict=True))
+        gray = wide.gray(image)
+        raw.append(wide.extract(gray))
+        if SOFT_SHARE:
+            soft.append(wide.extract(softened(gray)))
+    sharp = distinctive(raw, spec.n_features, seed=seed)
+    if not SOFT_SHARE:
+        return list(zip(ids, sharp, strict=True))
+    coarse = distinctive(soft, round(SOFT_SHARE * spec.n_features), seed=seed)
+    return [(i, merged(a, b)) for i, a, b in zip(ids, sharp, coarse, strict=True)]
+
+
+def softened(gray: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """A canvas image as the device's warp makes it of a card seen SOFT_SCALE the canvas's size:
+    area-downscaled, then bilinearly back up."""
+    h, w = gray.shape[:2]
+    small = cv2.resize(
+        gray, (round(w * SOFT_SCALE), round(h * SOFT_SCALE)), interpolation=cv2.INTER_AREA
+    )
+    return np.ascontiguousarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR))
+
+
+def merged(sharp: Features, soft: Features) -> Features:
+    """sharp's features, then soft's that do not repeat one of them (a near-identical descriptor
+    within SOFT_SAME_PX)."""
+    if not len(sharp) or not len(soft):
+        return sharp if len(sharp) else soft
+    dist, nearest = cv2.batchDistance(
+        soft.descriptors, sharp.descriptors, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=1
+    )
+    d, t = dist.reshape(-1), nearest.reshape(-1)
+    near = np.linalg.norm(soft.points - sharp.points[t], axis=1) < SOFT_SAME_PX
+    new = ~((d < SHARED_HAMMING) & near)
+    return Features(
+        np.concatenate([sharp.points, soft.points[new]]),
+        np.concatenate([sharp.descriptors, soft.descriptors[new]]),
+    )
 
 
 def empty_features(spec: FeatureSpec) -> Features:
