@@ -3,10 +3,12 @@
 Boxes are associated with existing tracks by oriented-box (polygon) IoU plus closeness to the
 track's predicted centre (constant-velocity motion). Each track keeps a sliding window of index
 verdicts and votes a card id from them. A box is re-embedded only when its track is new, still
-uncertain, moved or changed shape a lot since its last embedding, or every `refresh_every` frames;
-on a static scene the embeddings per frame therefore fall to about zero. A verdict verified by
-geometry settles its track's vote at once: a verified, stable track is not verified again every
-frame, and a new card is named as soon as its track is confirmed.
+uncertain, moved or changed shape a lot since its last embedding, or every `refresh_every` frames
+(every `unknown_every` while no card is named for it); on a static scene of known cards the
+embeddings per frame therefore fall to about zero. A verdict verified by geometry settles its
+track's vote at once (the verdicts that proved nothing before it are dropped): a verified, stable
+track is not verified again every frame, and a new card is named as soon as its track is
+confirmed, even when its first looks (sliding in, half out of the frame) proved nothing.
 Events: card_appeared (a track is confirmed), card_identified (its vote settles or changes),
 card_left (a confirmed track is lost).
 A track seen again after frames unseen is looked at again: a person may have swapped the card at
@@ -47,6 +49,10 @@ class TrackerConfig:
     min_votes: int = 3  # votes needed before a track counts as identified
     min_share: float = 0.6  # share of the window's weight the winner needs
     refresh_every: int = 30  # re-embed a stable track at least this often
+    # ... and a track that no card has been named for this often: its first looks may have been
+    # poor (a card sliding in, cut by the frame's edge or blurred by the hand), and an unknown
+    # card that stays is rare
+    unknown_every: int = 3
     reembed_iou: float = 0.6  # re-embed when IoU with the box at the last embedding drops below
     recheck_frames: int = 15  # after a gap, look at a track every frame for this long (a swap?)
 
@@ -210,6 +216,10 @@ class Tracker:
                     track.votes.append((match.card_id, match.score, match.known))
                 if match.confidence == "verified":
                     track.verified = match.card_id
+                    # proven by geometry: the looks that could prove nothing no longer count
+                    kept = [v for v in track.votes if v[2]]
+                    track.votes.clear()
+                    track.votes.extend(kept)
                 while len(track.votes) > cfg.window:
                     track.votes.popleft()
                 track.last_embed_frame, track.embed_box, track.top_k = (
@@ -296,7 +306,10 @@ class Tracker:
             return True
         _, settled = track.settled(cfg)
         settled = settled or track.background  # looked at, and not a card: look again on change
-        if not settled or frame_id - track.last_embed_frame >= cfg.refresh_every:
+        since = frame_id - track.last_embed_frame
+        if not settled or since >= cfg.refresh_every:
+            return True
+        if not track.identity[2] and not track.background and since >= cfg.unknown_every:
             return True
         if track.verified is not None and track.verified == track.identity[0]:
             return False  # proven by geometry: moving the card does not change what it is

@@ -89,6 +89,29 @@ def test_uncertain_track_is_re_embedded_every_frame() -> None:
     assert counts == [1] * 10
 
 
+def test_a_card_whose_first_looks_proved_nothing_is_named_once_geometry_proves_it() -> None:
+    # given a card that lay still while its first looks proved nothing (sliding in, half out of
+    # the frame: unknown verdicts that settle the track's vote as unknown)
+    tracker = Tracker(TrackerConfig(refresh_every=1000, unknown_every=3))
+    b = [box(200, 200)]
+    looked = []
+    for f in range(6):
+        plan = tracker.plan(b, f, f / 30)
+        looked.append(len(plan.to_embed))
+        tracker.commit(plan, {i: verdict("x", 0.9, known=False) for i in plan.to_embed})
+    # then it is still looked at every unknown_every frames (a known card's track would rest)
+    assert looked == [1, 1, 1, 0, 0, 1]
+    # when a later look verifies it by geometry
+    plan = tracker.plan(b, 8, 8 / 30)
+    assert plan.to_embed == (0,)
+    proven = Match("card-a", 0.93, 0.1, True, confidence="verified")
+    events = tracker.commit(plan, {0: (proven, (Candidate("card-a", 0.93),))})
+    # then the card is named at once, not outvoted by the looks that proved nothing
+    snap = tracker.snapshot()
+    assert snap[0].card_id == "card-a" and snap[0].known and snap[0].verified
+    assert [(e.kind, e.card_id) for e in events] == [("card_identified", "card-a")]
+
+
 def test_large_move_since_last_embedding_triggers_re_embedding() -> None:
     tracker = Tracker(TrackerConfig(refresh_every=1000))
     for f in range(5):
