@@ -112,14 +112,25 @@ class _Track:
     identified: bool = False
     top_k: tuple[Candidate, ...] = ()
     verified: str | None = None  # a card id proven by geometry in this track: settles the vote
+    proofs: dict[str, int] = field(default_factory=dict)  # verified verdicts per card id
+    printed: bool = False  # the latest proof named one of several printings of its art
     background: bool = False  # its latest verdict: not a card (never announced while so)
     face_down: bool = False  # its latest verdict: a card back (announced, never named)
     returned: int | None = None  # frame it was seen again after missed frames (a swap?)
 
     def settled(self, cfg: TrackerConfig) -> tuple[tuple[str | None, float, bool], bool]:
-        """The track's vote; one geometric verification of the winner settles it at once."""
+        """The track's vote; a geometric verification of the winner settles it at once."""
         identity, settled = vote(self.votes, cfg.min_votes, cfg.min_share)
-        return identity, settled or (identity[0] is not None and identity[0] == self.verified)
+        return identity, settled or self.proven(identity[0])
+
+    def proven(self, card_id: str | None) -> bool:
+        """Geometry proved card_id in this track: once, or twice for one of several printings of
+        its art (the small print that tells them apart is what a poor look gets wrong)."""
+        return (
+            card_id is not None
+            and card_id == self.verified
+            and (not self.printed or self.proofs.get(card_id, 0) >= 2)
+        )
 
 
 def centre(corners: Corners) -> npt.NDArray[np.float32]:
@@ -215,7 +226,8 @@ class Tracker:
                 if not track.background:  # background is no vote, only a reason to look less
                     track.votes.append((match.card_id, match.score, match.known))
                 if match.confidence == "verified":
-                    track.verified = match.card_id
+                    track.verified, track.printed = match.card_id, match.printings > 0
+                    track.proofs[match.card_id] = track.proofs.get(match.card_id, 0) + 1
                     # proven by geometry: the looks that could prove nothing no longer count
                     kept = [v for v in track.votes if v[2]]
                     track.votes.clear()
@@ -311,7 +323,7 @@ class Tracker:
             return True
         if not track.identity[2] and not track.background and since >= cfg.unknown_every:
             return True
-        if track.verified is not None and track.verified == track.identity[0]:
+        if track.proven(track.identity[0]):
             return False  # proven by geometry: moving the card does not change what it is
         return polygon_iou(track.box.corners, track.embed_box.corners) < cfg.reembed_iou
 

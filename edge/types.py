@@ -52,6 +52,7 @@ class Match:
     inliers: int = 0  # homography inliers of the reported card (0: not verified)
     reason: str = ""  # why the card is probable or unknown, in words
     runner_up: str = ""  # a close second candidate that also verified (same-art reprints)
+    printings: int = 0  # other printings of its art in the catalogue (a verified card's)
 
 
 @dataclass(frozen=True, slots=True)

@@ -505,6 +505,7 @@ class VerifyStage:
             card_id=best.card_id, score=score, margin=margin, known=True, confidence="verified",
             inliers=best.inliers, reason=f"taught view {best.view}" if best.view else
             ("" if best.card_id in scores else "local-feature shortlist"),
+            printings=len(self.same_art(best.card_id)),
         )  # fmt: skip
         if ambiguous_with:  # the art is proven, the printing is not: never a guess as known
             why = f"same art as {ambiguous_with}: the printing cannot be told apart in this view"

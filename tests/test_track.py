@@ -112,6 +112,26 @@ def test_a_card_whose_first_looks_proved_nothing_is_named_once_geometry_proves_i
     assert [(e.kind, e.card_id) for e in events] == [("card_identified", "card-a")]
 
 
+def test_one_of_several_printings_is_named_once_two_looks_prove_the_same_one() -> None:
+    # given a card whose art has another printing: a poor first look proves the wrong printing
+    # (its small print misread), the looks after it the right one
+    tracker = Tracker(TrackerConfig(refresh_every=1000))
+    b = [box(200, 200)]
+
+    def proof(card_id: str) -> tuple[Match, tuple[Candidate, ...]]:
+        m = Match(card_id, 0.93, 0.01, True, confidence="verified", inliers=40, printings=1)
+        return m, (Candidate(card_id, 0.93),)
+
+    named, looked = [], []
+    for f, card in enumerate(["print-x", "print-y", "print-y", "print-y"]):
+        plan = tracker.plan(b, f, f / 30)
+        looked.append(len(plan.to_embed))
+        events = tracker.commit(plan, {i: proof(card) for i in plan.to_embed})
+        named += [e.card_id for e in events if e.kind == "card_identified"]
+    # then the track keeps looking after the first proof and is named only the right printing
+    assert looked == [1, 1, 1, 0] and named == ["print-y"]
+
+
 def test_large_move_since_last_embedding_triggers_re_embedding() -> None:
     tracker = Tracker(TrackerConfig(refresh_every=1000))
     for f in range(5):
