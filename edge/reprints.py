@@ -32,7 +32,7 @@ DETAIL_MIN_PX = 40  # differing canvas px a region needs to be compared (a digit
 DETAIL_SHIFT = 2  # px each way the crop may sit off its homography (ORB's inliers are ~1-2 px)
 DETAIL_FLAT = 4.0  # grey std below which a region is blank (no correlation to speak of)
 DETAIL_CLEAR = 0.03  # a correlation gap beyond which the small print decides ...
-DETAIL_AGREE = 0.3  # ... when its winner agrees this well at least
+DETAIL_AGREE = 0.5  # ... when its winner agrees this well at least
 
 
 def discriminate(
