@@ -88,9 +88,8 @@ def add_verification(
     if small:
         logger.warning(
             "%d of %d scans are under the %d px the reference features are extracted at (e.g. "
-            "%s): they are upsampled, and fewer of their cards will verify; scans %d px tall or "
-            "more verify best (on the demo's cards, 224 px scans named 0.53 of the held-out "
-            "cards right, full-size renders 0.77)",
+            "%s): they are upsampled, and print finer than the scan (a collector number, a set "
+            "symbol) cannot tell same-art printings apart; scans %d px tall or more keep it",
             len(small), len(items), spec.height, small[0], spec.height,
         )  # fmt: skip
     header = write_reference_features(bundle_dir / FEATURES_FILE, spec, items, thumbs, details)

@@ -173,10 +173,10 @@ def test_scans_smaller_than_the_feature_canvas_are_reindexed_with_a_warning(
     result = reindex_cli(
         "--bundle", str(factory_bundle), "--catalogue", str(folder), "--out", str(tmp_path / "b")
     )
-    # then the bundle is written, and the command says why its cards will verify less well
+    # then the bundle is written, and the command says what such scans cannot tell apart
     assert result.returncode == 0, result.stderr
     assert "4 of 4 scans are under the 336 px" in result.stderr
-    assert "336 px tall or more verify best" in result.stderr
+    assert "336 px tall or more keep it" in result.stderr
 
 
 def test_scans_are_resized_as_the_training_index_builder_resizes_them(

@@ -16,11 +16,15 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training import runs
+
+if TYPE_CHECKING:
+    from training.synth.catalogue import CardRecord
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +72,7 @@ class DemoConfig:
 
 
 def synthesise(cfg: DemoConfig, data: Path) -> None:
-    """The synthetic world (SYNTH's `build_world`) and the reference catalogue folder: the same
-    cards, their scans re-rendered at `scan_height` so the committed folder stays small."""
-    from training.synth.card_render import render_card
-    from training.synth.catalogue import write_catalogue_dir
+    """The synthetic world (SYNTH's `build_world`) and the reference catalogue folder."""
     from training.synth.world import WorldSpec, build_world
 
     world = build_world(
@@ -83,8 +84,23 @@ def synthesise(cfg: DemoConfig, data: Path) -> None:
             background_dir=cfg.background_dir,
         ),
     )  # fmt: skip
-    scans = {r.card_id: render_card(r, cfg.scan_height) for r in world.records}
-    write_catalogue_dir(cfg.reference, world.records, scans)
+    write_reference(world.records, data / "catalogue", cfg.reference, cfg.scan_height)
+
+
+def write_reference(records: Sequence[CardRecord], catalogue: Path, out: Path, height: int) -> None:
+    """The committed catalogue folder: the world's catalogue images (what the bundle's reference
+    features are extracted from) scaled down to `height`, so the folder stays small. Scaled, not
+    rendered again at that height: the renderer lays text and ornaments out per pixel size, so a
+    224 px render is another picture of the card, and a scene or a deck made from the folder
+    would show cards whose small print the bundle's references do not have."""
+    from training.synth.card_render import render_card
+    from training.synth.catalogue import write_catalogue_dir
+
+    scans = {
+        r.card_id: render_card(replace(r, image_path=catalogue / "images" / f"{r.card_id}.jpg"), height)
+        for r in records
+    }  # fmt: skip
+    write_catalogue_dir(out, records, scans)
 
 
 def start_detector(cfg: DemoConfig, data: Path) -> subprocess.Popen[bytes]:
