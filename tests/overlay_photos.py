@@ -11,6 +11,8 @@ new art into it.
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +21,6 @@ from tests.bundle_factory import REPO_ROOT
 
 DEMO = REPO_ROOT / "models" / "demo"
 CARD = "s01-001"  # a demo card with a self-test scan
-OTHER = "s03-009"  # another one, for "an unknown card is not pulled into the taught one"
 POSE_1 = [[200, 80], [420, 100], [400, 400], [180, 380]]  # px, clockwise from the card's top-left
 POSE_2 = [[250, 60], [450, 90], [440, 380], [230, 360]]
 
@@ -27,7 +28,10 @@ Image = npt.NDArray[np.uint8]
 
 
 def scan(card_id: str = CARD) -> Image:
-    bgr = cv2.imread(str(DEMO / "selftest" / f"{card_id}.jpg"), cv2.IMREAD_COLOR)
+    """The demo bundle's self-test scan of card_id (the manifest names the files)."""
+    manifest = json.loads((DEMO / "manifest.json").read_text(encoding="utf-8"))
+    [name] = [n for n, c in manifest["selftest"].items() if c == card_id]
+    bgr = cv2.imread(str(DEMO / name), cv2.IMREAD_COLOR)
     assert bgr is not None, card_id
     return np.ascontiguousarray(bgr[..., ::-1])
 
