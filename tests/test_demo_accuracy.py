@@ -50,16 +50,16 @@ def test_demo_bundle_keeps_its_verified_accuracy(scenes: Path) -> None:
     # a card the detector misses counts as not named), and far better than the embedding alone;
     # what it reports known is right; unknown cards are never named; few phantom cards
     in_view = verified["named_right_unoccluded_80px_in_view"]
-    # 0.698 when committed (0.674 with the previous stop's bundle and scans, 0.651 before that)
+    # 0.651 when committed (0.674 with the previous stop's bundle and scans, 0.651 before that)
     assert in_view >= 0.6, verified
-    assert verified["named_right_unoccluded_80px"] >= 0.6, verified  # of those detected: 0.714
+    assert verified["named_right_unoccluded_80px"] >= 0.6, verified  # of those detected: 0.667
     assert (
         verified["named_right_unoccluded_80px"] >= embedding["named_right_unoccluded_80px"] + 0.25
     )
     assert verified["precision_known"] >= 0.98, verified
     assert verified["unknown_flagged"] >= 0.95, verified
     assert verified["false_cards_per_scene"] <= 0.2, verified
-    # 46 of 85 detected known cards verified when committed
+    # 44 of 85 detected known cards verified when committed
     assert report["decision"]["tiers_known"].get("verified", 0) >= 0.33 * report["n_known_detected"]
 
 
