@@ -36,36 +36,3 @@ def test_no_distinct_point_where_it_would_let_a_wrong_card_through() -> None:
     rule, n_right = choose_rule([*clear, *poor], alone)
     # then no distinct point is used (it would name the unknown cards) and only the clear pass
     assert rule[4] == 1000 and n_right == 100
-
-
-def test_a_share_of_the_calibration_scenes_shows_the_cards_from_lower_resolution_copies(
-    monkeypatch,
-) -> None:
-    # given sharp 512 px card images, known and unknown
-    import cv2
-    import numpy as np
-
-    import training.calibrate_verify as cv
-    from training.synth.card_render import render_card
-    from training.synth.catalogue import procedural_catalogue
-
-    cards = {r.card_id: render_card(r, 512) for r in procedural_catalogue(8, 2)}
-    known, unknown = dict(list(cards.items())[:6]), dict(list(cards.items())[6:])
-
-    def sharpness(soft_share: float) -> list[float]:
-        monkeypatch.setattr(cv, "SOFT_SCENES", soft_share)
-        values = []
-        for scene, truth in cv.fresh_scenes(known, unknown, 3, seed=3):
-            grey = cv2.cvtColor(scene.image, cv2.COLOR_RGB2GRAY)
-            inside = np.zeros(grey.shape, np.uint8)
-            for g in truth:
-                cv2.fillConvexPoly(inside, g.corners.astype(np.int32), 1)
-            values.append(float(cv2.Laplacian(grey, cv2.CV_64F)[inside > 0].var()))
-        return values
-
-    # when three scenes are made with every scene softened, and with none (the same layouts:
-    # the softening draws from its own generator)
-    soft, sharp = sharpness(1.0), sharpness(0.0)
-    # then each softened scene's cards carry less fine detail (0.68-0.84x when written: a card
-    # drawn smaller than its copy loses little)
-    assert all(a < 0.9 * b for a, b in zip(soft, sharp, strict=True)), (soft, sharp)

@@ -28,7 +28,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import cv2
 import numpy as np
@@ -52,11 +52,6 @@ MIN_INLIERS = 10
 MIN_DISTINCT_INLIERS = 9  # the distinct point's floor (a homography on fewer proves little)
 PRECISION = 0.997  # of the cards the rule passes on these scenes, right (the bar: 0.995) ...
 LOOSE_PRECISION = 0.99  # ... and when loosened by the buffer
-# A share of the scenes shows every card (known and unknown alike) from a copy scaled to a height
-# in SOFT_HEIGHTS: a catalogue scan or a print is not always sharper than the camera's view, and
-# colours agree less through the blur (the committed demo scans are 224 px).
-SOFT_SCENES = 0.5
-SOFT_HEIGHTS = (160, 320)
 FALSE_CARDS_PER_SCENE = 0.03  # background boxes allowed through, per scene, on these scenes
 
 
@@ -101,23 +96,12 @@ class VerifyCalibration:
 CALIBRATION_SCENES = replace(DETECTOR_SCENES, back_prob=0.0, background_dir=None)
 
 
-def _scaled(image: ImageRGB, height: int) -> ImageRGB:
-    """A card image area-scaled to `height` px (its aspect kept)."""
-    h, w = image.shape[:2]
-    if h <= height:
-        return image
-    size = (max(1, round(w * height / h)), height)
-    return cast(ImageRGB, cv2.resize(image, size, interpolation=cv2.INTER_AREA))
-
-
 def fresh_scenes(
     known: dict[str, ImageRGB], unknown: dict[str, ImageRGB], n_scenes: int, seed: int
 ) -> Iterator[tuple[Scene, list[GtCard]]]:
     """Training-config scenes of 1-4 cards, some of them unknown, with their ground truth, and
-    things on the table that are not cards (the boxes background_conf must refuse); SOFT_SCENES
-    of them show their cards from lower-resolution copies."""
+    things on the table that are not cards (the boxes background_conf must refuse)."""
     rng = np.random.default_rng(seed)
-    softening = np.random.default_rng([seed, 1])  # apart: the scenes' layout does not depend on it
     images = known | unknown
     known_ids, unknown_ids = sorted(known), sorted(unknown)
     for _ in range(n_scenes):
@@ -126,11 +110,7 @@ def fresh_scenes(
         ids = list(rng.choice(known_ids, n - n_unknown, replace=False)) + list(
             rng.choice(unknown_ids, n_unknown, replace=False)
         )
-        shown = {str(i): images[str(i)] for i in ids}
-        height = int(softening.integers(*SOFT_HEIGHTS))
-        if softening.random() < SOFT_SCENES:  # the cards as prints of a lower resolution show them
-            shown = {i: _scaled(im, height) for i, im in shown.items()}
-        scene = render_scene(shown, rng, CALIBRATION_SCENES, card_ids=list(shown))
+        scene = render_scene(images, rng, CALIBRATION_SCENES, card_ids=[str(i) for i in ids])
         yield (
             scene,
             [
