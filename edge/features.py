@@ -159,14 +159,7 @@ def softened(gray: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
 def merged(sharp: Features, soft: Features) -> Features:
     """sharp's features, then soft's that do not repeat one of them (a near-identical descriptor
     within SOFT_SAME_PX)."""
-    if not len(sharp) or not len(soft):
-        return sharp if len(sharp) else soft
-    dist, nearest = cv2.batchDistance(
-        soft.descriptors, sharp.descriptors, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=1
-    )
-    d, t = dist.reshape(-1), nearest.reshape(-1)
-    near = np.linalg.norm(soft.points - sharp.points[t], axis=1) < SOFT_SAME_PX
-    new = ~((d < SHARED_HAMMING) & near)
+    new = ~repeats(soft, sharp, SOFT_SAME_PX)
     return Features(
         np.concatenate([sharp.points, soft.points[new]]),
         np.concatenate([sharp.descriptors, soft.descriptors[new]]),
@@ -213,16 +206,23 @@ def shared(f: Features, others: Sequence[Features]) -> npt.NDArray[np.bool_]:
     edge.overlay)."""
     hits = np.zeros(len(f), np.int32)
     for g in others:
-        if len(g) == 0 or len(f) == 0:
-            continue
-        dist, nearest = cv2.batchDistance(
-            f.descriptors, g.descriptors, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=1
-        )
-        d, t = dist.reshape(-1), nearest.reshape(-1)
-        near = np.linalg.norm(f.points - g.points[t], axis=1) < SHARED_PX
-        hits += (d < SHARED_HAMMING) & near
+        hits += repeats(f, g, SHARED_PX)
     mask: npt.NDArray[np.bool_] = hits >= SHARED_MAX
     return mask
+
+
+def repeats(f: Features, g: Features, px: float) -> npt.NDArray[np.bool_]:
+    """Which of f's features g repeats: a near-identical descriptor (Hamming < SHARED_HAMMING)
+    within `px` canvas px."""
+    if len(g) == 0 or len(f) == 0:
+        return np.zeros(len(f), bool)
+    dist, nearest = cv2.batchDistance(
+        f.descriptors, g.descriptors, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=1
+    )
+    d, t = dist.reshape(-1), nearest.reshape(-1)
+    near = np.linalg.norm(f.points - g.points[t], axis=1) < px
+    out: npt.NDArray[np.bool_] = (d < SHARED_HAMMING) & near
+    return out
 
 
 # --- the reference file ------------------------------------------------------------------------

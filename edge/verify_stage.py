@@ -462,15 +462,15 @@ class VerifyStage:
             if v.homography is not None and v.inliers >= max(RIVAL_MIN, t.verify_ambiguous * best.inliers)
         ]  # fmt: skip
         ambiguous_with = ""
-        if not self.passes(best):
+        if not self.passes(best) and image is not None:
             # Proven at the distinct point only: on so few inliers, a printing of the same art
             # may have found none by chance (its RANSAC failed), so every printing is compared.
             held = {v.card_id for v in rivals}
             found = {v.card_id: v for v in evidence.results}
             for c in self.same_art(best.card_id):
-                v = found.get(c) or Verification(c, 0, 0)
-                if c in held or image is None:
+                if c in held:
                     continue
+                v = found.get(c) or Verification(c, 0, 0)
                 if v.homography is None:  # its colours under the art's homography
                     v = self.coloured(image, warp, replace(v, homography=best.homography))
                 rivals.append(v)
@@ -505,7 +505,7 @@ class VerifyStage:
             card_id=best.card_id, score=score, margin=margin, known=True, confidence="verified",
             inliers=best.inliers, reason=f"taught view {best.view}" if best.view else
             ("" if best.card_id in scores else "local-feature shortlist"),
-            printings=len(self.same_art(best.card_id)),
+            printings=len(printings),
         )  # fmt: skip
         if ambiguous_with:  # the art is proven, the printing is not: never a guess as known
             why = f"same art as {ambiguous_with}: the printing cannot be told apart in this view"

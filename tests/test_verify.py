@@ -627,6 +627,15 @@ def test_printings_differing_only_in_small_print_are_told_apart_by_their_detail_
         assert v is not None and v.match.known and v.match.card_id == truth, v
 
 
+def _with_details(printings: dict[str, np.ndarray], path: Path) -> ReferenceFeatures:
+    """A reference file of `printings` with thumbnails and detail images, as bundles write it."""
+    items = reference_features(printings.items(), SPEC)
+    thumbs = {k: thumbnail_jpeg(im) for k, im in printings.items()}
+    details = {k: detail_jpeg(im, SPEC) for k, im in printings.items()}
+    write_reference_features(path, SPEC, items, thumbs, details)
+    return ReferenceFeatures(path)
+
+
 def test_two_printings_are_told_apart_by_their_number_beside_a_third_with_other_text(
     cards, tmp_path: Path
 ) -> None:
@@ -641,11 +650,7 @@ def test_two_printings_are_told_apart_by_their_number_beside_a_third_with_other_
     c[h // 2 : int(0.88 * h)] = c[h // 2 : int(0.88 * h), ::-1]
     printings = {"print-a": _small_print(base, "012/204"), "print-b": _small_print(base, "087/191"),
                  "print-c": c}  # fmt: skip
-    items = reference_features(printings.items(), SPEC)
-    thumbs = {k: thumbnail_jpeg(im) for k, im in printings.items()}
-    details = {k: detail_jpeg(im, SPEC) for k, im in printings.items()}
-    write_reference_features(tmp_path / "details.bin", SPEC, items, thumbs, details)
-    refs = ReferenceFeatures(tmp_path / "details.bin")
+    refs = _with_details(printings, tmp_path / "details.bin")
     stage = VerifyStage(refs, Thresholds(verify_min_inliers=15), threads=1)
     scene = _scene(printings["print-b"], TRUE_QUAD)
     gray = cv2.cvtColor(scene, cv2.COLOR_RGB2GRAY)
@@ -670,16 +675,12 @@ def test_a_card_proven_at_the_distinct_point_is_compared_with_every_printing_of_
     # none, so that only the distinct point (12 >= 2 x 0) proves the art
     base = next(iter(cards.values()))
     printings = {"print-a": _small_print(base, "012/204"), "print-b": _small_print(base, "087/191")}
-    items = reference_features(printings.items(), SPEC)
-    thumbs = {k: thumbnail_jpeg(im) for k, im in printings.items()}
-    details = {k: detail_jpeg(im, SPEC) for k, im in printings.items()}
-    write_reference_features(tmp_path / "details.bin", SPEC, items, thumbs, details)
+    refs = _with_details(printings, tmp_path / "details.bin")
     thresholds = Thresholds(verify_min_inliers=500, verify_strong_inliers=500,
                             verify_distinct_inliers=9, verify_distinct_photometric=0.0)  # fmt: skip
     stage = VerifyStage(
-        ReferenceFeatures(tmp_path / "details.bin"), thresholds, threads=1,
-        printings={"print-a": ["print-b"], "print-b": ["print-a"]},
-    )  # fmt: skip
+        refs, thresholds, threads=1, printings={"print-a": ["print-b"], "print-b": ["print-a"]}
+    )
     scene = _scene(printings["print-b"], TRUE_QUAD)
     gray = cv2.cvtColor(scene, cv2.COLOR_RGB2GRAY)
     found, warp = stage.gather(scene, gray, _box(TRUE_QUAD), [Candidate("print-b", 0.9)])
