@@ -7,6 +7,7 @@ where those differ (edge.verify_stage decides what to do with the answer).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import cv2
@@ -26,6 +27,7 @@ AGREE_NCC = 0.3  # ... when the winner agrees this well at least (else neither i
 COLOUR_DOUBT = 0.03  # a rival's whole-card colours this much closer: the pick is in doubt
 # The small print, on the references' grey detail images at the canvas's resolution:
 Grey = npt.NDArray[np.uint8]
+Region = tuple[int, int, int, int, int]  # x, y, width, height, area (canvas px)
 DETAIL_LEVEL = 25.0  # grey difference (after a 1 px blur) at which two details differ
 DETAIL_CLOSE = (5, 9)  # differing pixels this close (rows, columns) are one region: a line of print
 DETAIL_MIN_PX = 40  # differing canvas px a region needs to be compared (a digit is ~40)
@@ -33,6 +35,11 @@ DETAIL_SHIFT = 2  # px each way the crop may sit off its homography (ORB's inlie
 DETAIL_FLAT = 4.0  # grey std below which a region is blank (no correlation to speak of)
 DETAIL_CLEAR = 0.03  # a correlation gap beyond which the small print decides ...
 DETAIL_AGREE = 0.5  # ... when its winner agrees this well at least
+FAINT_LEVEL = 12.0  # where two details differ nowhere by DETAIL_LEVEL: unblurred grey difference,
+FAINT_CLOSE = (5, 15)  # ... closed along a line of print,
+FAINT_MIN_PX = 20  # ... the px a region needs, ...
+FAINT_MAX_H = 12  # ... and at most this tall: a line of print (a finish over the art is no print)
+FAINT_MIN_SCALE = 0.75  # frame px per canvas px below which faint print is too small to be seen
 
 
 def discriminate(
@@ -100,15 +107,23 @@ def by_detail(
     raw, valid = frame_onto(image, warp, cands[0].homography, (spec.height, spec.width), spec)
     grey = cv2.cvtColor(raw, cv2.COLOR_RGB2GRAY)
     view: Grey = np.asarray(cv2.GaussianBlur(grey, (0, 0), 1.0), np.uint8)
-    smooth: list[Grey] = [
-        np.asarray(cv2.GaussianBlur(d, (0, 0), 1.0), np.uint8) for d in details if d is not None
-    ]
+    sharp: list[Grey] = [d for d in details if d is not None]
+    smooth: list[Grey] = [np.asarray(cv2.GaussianBlur(d, (0, 0), 1.0), np.uint8) for d in sharp]
+    # how large the card lies in the frame: faint print on a card seen small is noise
+    corners = np.array(
+        [[[0, 0]], [[spec.width, 0]], [[spec.width, spec.height]], [[0, spec.height]]]
+    )
+    to_frame = np.linalg.inv(np.linalg.inv(cands[0].homography) @ warp)
+    quad = np.asarray(cv2.perspectiveTransform(corners.astype(np.float64), to_frame), np.float64)
+    quad = quad.reshape(4, 2)
+    faint = math.sqrt(abs(_area(quad)) / (spec.width * spec.height)) >= FAINT_MIN_SCALE
     n = len(cands)
     gap = np.zeros((n, n))  # gap[i, j]: i's correlation minus j's where i and j differ
     agree = np.zeros((n, n))  # agree[i, j]: i's correlation there
     for i in range(n):
         for j in range(i + 1, n):
-            scores = _pair_regions(view, valid, smooth[i], smooth[j])
+            regions = differing(sharp[i], sharp[j], faint)
+            scores = _pair_regions(view, valid, smooth[i], smooth[j], regions)
             if scores is not None:
                 gap[i, j], gap[j, i] = scores[0] - scores[1], scores[1] - scores[0]
                 agree[i, j], agree[j, i] = scores
@@ -120,22 +135,19 @@ def by_detail(
 
 
 def _pair_regions(
-    view: Grey, valid: npt.NDArray[np.bool_], a: Grey, b: Grey
+    view: Grey, valid: npt.NDArray[np.bool_], a: Grey, b: Grey, regions: Sequence[Region]
 ) -> tuple[float, float] | None:
-    """The area-weighted best correlations of details a and b with the view in the regions where
-    a and b differ (connected patches of differing pixels, closed into lines of print, a few px
-    of margin around each), each matched with cv2.matchTemplate over +-DETAIL_SHIFT px; None
-    when no such region lies wholly inside the frame."""
-    apart = (np.abs(a.astype(np.int16) - b.astype(np.int16)) > DETAIL_LEVEL).astype(np.uint8)
-    closed = cv2.morphologyEx(apart, cv2.MORPH_CLOSE, np.ones(DETAIL_CLOSE, np.uint8))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(closed)
+    """The area-weighted best correlations of details a and b (smoothed) with the view in the
+    `regions` where a and b differ (`differing`; a few px of margin around each), each matched
+    with cv2.matchTemplate over +-DETAIL_SHIFT px; None when no such region lies wholly inside
+    the frame."""
     totals, weight = np.zeros(2), 0.0
     s = DETAIL_SHIFT
     h, w = a.shape
-    for x, y, bw, bh, area in stats[1:n]:
+    for x, y, bw, bh, area in regions:
         x0, y0 = max(x - 3, s), max(y - 3, s)
         x1, y1 = min(x + bw + 3, w - s), min(y + bh + 3, h - s)
-        if area < DETAIL_MIN_PX or x1 - x0 < 4 or y1 - y0 < 4:
+        if x1 - x0 < 4 or y1 - y0 < 4:
             continue
         if not valid[y0 - s : y1 + s, x0 - s : x1 + s].all():  # off the frame's edge
             continue
@@ -146,6 +158,38 @@ def _pair_regions(
     if not weight:
         return None
     return float(totals[0] / weight), float(totals[1] / weight)
+
+
+def differing(a: Grey, b: Grey, faint: bool = True) -> list[Region]:
+    """(x, y, width, height, area) of each region where details a and b differ: connected
+    patches of pixels whose grey levels differ by DETAIL_LEVEL after a 1 px blur, closed into
+    lines of print, DETAIL_MIN_PX at least. Where they differ nowhere by that much, the faint
+    print: pixels apart by FAINT_LEVEL unblurred, closed along a line by FAINT_CLOSE, regions of
+    FAINT_MIN_PX at least and no taller than a line (an illustrator's name or a collector number
+    in dark grey on dark grey: all that tells some printings apart), unless `faint` is False."""
+    tiers = (
+        (cv2.GaussianBlur(a, (0, 0), 1.0), cv2.GaussianBlur(b, (0, 0), 1.0), DETAIL_LEVEL,
+         DETAIL_CLOSE, DETAIL_MIN_PX, a.shape[0]),
+        (a, b, FAINT_LEVEL, FAINT_CLOSE, FAINT_MIN_PX, FAINT_MAX_H),
+    )[: 2 if faint else 1]  # fmt: skip
+    for one, other, level, close, min_px, max_h in tiers:
+        apart = (np.abs(one.astype(np.int16) - other.astype(np.int16)) > level).astype(np.uint8)
+        closed = cv2.morphologyEx(apart, cv2.MORPH_CLOSE, np.ones(close, np.uint8))
+        n, _, stats, _ = cv2.connectedComponentsWithStats(closed)
+        found = [
+            (int(x), int(y), int(bw), int(bh), int(area))
+            for x, y, bw, bh, area in stats[1:n]
+            if area >= min_px and bh <= max_h
+        ]  # fmt: skip
+        if found:
+            return found
+    return []
+
+
+def _area(quad: npt.NDArray[np.float64]) -> float:
+    """The signed area of a quadrilateral (shoelace)."""
+    x, y = quad[:, 0], quad[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
 
 
 def _correlation(around: Grey, patch: Grey, spread: float) -> float:

@@ -636,6 +636,50 @@ def _with_details(printings: dict[str, np.ndarray], path: Path) -> ReferenceFeat
     return ReferenceFeatures(path)
 
 
+def _faint_print(card: np.ndarray, number: str) -> np.ndarray:
+    """`card` with its lower right corner reprinted: a collector number in dark grey on a dark
+    grey box (about 25 grey levels apart), the way some frames print it."""
+    out = card.copy()
+    h, w = out.shape[:2]
+    y0, y1, x0, x1 = int(0.9 * h), int(0.95 * h), int(0.5 * w), int(0.95 * w)
+    out[y0:y1, x0:x1] = (52, 56, 64)
+    cv2.putText(out, number, (x0 + 4, y1 - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (80, 84, 92), 1,
+                cv2.LINE_AA)  # fmt: skip
+    return out
+
+
+def test_printings_differing_only_in_faint_print_are_told_apart(cards, tmp_path: Path) -> None:
+    # given two printings that differ only in a collector number printed faintly (dark grey on
+    # dark grey: nowhere 25 grey levels apart once blurred), and a third whose art differs only
+    # by a faint tint (a finish, no print)
+    from edge.reprints import DETAIL_LEVEL, differing
+
+    base = next(iter(cards.values()))
+    printings = {"print-a": _faint_print(base, "012/204"), "print-b": _faint_print(base, "087/191")}
+    refs = _with_details(printings, tmp_path / "details.bin")
+    a, b = refs.detail("print-a"), refs.detail("print-b")
+    assert a is not None and b is not None
+    blurred = [cv2.GaussianBlur(d, (0, 0), 1.0).astype(np.int16) for d in (a, b)]
+    assert np.abs(blurred[0] - blurred[1]).max() <= DETAIL_LEVEL
+    tinted = a.copy()
+    tinted[40:200] = np.clip(tinted[40:200].astype(np.int16) + 14, 0, 255).astype(np.uint8)
+    # when the regions where they differ are looked for
+    found, finish = differing(a, b), differing(a, tinted)
+    # then the number is one line of print, and a tint over the art is none
+    assert found and all(h <= 12 and y > 0.85 * SPEC.height for _, y, _, h, _ in found), found
+    assert finish == []
+    # and with each printing in view, the other first on the shortlist, each is named right
+    stage = VerifyStage(refs, Thresholds(verify_min_inliers=15, verify_min_photometric=0.2),
+                        threads=1)  # fmt: skip
+    try:
+        for truth, other in (("print-a", "print-b"), ("print-b", "print-a")):
+            shortlist = [Candidate(other, 0.9), Candidate(truth, 0.89)]
+            v = _decide(stage, _scene(printings[truth], TRUE_QUAD), _box(TRUE_QUAD), shortlist)
+            assert v is not None and v.match.known and v.match.card_id == truth, v
+    finally:
+        stage.close()
+
+
 def test_two_printings_are_told_apart_by_their_number_beside_a_third_with_other_text(
     cards, tmp_path: Path
 ) -> None:

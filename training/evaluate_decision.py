@@ -98,6 +98,19 @@ def decision_report(
         "tiers_known": dict(Counter(o.confidence for o in detected if o.gt.known)),
         "tiers_unknown": dict(Counter(o.confidence for o in detected if not o.gt.known)),
         "runner_up_reported": sum(bool(o.runner_up) for o in detected),
+        # the worst outcome, one by one: a card reported known that is another card
+        "wrong_known": [
+            {
+                "card": o.gt.card_id,
+                "named": o.predicted,
+                "inliers": o.inliers,
+                "reprint": o.gt.reprint,
+                "visible": round(o.gt.visible, 2),
+                "short_side_px": round(short_side(o.gt.corners)),
+            }
+            for o in detected
+            if o.gt.known and o.accepted and o.predicted != o.gt.card_id
+        ],
         "right_card_inliers_p5_p50": [
             right_inliers[int(0.05 * (len(right_inliers) - 1))] if right_inliers else None,
             right_inliers[len(right_inliers) // 2] if right_inliers else None,
@@ -139,4 +152,12 @@ def decision_markdown(d: dict[str, Any]) -> list[str]:
         f"{d['tiers_unknown']}. Runner-up reported for {d['runner_up_reported']} cards. "
         f"Inliers of the right card (5th percentile, median): {d['right_card_inliers_p5_p50']}.",
     ]
+    wrong = d.get("wrong_known", [])
+    if wrong:
+        named = "; ".join(
+            f"{w['card']} named {w['named']} ({w['inliers']} inliers, {w['visible']:.0%} visible, "
+            f"{w['short_side_px']} px{', a reprint' if w['reprint'] else ''})"
+            for w in wrong
+        )  # fmt: skip
+        lines.append(f"Known cards named as another card: {named}.")
     return lines
