@@ -12,7 +12,11 @@ A card is right when the list's quantity equals the number of times it was laid 
 list names that were never laid down count as wrong too. Bar: right for >= 98% of the cards.
 To tell the list from the recogniser, each run also reports the placements the live scene never
 named right (the recogniser's misses: no list can count those) and the share right among the
-cards whose every placement was named right at least once (the list machinery on its own).
+cards whose every placement was named right at least once (the list machinery on its own). And
+how soon a card is named: frames from its first frame in view (sliding in) to the first frame
+whose scene names it right, median and 90th percentile, and the median counted from the frame it
+lies still (every frame is processed, so this is the tracker's and the decision's latency in
+frames, not the host's speed).
 
     python benchmarks/deck_scan.py --bundle models/demo --source-dir reference_db/demo \\
         --paces 20,30,45,60 --cards 100 --fps 10
@@ -29,6 +33,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -61,6 +67,14 @@ def score(truth: Counter[str], listed: Counter[str]) -> dict[str, Any]:
     }
 
 
+def _quantile(values: list[int], q: float) -> float | None:
+    return round(float(np.quantile(values, q)), 1) if values else None
+
+
+def _median(values: list[int]) -> float | None:
+    return _quantile(values, 0.5)
+
+
 def run_pace(
     rec: Recognizer, settings: Settings, args: argparse.Namespace, pace: float
 ) -> dict[str, Any]:
@@ -77,7 +91,7 @@ def run_pace(
         scan = lists.start(f"deck at {pace:g}/min", None, rec.bundle_id)
         source.open()
         t0, frames = time.perf_counter(), 0
-        seen: set[int] = set()  # placements the scene named right at least once
+        first_named: dict[int, int] = {}  # placement -> first frame (0-based) named right
         while not source.done:
             frame = source.read()
             loop.process(frame)
@@ -85,7 +99,7 @@ def run_pace(
             named = {c.card_id for c in runtime.scene().cards if c.known}
             for i, pl in enumerate(source.placements):
                 if pl.first_frame < frame.frame_id <= pl.last_frame + 1 and pl.card_id in named:
-                    seen.add(i)
+                    first_named.setdefault(i, frame.frame_id - 1)
         for _ in range(20):  # a bare table: the last card's track leaves
             loop.process(source.read())
         wall = time.perf_counter() - t0
@@ -94,7 +108,12 @@ def run_pace(
         lists.close()
         source.close()
     truth = source.counts()
+    seen = set(first_named)  # placements the scene named right at least once
     unseen = Counter(pl.card_id for i, pl in enumerate(source.placements) if i not in seen)
+    # frames from a card's first frame in view (sliding in) to the first frame /v1/scene names it
+    # right, and from the frame it lies still
+    latency = [f - source.placements[i].first_frame for i, f in first_named.items()]
+    still = [max(0, n - source.slide_frames) for n in latency]
     recognised = {c for c in truth if not unseen[c]}
     machinery = score(
         Counter({c: truth[c] for c in recognised}),
@@ -106,6 +125,10 @@ def run_pace(
         **score(truth, listed),
         "placements_never_named_right": sum(unseen.values()),
         "share_right_of_recognised_cards": machinery["share_right"],
+        "frames_to_name_median": _median(latency),
+        "frames_to_name_p90": _quantile(latency, 0.9),
+        "frames_to_name_after_still_median": _median(still),
+        "slide_frames": source.slide_frames,
         "frames": frames,
         "wall_s": round(wall, 1),
         "ms_per_frame": round(1000 * wall / max(frames, 1), 1),

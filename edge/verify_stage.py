@@ -13,8 +13,9 @@ decide on the evidence:
   differ; when that cannot tell them apart, the card is `unknown`, naming both;
 - `probable`: the crop is too small or too featureless to verify, and the embedding alone passes
   the strict probable thresholds;
-- `unknown`: everything else, with the reason. A box that verifies against nothing, below the
-  bundle's background confidence, is not a card at all and is dropped.
+- `unknown`: everything else, with the reason. A box that proves nothing (verifies against
+  nothing, or is too small to verify and not probable), below the bundle's background
+  confidence, is not a card at all and is dropped.
 
 A candidate may also have views taught on the device (edge.overlay): each is verified like the
 scan and the strongest evidence counts, under the same thresholds; a taught view's colours must
@@ -443,6 +444,8 @@ class VerifyStage:
                 return replace(
                     card, match=replace(m, confidence="probable", reason=evidence.reason)
                 )
+            if card.box.conf < t.background_conf:  # proves nothing either: background
+                return None
             return replace(card, match=_unknown(m, evidence.reason))
         if card.box.conf < t.background_conf:
             return None

@@ -36,3 +36,18 @@ def test_no_distinct_point_where_it_would_let_a_wrong_card_through() -> None:
     rule, n_right = choose_rule([*clear, *poor], alone)
     # then no distinct point is used (it would name the unknown cards) and only the clear pass
     assert rule[4] == 1000 and n_right == 100
+
+
+def test_background_confidence_counts_boxes_too_small_to_verify() -> None:
+    # given 100 scenes of clearly seen known cards and, on no card, 20 boxes that verify nothing
+    # (confidence 0.3) and 20 too small to verify (confidence 0.6; the embedding never names a
+    # small crop here, so none of them is probable)
+    from training.calibrate_verify import choose
+
+    clear = [box("known", [(40, 0.95, OWN), (4, 0.2, OTHER)]) for _ in range(100)]
+    flat = [Evidence("none", 0.3, [(3, 0.1, OTHER)], False, 0.5, 0.0, False) for _ in range(20)]
+    tiny = [Evidence("none", 0.6, [], True, 0.5, 0.0, False) for _ in range(20)]
+    # when the thresholds are chosen
+    got = choose([*clear, *flat, *tiny], n_scenes=100)
+    # then background_conf keeps the small boxes out too (3 false cards allowed in 100 scenes)
+    assert got.background_conf > 0.6 and got.background_dropped_rate == 1.0

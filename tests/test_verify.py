@@ -501,12 +501,17 @@ def test_a_card_too_small_to_verify_is_never_verified(refs, cards) -> None:
     ids = list(cards)
     quad = np.array([[600, 300], [630, 300], [630, 342], [600, 342]], np.float32)
     scene = _scene(cards[ids[0]], quad)
-    stage = VerifyStage(refs, Thresholds(verify_min_px=48), threads=1)
-    verdict = _decide(stage, scene, _box(quad), [Candidate(ids[0], 0.95), Candidate(ids[1], 0.2)])
+    stage = VerifyStage(refs, Thresholds(verify_min_px=48, background_conf=0.5), threads=1)
+    shortlist = [Candidate(ids[0], 0.95), Candidate(ids[1], 0.2)]
+    verdict = _decide(stage, scene, _box(quad), shortlist)
+    weak = _decide(stage, scene, _box(quad, 0.3), shortlist)
     stage.close()
     # then the embedding alone decides, on the strict probable thresholds (here: never)
     assert verdict is not None and verdict.match.confidence == "unknown"
     assert "too small" in verdict.match.reason
+    # and a box that proves nothing below the background confidence is background, as one that
+    # verifies against nothing is
+    assert weak is None
 
 
 def test_same_art_reprints_are_told_apart_where_their_references_differ(

@@ -15,8 +15,9 @@ Recognizer (detector boxes, shortlist, the verification stage's evidence) and ch
   inliers of every other candidate of the box (nothing else in the catalogue maps onto the crop;
   same-art reprints and neighbouring cards count as others, as the device sees them), chosen
   under the same two precisions;
-- `background_conf`: the detector confidence below which a box that verifies against nothing is
-  background (boxes on no card) rather than an unknown card;
+- `background_conf`: the detector confidence below which a box that proves nothing (verifies
+  against nothing, or is too small to verify and not `probable`) is background (boxes on no
+  card) rather than an unknown card;
 - `probable_score` / `probable_margin`: the embedding alone, for crops too small to verify,
   only where on these scenes it never named a wrong or an unknown card (else never);
 - `back_conf`, where the detector has a `back` class: training/calibrate_backs.py.
@@ -306,13 +307,20 @@ def choose(evidence: list[Evidence], n_scenes: int) -> VerifyCalibration:
     none = [e for e in evidence if e.kind == "none" and not e.small]
     rule, n_right = choose_rule(known, unknown)
     passes_none = _Table(none).verdicts(rule)[0] if none else np.zeros(0, bool)
+    p_score, p_margin = _probable([e for e in evidence if e.small])
+    # Boxes that prove nothing: unverified, or too small to verify and not probable (the device
+    # reports either as an unknown card only at background_conf or above).
+    small_none = [
+        e.conf for e in evidence
+        if e.kind == "none" and e.small and not (e.score >= p_score and e.margin >= p_margin)
+    ]  # fmt: skip
     unverified_none = [e.conf for e, p in zip(none, passes_none, strict=True) if not p]
+    unverified_none += small_none
     bg_conf = calibrate_backs.letting_through(
         unverified_none, int(FALSE_CARDS_PER_SCENE * n_scenes)
     )
     u_any = _Table(unknown).verdicts(rule)[0] if unknown else np.zeros(0, bool)
     unverified_unknown = [e for e, p in zip(unknown, u_any, strict=True) if not p]
-    p_score, p_margin = _probable([e for e in evidence if e.small])
     return VerifyCalibration(
         verify_min_inliers=rule[0],
         verify_min_photometric=rule[1],

@@ -113,6 +113,11 @@ class DeckSource:
         self.truth: list[tuple[str, npt.NDArray[np.float32]]] = []
 
     @property
+    def slide_frames(self) -> int:
+        """Frames a card takes to slide in (and out): it lies still from first_frame + this."""
+        return self._phases[1]
+
+    @property
     def frames_per_card(self) -> float:
         return sum(self._phases) / self.handful
 
