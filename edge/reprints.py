@@ -8,7 +8,11 @@ where those differ (edge.verify_stage decides what to do with the answer).
 from __future__ import annotations
 
 import math
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,6 +32,8 @@ COLOUR_DOUBT = 0.03  # a rival's whole-card colours this much closer: the pick i
 # The small print, on the references' grey detail images at the canvas's resolution:
 Grey = npt.NDArray[np.uint8]
 Region = tuple[int, int, int, int, int]  # x, y, width, height, area (canvas px)
+# x0, y0, x1, y1 (canvas px, margin included), area, each smoothed detail's grey std there
+Window = tuple[int, int, int, int, int, float, float]
 DETAIL_LEVEL = 25.0  # grey difference (after a 1 px blur) at which two details differ
 DETAIL_CLOSE = (5, 9)  # differing pixels this close (rows, columns) are one region: a line of print
 DETAIL_MIN_PX = 40  # differing canvas px a region needs to be compared (a digit is ~40)
@@ -99,16 +105,16 @@ def by_detail(
     details differ (`_pair_regions`: a third printing's other frame must not drown the one
     number in which two printings differ); the winner beats every other, the second is the one
     it beats by least, the gap that least margin (0 where a pair differs nowhere in the frame)."""
-    details = [refs.detail(v.card_id) for v in cands]
+    memo = _memo(refs)
+    details = [memo.detail(refs, v.card_id) for v in cands]
     spec = refs.spec
-    if any(d is None or d.shape != (spec.height, spec.width) for d in details):
+    if any(d is None or d[0].shape != (spec.height, spec.width) for d in details):
         return None
     assert cands[0].homography is not None
     raw, valid = frame_onto(image, warp, cands[0].homography, (spec.height, spec.width), spec)
     grey = cv2.cvtColor(raw, cv2.COLOR_RGB2GRAY)
     view: Grey = np.asarray(cv2.GaussianBlur(grey, (0, 0), 1.0), np.uint8)
-    sharp: list[Grey] = [d for d in details if d is not None]
-    smooth: list[Grey] = [np.asarray(cv2.GaussianBlur(d, (0, 0), 1.0), np.uint8) for d in sharp]
+    smooth = [d[1] for d in details if d is not None]
     # how large the card lies in the frame: faint print on a card seen small is noise
     corners = np.array(
         [[[0, 0]], [[spec.width, 0]], [[spec.width, spec.height]], [[0, spec.height]]]
@@ -122,8 +128,8 @@ def by_detail(
     agree = np.zeros((n, n))  # agree[i, j]: i's correlation there
     for i in range(n):
         for j in range(i + 1, n):
-            regions = differing(sharp[i], sharp[j], faint)
-            scores = _pair_regions(view, valid, smooth[i], smooth[j], regions)
+            windows = memo.windows(refs, cands[i].card_id, cands[j].card_id, faint)
+            scores = _pair_regions(view, valid, smooth[i], smooth[j], windows)
             if scores is not None:
                 gap[i, j], gap[j, i] = scores[0] - scores[1], scores[1] - scores[0]
                 agree[i, j], agree[j, i] = scores
@@ -134,26 +140,100 @@ def by_detail(
     return win, second, float(gap[win, second]), float(agree[win, second])
 
 
-def _pair_regions(
-    view: Grey, valid: npt.NDArray[np.bool_], a: Grey, b: Grey, regions: Sequence[Region]
-) -> tuple[float, float] | None:
-    """The area-weighted best correlations of details a and b (smoothed) with the view in the
-    `regions` where a and b differ (`differing`; a few px of margin around each), each matched
-    with cv2.matchTemplate over +-DETAIL_SHIFT px; None when no such region lies wholly inside
-    the frame."""
-    totals, weight = np.zeros(2), 0.0
+class _Memo:
+    """What one reference file's details give, computed once: each card's detail with its
+    smoothed copy, and each pair's differing regions as windows (they depend on the references
+    alone).
+    Bounded (least recently used first out); safe across the verification threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._details: OrderedDict[str, tuple[Grey, Grey] | None] = OrderedDict()
+        self._windows: OrderedDict[tuple[str, str, bool], list[Window]] = OrderedDict()
+
+    def detail(self, refs: ReferenceFeatures, card_id: str) -> tuple[Grey, Grey] | None:
+        """(detail, detail after a 1 px blur), or None where the card has none."""
+        with self._lock:
+            if card_id in self._details:
+                self._details.move_to_end(card_id)
+                return self._details[card_id]
+        d = refs.detail(card_id)
+        got = None if d is None else (d, np.asarray(cv2.GaussianBlur(d, (0, 0), 1.0), np.uint8))
+        with self._lock:
+            _put(self._details, card_id, got, MEMO_DETAILS)
+        return got
+
+    def windows(self, refs: ReferenceFeatures, a: str, b: str, faint: bool) -> list[Window]:
+        """`differing` of the two cards' details (both have one), as `_windows`."""
+        key = (a, b, faint)
+        with self._lock:
+            if key in self._windows:
+                self._windows.move_to_end(key)
+                return self._windows[key]
+        da, db = self.detail(refs, a), self.detail(refs, b)
+        assert da is not None and db is not None
+        found = _windows(differing(da[0], db[0], faint), da[1], db[1])
+        with self._lock:
+            _put(self._windows, key, found, MEMO_PAIRS)
+        return found
+
+
+MEMO_DETAILS = 256  # cards' details kept decoded (80 KB each with the smoothed copy)
+MEMO_PAIRS = 4096  # pairs' windows kept
+_MEMOS: weakref.WeakKeyDictionary[ReferenceFeatures, _Memo] = weakref.WeakKeyDictionary()
+_MEMOS_LOCK = threading.Lock()
+
+
+def _memo(refs: ReferenceFeatures) -> _Memo:
+    with _MEMOS_LOCK:
+        memo = _MEMOS.get(refs)
+        if memo is None:
+            memo = _MEMOS[refs] = _Memo()
+        return memo
+
+
+def _put(store: OrderedDict[Any, Any], key: Any, value: Any, most: int) -> None:
+    store[key] = value
+    store.move_to_end(key)
+    while len(store) > most:
+        store.popitem(last=False)
+
+
+def _windows(regions: Sequence[Region], a: Grey, b: Grey) -> list[Window]:
+    """Each region with a few px of margin, where the view may shift +-DETAIL_SHIFT px inside
+    the canvas, and the grey std of the smoothed details a and b there."""
     s = DETAIL_SHIFT
     h, w = a.shape
+    out = []
     for x, y, bw, bh, area in regions:
         x0, y0 = max(x - 3, s), max(y - 3, s)
         x1, y1 = min(x + bw + 3, w - s), min(y + bh + 3, h - s)
-        if x1 - x0 < 4 or y1 - y0 < 4:
-            continue
+        if x1 - x0 >= 4 and y1 - y0 >= 4:
+            spread = [float(d[y0:y1, x0:x1].std()) for d in (a, b)]
+            out.append((x0, y0, x1, y1, area, spread[0], spread[1]))
+    return out
+
+
+def _pair_regions(
+    view: Grey, valid: npt.NDArray[np.bool_], a: Grey, b: Grey, windows: Sequence[Window]
+) -> tuple[float, float] | None:
+    """The area-weighted best correlations of details a and b (smoothed) with the view in the
+    `windows` where a and b differ (`differing`, `_windows`), each matched with
+    cv2.matchTemplate over +-DETAIL_SHIFT px; None when no such window lies wholly inside the
+    frame."""
+    totals, weight = np.zeros(2), 0.0
+    s = DETAIL_SHIFT
+    for x0, y0, x1, y1, area, spread_a, spread_b in windows:
         if not valid[y0 - s : y1 + s, x0 - s : x1 + s].all():  # off the frame's edge
             continue
         around = view[y0 - s : y1 + s, x0 - s : x1 + s]
         flatness = float(view[y0:y1, x0:x1].std())
-        totals += area * np.array([_correlation(around, d[y0:y1, x0:x1], flatness) for d in (a, b)])
+        totals += area * np.array(
+            [
+                _correlation(around, d[y0:y1, x0:x1], spread, flatness)
+                for d, spread in ((a, spread_a), (b, spread_b))
+            ]
+        )
         weight += area
     if not weight:
         return None
@@ -192,10 +272,11 @@ def _area(quad: npt.NDArray[np.float64]) -> float:
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
 
 
-def _correlation(around: Grey, patch: Grey, spread: float) -> float:
-    """The best normalised correlation of `patch` within `around`; for a blank patch (a
-    correlation is undefined there), how blank the view is too (`spread`: its grey std)."""
-    if float(patch.std()) < DETAIL_FLAT:
+def _correlation(around: Grey, patch: Grey, patch_spread: float, spread: float) -> float:
+    """The best normalised correlation of `patch` within `around`; for a blank patch (its grey
+    std `patch_spread`: a correlation is undefined there), how blank the view is too (`spread`:
+    its grey std)."""
+    if patch_spread < DETAIL_FLAT:
         return float(np.clip((3 * DETAIL_FLAT - spread) / (2 * DETAIL_FLAT), 0.0, 1.0))
     return float(cv2.matchTemplate(around, patch, cv2.TM_CCOEFF_NORMED).max())
 
