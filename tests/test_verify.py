@@ -928,3 +928,36 @@ def test_catalogue_scans_refuse_missing_corrupt_and_duplicate_cards(cards, tmp_p
     with pytest.raises(BadImageError, match=ids[1]):
         list(catalogue_scans(corrupt))
     shutil.rmtree(tmp_path / "ok")
+
+
+def test_printings_details_and_regions_are_computed_once_per_reference_file(
+    cards, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a reference file with two printings' details
+    import gc
+    import weakref
+
+    import edge.reprints as reprints
+
+    base = next(iter(cards.values()))
+    printings = {"print-a": _small_print(base, "012/204"), "print-b": _small_print(base, "087/191")}
+    refs = _with_details(printings, tmp_path / "details.bin")
+    memo = reprints._memo(refs)
+    # when the pair's windows are asked for twice
+    first = memo.windows(refs, "print-a", "print-b", True)
+    # then the second answer is the kept one, and it is the regions where the two differ
+    assert first and memo.windows(refs, "print-a", "print-b", True) is first
+    a, b = refs.detail("print-a"), refs.detail("print-b")
+    assert a is not None and b is not None
+    assert [w[4] for w in first] == [r[4] for r in reprints.differing(a, b, True)]
+    # and the memo is bounded, and goes with its reference file
+    monkeypatch.setattr(reprints, "MEMO_DETAILS", 1)
+    small = reprints._Memo()
+    small.detail(refs, "print-a")
+    small.detail(refs, "print-b")
+    assert list(small._details) == ["print-b"]
+    gone = weakref.ref(refs)
+    refs.close()
+    del refs, memo
+    gc.collect()
+    assert gone() is None  # the memo did not keep it alive (nor its memory map open)
