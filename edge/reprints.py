@@ -48,10 +48,13 @@ FAINT_MAX_H = 12  # ... and at most this tall: a line of print (a finish over th
 FAINT_MIN_SCALE = 0.75  # frame px per canvas px below which faint print is too small to be seen
 
 
+Lean = tuple[str, str, float]  # the small print favours the first printing over the second by
+
+
 def discriminate(
     refs: ReferenceFeatures, image: ImageRGB, warp: npt.NDArray[np.float64],
     cands: Sequence[Verification],
-) -> tuple[Verification, str] | None:  # fmt: skip
+) -> tuple[Verification, str, Lean | None] | None:  # fmt: skip
     """Same-art candidates decided where their references differ (set symbol, number, attack
     text, border, finish). First the small print: where the references carry detail images,
     `by_detail` decides when its winner is clear by DETAIL_CLEAR and agrees by DETAIL_AGREE.
@@ -62,20 +65,24 @@ def discriminate(
     whatever the lamp does to the card's light locally). The cross-correlation decides when its
     winner is clear by CLEAR_NCC and agrees by AGREE_NCC, with the pixels' clear winner named as
     the runner-up where they disagree; else the pixels decide as they can. Returns the winner and
-    the runner-up ("" when the winner is clear), or None when the references carry no thumbnails
-    or do not differ."""
+    the runner-up ("" when the winner is clear), and the small print's lean where it was seen
+    (its winner agrees by DETAIL_AGREE) but too close to decide; None when the references carry
+    no thumbnails or do not differ."""
     if cands[0].homography is None:
         return None
     small_print = by_detail(refs, image, warp, cands)
-    if (
-        small_print is not None
-        and small_print[2] >= DETAIL_CLEAR
-        and small_print[3] >= DETAIL_AGREE
-    ):
-        return cands[small_print[0]], ""
+    lean: Lean | None = None
+    leaning: tuple[Verification, str, Lean | None] | None = None  # names both where the
+    if small_print is not None and small_print[3] >= DETAIL_AGREE:  # thumbnails cannot tell
+        win, second, gap, _ = small_print
+        if gap >= DETAIL_CLEAR:
+            return cands[win], "", None
+        if gap > 0:
+            lean = (cands[win].card_id, cands[second].card_id, gap)
+            leaning = (cands[win], cands[second].card_id, lean)
     thumbs = [refs.thumbnail(v.card_id) for v in cands]
     if any(th is None for th in thumbs):
-        return None
+        return leaning
     refs_ = [th for th in thumbs if th is not None]
     raw, valid = frame_onto(image, warp, cands[0].homography, refs_[0].shape[:2], refs.spec)
     blurred = [cv2.GaussianBlur(th, (3, 3), 0).astype(np.float32) for th in refs_]
@@ -83,7 +90,7 @@ def discriminate(
     spread = (stack.max(axis=0) - stack.min(axis=0)).sum(axis=2)
     differ = (spread > DIFFER_LEVEL) & valid
     if differ.sum() < DIFFER_MIN_PX:
-        return None
+        return leaning
     by_pixels = _closest_pixels(raw, differ, valid, blurred)
     by_cells = _closest_cells(raw, differ, valid, refs_)
     pix_win, pix_second, pix_gap = by_pixels
@@ -91,8 +98,9 @@ def discriminate(
         win, _, gap, agrees = by_cells
         if gap >= CLEAR_NCC and agrees >= AGREE_NCC:
             against = pix_win != win and pix_gap >= CLEAR_GAP
-            return cands[win], (cands[pix_win].card_id if against else "")
-    return cands[pix_win], ("" if pix_gap >= CLEAR_GAP else cands[pix_second].card_id)
+            return cands[win], (cands[pix_win].card_id if against else ""), lean
+    runner = "" if pix_gap >= CLEAR_GAP else cands[pix_second].card_id
+    return cands[pix_win], runner, lean
 
 
 def by_detail(

@@ -11,6 +11,9 @@ track is not verified again every frame, and a new card is named as soon as its 
 confirmed, even when its first looks (sliding in, half out of the frame) proved nothing.
 Events: card_appeared (a track is confirmed), card_identified (its vote settles or changes),
 card_left (a confirmed track is lost).
+Two printings that one look's small print cannot tell apart are told apart by the looks
+together: each undecided look's lean (edge.reprints) adds up, and the printing it leans to is
+proven once enough looks agree (TrackerConfig.lean_*).
 A track seen again after frames unseen is looked at again: a person may have swapped the card at
 the same spot. When geometry then proves another card than the one its track had proven, the old
 track leaves and a new one starts there (a swap, not a change of mind).
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import cv2
@@ -55,6 +58,11 @@ class TrackerConfig:
     unknown_every: int = 3
     reembed_iou: float = 0.6  # re-embed when IoU with the box at the last embedding drops below
     recheck_frames: int = 15  # after a gap, look at a track every frame for this long (a swap?)
+    # Two printings whose small print leans one way look after look, each too little to decide
+    # alone (edge.reprints.DETAIL_CLEAR): the printing is proven once the leans of this many
+    # looks at least sum to this much (two clear looks' worth); leans the other way subtract.
+    lean_looks: int = 3
+    lean_total: float = 0.06
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +125,7 @@ class _Track:
     background: bool = False  # its latest verdict: not a card (never announced while so)
     face_down: bool = False  # its latest verdict: a card back (announced, never named)
     returned: int | None = None  # frame it was seen again after missed frames (a swap?)
+    leans: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # per printing pair
 
     def settled(self, cfg: TrackerConfig) -> tuple[tuple[str | None, float, bool], bool]:
         """The track's vote; a geometric verification of the winner settles it at once."""
@@ -216,15 +225,22 @@ class Tracker:
             track = self._tracks[tid]
             if i in verdicts:
                 match, top_k = verdicts[i]
+                printing = self._leaned(track, match)
+                if printing is not None:  # the looks' small print proved it between two
+                    match = replace(match, card_id=printing, known=True, confidence="verified")
                 if self._swapped(track, match, plan.frame_id):
                     if track.announced:
                         events.append(self._event("card_left", track, plan))
+                    leans = track.leans
                     track = self._restart(track, plan.frame_id)
+                    track.leans = leans  # the looks that proved the new card
                     seen.add(track.track_id)
                 track.background = match.reason == BACKGROUND
                 track.face_down = match.confidence == "back"
                 if not track.background:  # background is no vote, only a reason to look less
                     track.votes.append((match.card_id, match.score, match.known))
+                if printing is not None:  # the looks before this one count as one proof
+                    track.proofs[printing] = track.proofs.get(printing, 0) + 1
                 if match.confidence == "verified":
                     track.verified, track.printed = match.card_id, match.printings > 0
                     track.proofs[match.card_id] = track.proofs.get(match.card_id, 0) + 1
@@ -289,6 +305,19 @@ class Tracker:
             )
             for tr in gone
         ]
+
+    def _leaned(self, track: _Track, match: Match) -> str | None:
+        """The printing the track's looks lean to, once they prove it (TrackerConfig.lean_*),
+        from this undecided look's lean between its card and runner-up; else None."""
+        if match.known or not match.runner_up or not match.lean:
+            return None
+        a, b = sorted((match.card_id, match.runner_up))
+        leans = track.leans.setdefault((a, b), [])
+        leans.append(match.lean if match.card_id == a else -match.lean)
+        total = sum(leans)
+        if len(leans) < self.config.lean_looks or abs(total) < self.config.lean_total:
+            return None
+        return a if total > 0 else b
 
     def _rechecking(self, track: _Track, frame_id: int) -> bool:
         if track.returned is not None and frame_id - track.returned > self.config.recheck_frames:

@@ -43,7 +43,7 @@ from edge.index import decide
 from edge.manifest import Thresholds
 from edge.overlay_snapshot import OverlaySnapshot, index_only
 from edge.rectify import _crop_corners, side_lengths
-from edge.reprints import discriminate, doubted_by, outweighs
+from edge.reprints import Lean, discriminate, doubted_by, outweighs
 from edge.track import polygon_iou
 from edge.types import Candidate, CardMatch, Corners, ImageRGB, Match, OrientedBox
 from edge.verify import (
@@ -478,6 +478,7 @@ class VerifyStage:
                     v = self.coloured(image, warp, replace(v, homography=best.homography))
                 rivals.append(v)
         cands = [best, *rivals]
+        lean: Lean | None = None
         if rivals and image is not None:
             picked = self.discriminate(image, warp, cands)
             if picked is None:  # the references are the same picture: nothing to tell them by
@@ -486,7 +487,7 @@ class VerifyStage:
                 # the differing pixels and the whole card's evidence disagree: name neither
                 ambiguous_with = picked[0].card_id
             else:
-                best, ambiguous_with = picked
+                best, ambiguous_with, lean = picked
                 ambiguous_with = ambiguous_with or doubted_by(best, cands)
         if not best.inliers:  # a printing picked by its pixels under the art's homography
             best = replace(best, homography=cands[0].homography, inliers=cands[0].inliers)
@@ -512,7 +513,10 @@ class VerifyStage:
         )  # fmt: skip
         if ambiguous_with:  # the art is proven, the printing is not: never a guess as known
             why = f"same art as {ambiguous_with}: the printing cannot be told apart in this view"
-            match = replace(_unknown(match, why), runner_up=ambiguous_with, inliers=best.inliers)
+            leans = _leaning(lean, best.card_id, ambiguous_with) if whole and in_frame else 0.0
+            match = replace(
+                _unknown(match, why), runner_up=ambiguous_with, inliers=best.inliers, lean=leans
+            )
         # The reference's corners mapped back are the card's polygon where the homography
         # explains the whole card; one fitted to a corner of it (the art alone agrees) can throw
         # the far corners anywhere: the detector's box is then the truer outline.
@@ -522,7 +526,7 @@ class VerifyStage:
 
     def discriminate(
         self, image: ImageRGB, warp: npt.NDArray[np.float64], cands: Sequence[Verification]
-    ) -> tuple[Verification, str] | None:
+    ) -> tuple[Verification, str, Lean | None] | None:
         """edge.reprints.discriminate on this stage's references."""
         return discriminate(self.refs, image, warp, cands)
 
@@ -620,3 +624,13 @@ def without_duplicates(cards: list[CardMatch | None]) -> list[CardMatch | None]:
 
 def _inliers(card: CardMatch | None) -> int:
     return card.match.inliers if card is not None else -1
+
+
+def _leaning(lean: Lean | None, card_id: str, runner_up: str) -> float:
+    """The small print's lean of card_id over runner_up (negative: towards runner_up); 0 when it
+    compared other printings or none."""
+    if lean is None:
+        return 0.0
+    if (lean[0], lean[1]) == (card_id, runner_up):
+        return lean[2]
+    return -lean[2] if (lean[0], lean[1]) == (runner_up, card_id) else 0.0

@@ -132,6 +132,62 @@ def test_one_of_several_printings_is_named_once_two_looks_prove_the_same_one() -
     assert looked == [1, 1, 1, 0] and named == ["print-y"]
 
 
+def _named_after(leans: list[float]) -> list[str | None]:
+    """The cards a track is named after undecided looks of print-x against print-y whose small
+    print leans by `leans` (positive: towards print-x), one look a frame."""
+    tracker = Tracker(TrackerConfig(refresh_every=1000, unknown_every=1))
+    b = [box(200, 200)]
+    named: list[str | None] = []
+    for f, lean in enumerate(leans):
+        plan = tracker.plan(b, f, f / 30)
+        m = Match("print-x", 0.93, 0.01, False, inliers=40, runner_up="print-y", printings=1,
+                  reason="same art as print-y", lean=lean)  # fmt: skip
+        events = tracker.commit(
+            plan, {i: (m, (Candidate("print-x", 0.93),)) for i in plan.to_embed}
+        )
+        named += [e.card_id for e in events if e.kind == "card_identified"]
+    return named
+
+
+def test_a_printing_is_named_once_its_looks_small_print_leans_to_it_enough() -> None:
+    # given looks that each name both printings, the small print leaning a little each time
+    # (0.02 a look: under the 0.03 that decides one look alone)
+    # when three such looks lean to print-y, or to print-x with one look against
+    to_y = _named_after([-0.02, -0.02, -0.025, -0.02])
+    to_x = _named_after([0.02, -0.005, 0.025, 0.02, 0.02])
+    # then the track is named the printing they lean to, once their sum reaches 0.06 (before
+    # that, unknown), and never the other
+    assert to_y == ["print-y"] and to_x == [None, "print-x"]
+
+
+def test_looks_whose_small_print_disagrees_name_no_printing() -> None:
+    # given looks leaning either way, or too little
+    assert all(n is None for n in _named_after([0.02, -0.02, 0.02, -0.02, 0.02, -0.02]))
+    assert all(n is None for n in _named_after([0.005] * 7))
+
+
+def test_a_printing_proven_by_its_leans_where_another_card_lay_is_a_new_card() -> None:
+    # given a track proven as card-a, a bare table for a few frames, then at the same spot a
+    # card whose looks each name print-x or print-y, leaning to print-x
+    tracker = Tracker(TrackerConfig(refresh_every=1000))
+    b = [box(200, 200)]
+    proof = Match("card-a", 0.95, 0.1, True, confidence="verified", inliers=60)
+    undecided = Match("print-x", 0.93, 0.01, False, inliers=40, runner_up="print-y",
+                      printings=1, reason="same art as print-y", lean=0.025)  # fmt: skip
+    events = []
+    for f in range(12):
+        boxes = b if f < 4 or f >= 9 else []
+        m = proof if f < 4 else undecided
+        plan = tracker.plan(boxes, f, f / 30)
+        events += tracker.commit(
+            plan, {i: (m, (Candidate(m.card_id, 0.9),)) for i in plan.to_embed}
+        )
+    # when the leans prove print-x, then card-a's track has left and a new one names print-x
+    [a] = [e.track_id for e in events if e.kind == "card_identified" and e.card_id == "card-a"]
+    [x] = [e.track_id for e in events if e.kind == "card_identified" and e.card_id == "print-x"]
+    assert x != a and any(e.kind == "card_left" and e.track_id == a for e in events)
+
+
 def test_large_move_since_last_embedding_triggers_re_embedding() -> None:
     tracker = Tracker(TrackerConfig(refresh_every=1000))
     for f in range(5):

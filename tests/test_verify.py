@@ -836,7 +836,7 @@ def _printing_verdicts(
     """`_verified` on each evidence, with the pixel comparison of the differing parts made to
     pick `picked` (with a clear gap)."""
     stage = VerifyStage(refs, Thresholds(verify_min_inliers=15), threads=1)
-    stage.discriminate = lambda image, warp, cands: (picked, "")  # type: ignore[method-assign]
+    stage.discriminate = lambda image, warp, cands: (picked, "", None)  # type: ignore[method-assign]
     card = CardMatch(box=_box(TRUE_QUAD), match=Match("print-a", 0.9, 0.01, True), top_k=())
     image = np.zeros((720, 1280, 3), np.uint8)
     try:
@@ -961,3 +961,15 @@ def test_printings_details_and_regions_are_computed_once_per_reference_file(
     del refs, memo
     gc.collect()
     assert gone() is None  # the memo did not keep it alive (nor its memory map open)
+
+
+def test_the_small_prints_lean_is_reported_for_the_two_printings_named() -> None:
+    # given the small print leaning to print-a over print-b by 0.02 (too little to decide)
+    from edge.verify_stage import _leaning
+
+    lean = ("print-a", "print-b", 0.02)
+    # then a verdict naming print-a with print-b as runner-up leans +0.02, the other way -0.02,
+    # and one naming another pair (or no lean) not at all
+    assert _leaning(lean, "print-a", "print-b") == 0.02
+    assert _leaning(lean, "print-b", "print-a") == -0.02
+    assert _leaning(lean, "print-a", "print-c") == 0.0 and _leaning(None, "print-a", "print-b") == 0
