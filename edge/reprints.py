@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from edge.features import ReferenceFeatures
 from edge.types import ImageRGB
-from edge.verify import Verification, cell_agreement, frame_onto, grid_means
+from edge.verify import Verification, cell_agreement, frame_onto, grid_means, project
 
 DIFFER_LEVEL = 60.0  # summed RGB difference at which two references differ at a pixel
 DIFFER_MIN_PX = 64  # fewer differing thumbnail pixels (of 8,960): too few to tell the printings by
@@ -124,13 +124,10 @@ def by_detail(
     view: Grey = np.asarray(cv2.GaussianBlur(grey, (0, 0), 1.0), np.uint8)
     smooth = [d[1] for d in details if d is not None]
     # how large the card lies in the frame: faint print on a card seen small is noise
-    corners = np.array(
-        [[[0, 0]], [[spec.width, 0]], [[spec.width, spec.height]], [[0, spec.height]]]
-    )
-    to_frame = np.linalg.inv(np.linalg.inv(cands[0].homography) @ warp)
-    quad = np.asarray(cv2.perspectiveTransform(corners.astype(np.float64), to_frame), np.float64)
-    quad = quad.reshape(4, 2)
-    faint = math.sqrt(abs(_area(quad)) / (spec.width * spec.height)) >= FAINT_MIN_SCALE
+    canvas = np.array([[0, 0], [spec.width, 0], [spec.width, spec.height], [0, spec.height]])
+    quad = project(np.linalg.inv(warp) @ cands[0].homography, canvas).astype(np.float32)
+    area = abs(float(cv2.contourArea(quad)))
+    faint = math.sqrt(area / (spec.width * spec.height)) >= FAINT_MIN_SCALE
     n = len(cands)
     gap = np.zeros((n, n))  # gap[i, j]: i's correlation minus j's where i and j differ
     agree = np.zeros((n, n))  # agree[i, j]: i's correlation there
@@ -272,12 +269,6 @@ def differing(a: Grey, b: Grey, faint: bool = True) -> list[Region]:
         if found:
             return found
     return []
-
-
-def _area(quad: npt.NDArray[np.float64]) -> float:
-    """The signed area of a quadrilateral (shoelace)."""
-    x, y = quad[:, 0], quad[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
 
 
 def _correlation(around: Grey, patch: Grey, patch_spread: float, spread: float) -> float:
