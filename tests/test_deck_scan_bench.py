@@ -3,15 +3,15 @@ counts against the truth and how many frames a card takes to be named."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.scripts import load_script
+
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "deck_scan.py"
 DEMO = REPO / "models" / "demo"
 
 pytestmark = [
@@ -22,11 +22,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deck_scan_bench", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/deck_scan.py", "deck_scan_bench")
 
 
 def test_a_short_pile_is_counted_and_each_card_is_named_within_its_frames(

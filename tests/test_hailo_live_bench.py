@@ -7,7 +7,6 @@ arithmetic and the latency choice. No timing assertion: this machine's speed is 
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -16,17 +15,12 @@ from typing import Any
 import pytest
 
 from edge.manifest import HefSpec, load_manifest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "hailo_live.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hailo_live_bench", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/hailo_live.py", "hailo_live_bench")
 
 
 @pytest.fixture(scope="module")

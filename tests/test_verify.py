@@ -581,14 +581,25 @@ def test_reprints_differing_in_their_text_are_told_apart_under_a_lamps_fall_off(
     assert verdict is not None and verdict.match.known and verdict.match.card_id == "print-b"
 
 
-def _small_print(card: np.ndarray, number: str) -> np.ndarray:
-    """`card` with its lower right corner reprinted: a light box with a collector number."""
+# The lower right corner reprinted with a collector number: (rows, columns as shares of the card,
+# box colour, ink, font scale, stroke, baseline above the box's bottom). "light": dark print on a
+# light box; "faint": dark grey on a dark grey box (about 25 grey levels apart), as some frames
+# print it.
+PRINT_STYLES = {
+    "light": ((0.89, 0.95), (0.45, 0.95), (235, 235, 225), (20, 20, 20), 0.5, 2, 6),
+    "faint": ((0.9, 0.95), (0.5, 0.95), (52, 56, 64), (80, 84, 92), 0.45, 1, 5),
+}
+
+
+def _small_print(card: np.ndarray, number: str, style: str = "light") -> np.ndarray:
+    """`card` with its lower right corner reprinted in PRINT_STYLES[style] with `number`."""
+    (r0, r1), (c0, c1), box, ink, scale, stroke, baseline = PRINT_STYLES[style]
     out = card.copy()
     h, w = out.shape[:2]
-    y0, y1, x0, x1 = int(0.89 * h), int(0.95 * h), int(0.45 * w), int(0.95 * w)
-    out[y0:y1, x0:x1] = (235, 235, 225)
-    cv2.putText(out, number, (x0 + 4, y1 - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 2,
-                cv2.LINE_AA)  # fmt: skip
+    y0, y1, x0, x1 = int(r0 * h), int(r1 * h), int(c0 * w), int(c1 * w)
+    out[y0:y1, x0:x1] = box
+    cv2.putText(out, number, (x0 + 4, y1 - baseline), cv2.FONT_HERSHEY_SIMPLEX, scale, ink,
+                stroke, cv2.LINE_AA)  # fmt: skip
     return out
 
 
@@ -641,18 +652,6 @@ def _with_details(printings: dict[str, np.ndarray], path: Path) -> ReferenceFeat
     return ReferenceFeatures(path)
 
 
-def _faint_print(card: np.ndarray, number: str) -> np.ndarray:
-    """`card` with its lower right corner reprinted: a collector number in dark grey on a dark
-    grey box (about 25 grey levels apart), the way some frames print it."""
-    out = card.copy()
-    h, w = out.shape[:2]
-    y0, y1, x0, x1 = int(0.9 * h), int(0.95 * h), int(0.5 * w), int(0.95 * w)
-    out[y0:y1, x0:x1] = (52, 56, 64)
-    cv2.putText(out, number, (x0 + 4, y1 - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (80, 84, 92), 1,
-                cv2.LINE_AA)  # fmt: skip
-    return out
-
-
 def test_printings_differing_only_in_faint_print_are_told_apart(cards, tmp_path: Path) -> None:
     # given two printings that differ only in a collector number printed faintly (dark grey on
     # dark grey: nowhere 25 grey levels apart once blurred), and a third whose art differs only
@@ -660,7 +659,10 @@ def test_printings_differing_only_in_faint_print_are_told_apart(cards, tmp_path:
     from edge.reprints import DETAIL_LEVEL, differing
 
     base = next(iter(cards.values()))
-    printings = {"print-a": _faint_print(base, "012/204"), "print-b": _faint_print(base, "087/191")}
+    printings = {
+        "print-a": _small_print(base, "012/204", "faint"),
+        "print-b": _small_print(base, "087/191", "faint"),
+    }
     refs = _with_details(printings, tmp_path / "details.bin")
     a, b = refs.detail("print-a"), refs.detail("print-b")
     assert a is not None and b is not None
