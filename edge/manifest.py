@@ -164,6 +164,23 @@ class Thresholds(_Strict):
         ge=1,
         description="How many times the inliers of the runner-up the distinct point needs.",
     )
+    verify_spread_inliers: int = Field(
+        1000,
+        ge=4,
+        description="A geometric operating point: a candidate with at least this many "
+        "inliers spread over verify_spread_cells cells of the card (and "
+        "verify_spread_photometric colour agreement) is verified, whatever the light does to "
+        "its colours: a chance match clusters on a few shared template elements.",
+    )
+    verify_spread_cells: int = Field(
+        48,
+        ge=1,
+        le=48,
+        description="Cells of the 8 x 6 grid over the card the spread point's inliers must reach.",
+    )
+    verify_spread_photometric: float = Field(
+        1.0, ge=-1, le=1, description="Colour agreement the spread operating point needs."
+    )
     verify_shortlist: int = Field(
         10, ge=1, le=100, description="Candidates per card checked by verification."
     )

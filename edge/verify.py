@@ -55,6 +55,9 @@ class Verification:
     # (card_colour: what tells same-art reprints apart, edge.reprints)
     card_colour: float = 0.0
     view: str = ""  # the taught view (edge.overlay) this evidence is against; "" the bundle's scan
+    # cells of PHOTO_GRID over the reference card holding inliers: how much of the card the
+    # geometry spans (a false match clusters on a few shared template elements)
+    coverage: int = 0
 
 
 class FeatureSource(Protocol):
@@ -93,7 +96,18 @@ class Verifier:
         why = implausible(h, self._canvas)
         if why:
             return Verification(card_id, 0, len(src), reason=why)
-        return Verification(card_id, int(mask.sum()), len(src), homography=h)
+        inl = mask.reshape(-1).astype(bool)
+        return Verification(
+            card_id, int(inl.sum()), len(src), homography=h,
+            coverage=self._coverage(src[inl]),
+        )  # fmt: skip
+
+    def _coverage(self, ref_points: npt.NDArray[np.float32]) -> int:
+        """How many cells of PHOTO_GRID over the reference canvas hold one of `ref_points`."""
+        rows, cols = PHOTO_GRID
+        r = np.clip((ref_points[:, 1] * rows / self.spec.height).astype(np.int64), 0, rows - 1)
+        c = np.clip((ref_points[:, 0] * cols / self.spec.width).astype(np.int64), 0, cols - 1)
+        return int(np.unique(r * cols + c).size)
 
     def _matches(
         self, query: Features, ref: Features

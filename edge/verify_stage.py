@@ -7,7 +7,8 @@ decide on the evidence:
 - `verified`: the best candidate has >= verify_min_inliers inliers under a plausible homography
   and its colours agree with the reference (or, at the distinct operating point, fewer inliers
   but verify_distinct_ratio times those of every other candidate of the whole shortlist, so
-  that nothing else in the catalogue maps onto the crop); the card is that candidate (not the embedder's
+  that nothing else in the catalogue maps onto the crop; or, at the spread point, inliers
+  spread over much of the card, whatever its colours); the card is that candidate (not the embedder's
   top-1), its polygon the reference's corners mapped back into the frame. Other candidates that
   also map onto the crop (same-art reprints) are compared pixel by pixel where their references
   differ; when that cannot tell them apart, the card is `unknown`, naming both;
@@ -80,6 +81,7 @@ POLYGON_COLOUR_GAP = 0.25  # whole-card colours this far below the art's: the po
 # rectangle does not follow, then fills the canvas square-on and its features match.
 RECTIFY_MIN = 8  # inliers of the best candidate's homography for the rectified look
 RECTIFY_IOU = 0.5  # ... whose corners must overlap the detector's box this much
+OFF_INLIERS = 1000  # an operating point asking this many inliers is unused (the manifest default)
 # A taught crop carries one sighting's light, glare and background; an unknown card seen in the
 # same light would agree with it on colour more easily than with the clean scan. So evidence
 # against a taught view takes the lower of its colour agreement with the taught crop and with
@@ -270,14 +272,20 @@ class VerifyStage:
         return np.asarray(m, np.float64)
 
     def passes(self, v: Verification | None) -> bool:
-        """Enough inliers under a plausible homography, and the colours agree: either of the
-        bundle's two operating points (fewer inliers and closer colours, or many inliers)."""
+        """Enough inliers under a plausible homography, and the colours agree: any of the
+        bundle's three operating points (fewer inliers and closer colours, many inliers, or
+        inliers spread over much of the card)."""
         t = self.thresholds
         if v is None or v.homography is None:
             return False
         return (
-            v.inliers >= t.verify_min_inliers and v.photometric >= t.verify_min_photometric
-        ) or (v.inliers >= t.verify_strong_inliers and v.photometric >= t.verify_strong_photometric)
+            (v.inliers >= t.verify_min_inliers and v.photometric >= t.verify_min_photometric)
+            or (v.inliers >= t.verify_strong_inliers and v.photometric >= t.verify_strong_photometric)
+            or (
+                v.inliers >= t.verify_spread_inliers and v.coverage >= t.verify_spread_cells
+                and v.photometric >= t.verify_spread_photometric
+            )
+        )  # fmt: skip
 
     def distinct(self, evidence: Evidence) -> bool:
         """The distinct operating point: the best candidate's inliers are few, but
@@ -390,7 +398,8 @@ class VerifyStage:
         """The strongest evidence for `card_id`: its scan's, or one of its taught views'."""
         t = self.thresholds
         best = self.verifier.verify(query, card_id)
-        coloured = min(t.verify_min_inliers, t.verify_distinct_inliers)  # the colour check's due
+        # the colour check's due
+        coloured = min(t.verify_min_inliers, t.verify_distinct_inliers, t.verify_spread_inliers)
         if best.homography is not None and best.inliers >= coloured:
             best = self.coloured(image, warp, best)
         for view in views.views_of(card_id) if views is not None else ():
@@ -449,9 +458,13 @@ class VerifyStage:
             return replace(card, match=_unknown(m, evidence.reason))
         if card.box.conf < t.background_conf:
             return None
-        got = max((v.inliers for v in evidence.results), default=0)
-        why = f"no candidate verified (best {got} inliers, {t.verify_min_inliers} needed"
-        why += ", or its colours differ)" if got >= t.verify_min_inliers else ")"
+        top = max(evidence.results, key=lambda v: v.inliers, default=None)
+        got, cells = (top.inliers, top.coverage) if top is not None else (0, 0)
+        why = f"no candidate verified (best {got} inliers over {cells} cells of the card, "
+        why += f"{t.verify_min_inliers} needed"
+        if t.verify_spread_inliers < OFF_INLIERS:
+            why += f" or {t.verify_spread_cells} cells"
+        why += "; or its colours differ)" if got >= t.verify_min_inliers else ")"
         return replace(card, match=_unknown(card.match, why))
 
     def _verified(

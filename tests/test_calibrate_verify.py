@@ -1,12 +1,13 @@
 """The verification thresholds chosen from evidence: the two usual operating points, then the
-distinct point beside them (few inliers, nothing else close)."""
+spread point (inliers over much of the card, colours loose) and the distinct point (few inliers,
+nothing else close) beside them."""
 
 from __future__ import annotations
 
-from training.calibrate_verify import OTHER, OWN, Evidence, choose_rule
+from training.calibrate_verify import BUFFER_CELLS, OTHER, OWN, Evidence, choose_rule
 
 
-def box(kind: str, results: list[tuple[int, float, int]]) -> Evidence:
+def box(kind: str, results: list[tuple[int, float, int] | tuple[int, float, int, int]]) -> Evidence:
     return Evidence(kind, 0.9, results, small=False, score=0.9, margin=0.1, top1_right=True)
 
 
@@ -19,7 +20,7 @@ def test_a_card_alone_at_few_inliers_is_verified_where_template_lookalikes_are_n
     lookalike = [box("unknown", [(14, 0.9, OTHER), (12, 0.9, OTHER)]) for _ in range(100)]
     # when the rule is chosen
     rule, n_right = choose_rule([*clear, *poor], lookalike)
-    t_i, _, s_i, _, d_i, d_p, d_r = rule
+    t_i, _, s_i, _, d_i, d_p, d_r = rule[:7]
     # then the usual points stay above the lookalikes' inliers (even loosened by the buffer),
     # and the distinct point verifies the poorly seen cards, which the lookalikes cannot pass
     assert t_i > 14 and s_i > 14
@@ -36,6 +37,24 @@ def test_no_distinct_point_where_it_would_let_a_wrong_card_through() -> None:
     rule, n_right = choose_rule([*clear, *poor], alone)
     # then no distinct point is used (it would name the unknown cards) and only the clear pass
     assert rule[4] == 1000 and n_right == 100
+
+
+def test_inliers_spread_over_the_card_verify_where_light_spoils_the_colours() -> None:
+    # given known cards seen clearly, known cards under odd light (30 inliers over 14 cells of
+    # the card, colours 0.4), and unknown cards of the same style whose template matches as many
+    # inliers on 4 cells, colours 0.4 too
+    clear = [box("known", [(40, 0.95, OWN, 16), (4, 0.2, OTHER, 2)]) for _ in range(100)]
+    odd = [box("known", [(30, 0.4, OWN, 14), (4, 0.2, OTHER, 2)]) for _ in range(100)]
+    lookalike = [box("unknown", [(30, 0.4, OTHER, 4), (12, 0.9, OTHER, 3)]) for _ in range(100)]
+    # when the rule is chosen
+    rule, n_right = choose_rule([*clear, *odd], lookalike)
+    # then the spread point verifies the cards under odd light and not the lookalikes
+    assert 4 + BUFFER_CELLS < rule.spread_cells <= 14 and rule.spread_inliers <= 30
+    assert rule.spread_photometric <= 0.4 and n_right == 200
+    # and where the lookalikes spread as widely, there is no spread point
+    spread = [box("unknown", [(30, 0.4, OTHER, 14)]) for _ in range(100)]
+    rule, n_right = choose_rule([*clear, *odd], spread)
+    assert rule.spread_inliers == 1000 and n_right == 100
 
 
 def test_background_confidence_counts_boxes_too_small_to_verify() -> None:

@@ -353,6 +353,42 @@ def test_the_distinct_point_needs_a_look_that_checked_the_whole_shortlist(refs) 
     stage.close()
 
 
+def test_coverage_counts_the_cells_of_the_card_its_inliers_span(refs, cards) -> None:
+    # given a card seen whole on the canvas, and the same view with only its top-left quarter's
+    # features (the rest hidden)
+    ex = Extractor(SPEC)
+    card_id = next(iter(cards))
+    view = cv2.resize(cards[card_id], (SPEC.width, SPEC.height), interpolation=cv2.INTER_AREA)
+    whole = ex.extract(ex.gray(view))
+    corner = (whole.points[:, 0] < SPEC.width / 2) & (whole.points[:, 1] < SPEC.height / 2)
+    part = Features(whole.points[corner], whole.descriptors[corner])
+    # when each is verified against the card
+    verifier = Verifier(refs)
+    seen, hidden = verifier.verify(whole, card_id), verifier.verify(part, card_id)
+    # then both verify, the whole card's inliers over the cells of its distinctive features (art
+    # and name: a third of the 8 x 6 grid and more), the quarter's over at most its own 4 x 3
+    # (and a cell or two of slack at its edges)
+    assert seen.inliers >= 30 and hidden.inliers >= 15
+    assert seen.coverage >= 16 and hidden.coverage <= 14 and hidden.coverage < seen.coverage / 2
+
+
+def test_the_spread_point_needs_inliers_over_enough_of_the_card(refs) -> None:
+    # given thresholds whose usual points no candidate reaches, and a spread point of 20
+    # inliers over 12 cells with colours of 0 at least
+    t = Thresholds(verify_min_inliers=1000, verify_spread_inliers=20, verify_spread_cells=12,
+                   verify_spread_photometric=0.0)  # fmt: skip
+    stage = VerifyStage(refs, t, threads=1)
+    spread = Verification("a", 25, 30, np.eye(3), photometric=0.1, coverage=14)
+    # then inliers spread over 14 cells pass under poor colours, and not when they cluster, are
+    # too few, the colours disagree outright, or there is no homography
+    assert stage.passes(spread)
+    assert not stage.passes(replace(spread, coverage=6))
+    assert not stage.passes(replace(spread, inliers=15))
+    assert not stage.passes(replace(spread, photometric=-0.2))
+    assert not stage.passes(replace(spread, homography=None))
+    stage.close()
+
+
 def test_a_crop_without_features_is_not_verified(refs, cards) -> None:
     v = Verifier(refs).verify(
         Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)), next(iter(cards))

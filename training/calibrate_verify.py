@@ -10,7 +10,11 @@ Recognizer (detector boxes, shortlist, the verification stage's evidence) and ch
   are decided apart), and LOOSE_PRECISION when loosened by a buffer (a margin for scenes unlike
   these); Unknown cards
   of the catalogue's own style match its template's features; their colours do not agree;
-- `verify_distinct_inliers` / `_photometric` / `_ratio`: then a third operating point beside
+- `verify_spread_inliers` / `_cells` / `_photometric`: then a geometric point beside them,
+  inliers spread over that many cells of the card, where colours may differ (light that the
+  colour check does not survive); chosen under the same two precisions, loosened by the buffer
+  and BUFFER_CELLS;
+- `verify_distinct_inliers` / `_photometric` / `_ratio`: then a fourth operating point beside
   them, for fewer inliers than the first, where the candidate also has that many times the
   inliers of every other candidate of the box (nothing else in the catalogue maps onto the crop;
   same-art reprints and neighbouring cards count as others, as the device sees them), chosen
@@ -29,7 +33,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -49,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 BUFFER_INLIERS = 1.2  # the chosen pair stays clean when loosened by this factor of inliers ...
 BUFFER_PHOTO = 0.1  # ... and this much colour agreement (a margin for scenes unlike these)
+BUFFER_CELLS = 1  # ... and this many fewer cells holding inliers
 MIN_INLIERS = 10
 MIN_DISTINCT_INLIERS = 9  # the distinct point's floor (a homography on fewer proves little)
 PRECISION = 0.997  # of the cards the rule passes on these scenes, right (the bar: 0.995) ...
@@ -62,7 +67,8 @@ class Evidence:
 
     kind: str  # "known" | "unknown" | "none" (matches no card)
     conf: float
-    results: list[tuple[int, float, int]]  # per candidate: inliers, photometric, OTHER/OWN/TWIN
+    # per candidate: inliers, photometric, OTHER/OWN/TWIN[, coverage: cells holding inliers]
+    results: list[tuple[int, float, int] | tuple[int, float, int, int]]
     small: bool  # too small to verify
     score: float  # the embedding's top-1 score and margin, its top-1 right
     margin: float
@@ -78,6 +84,9 @@ class VerifyCalibration:
     verify_distinct_inliers: int
     verify_distinct_photometric: float
     verify_distinct_ratio: float
+    verify_spread_inliers: int
+    verify_spread_cells: int
+    verify_spread_photometric: float
     background_conf: float
     probable_score: float
     probable_margin: float
@@ -162,7 +171,10 @@ def collect(
                 Evidence(
                     kind=kind, conf=card.box.conf,
                     results=[
-                        (v.inliers, v.photometric, _relation(twins, truth, v.card_id, present))
+                        (
+                            v.inliers, v.photometric,
+                            _relation(twins, truth, v.card_id, present), v.coverage,
+                        )
                         for v in evidence.results
                     ],
                     small=short_side(card.box.corners) < min_px,
@@ -173,10 +185,24 @@ def collect(
     return out
 
 
-# min inliers, min colour; strong inliers, strong colour; distinct inliers, colour, ratio
-Rule = tuple[int, float, int, float, int, float, float]
-OFF: tuple[int, float, float] = (1000, 1.0, 2.0)  # the distinct point unused
+class Rule(NamedTuple):
+    """The operating points, as the manifest's verify_* thresholds."""
+
+    min_inliers: int
+    min_photometric: float
+    strong_inliers: int
+    strong_photometric: float
+    distinct_inliers: int = 1000  # 1000: the point unused
+    distinct_photometric: float = 1.0
+    distinct_ratio: float = 2.0
+    spread_inliers: int = 1000
+    spread_cells: int = 48
+    spread_photometric: float = 1.0
+
+
 DISTINCT_RATIOS = (1.5, 2.0, 2.5, 3.0)
+SPREAD_CELLS = (6, 24)  # of the 48 cells of PHOTO_GRID the spread point may ask for
+SPREAD_PHOTOS = (-1.0, 0.0, 0.3, 0.5, 0.7)  # its colour agreement: none, or some
 
 
 class _Table:
@@ -188,10 +214,12 @@ class _Table:
         self.pho = np.full((len(boxes), width), -2.0, np.float32)
         self.own = np.zeros((len(boxes), width), bool)
         self.twin = np.zeros((len(boxes), width), bool)
+        self.cov = np.zeros((len(boxes), width), np.int32)  # unrecorded: the spread point fails
         for i, e in enumerate(boxes):
-            for j, (n, p, rel) in enumerate(e.results):
+            for j, (n, p, rel, *cov) in enumerate(e.results):
                 self.inl[i, j], self.pho[i, j] = n, p
                 self.own[i, j], self.twin[i, j] = rel == OWN, rel == TWIN
+                self.cov[i, j] = cov[0] if cov else 0
         # per candidate, the most inliers of any other candidate of its box (the device sees
         # every candidate, twins and neighbouring cards included)
         ranked = -np.sort(-np.pad(self.inl, ((0, 0), (0, 1)), constant_values=-1), axis=1)
@@ -203,9 +231,19 @@ class _Table:
         card itself passes, the box is right (same-art rivals are decided apart); when only
         unrelated cards pass, it is wrong. A twin passing alone (the card itself missed the
         shortlist) is neither: no threshold tells the same picture apart."""
-        t_i, t_p, s_i, s_p, d_i, d_p, d_r = rule
-        ok = ((self.inl >= t_i) & (self.pho >= t_p)) | ((self.inl >= s_i) & (self.pho >= s_p))
-        ok |= (self.inl >= d_i) & (self.pho >= d_p) & (self.inl >= d_r * self.runner)
+        r = rule
+        inl, pho = self.inl, self.pho
+        ok = ((inl >= r.min_inliers) & (pho >= r.min_photometric)) | (
+            (inl >= r.strong_inliers) & (pho >= r.strong_photometric)
+        )
+        ok |= (
+            (inl >= r.spread_inliers) & (self.cov >= r.spread_cells) & (pho >= r.spread_photometric)
+        )
+        ok |= (
+            (inl >= r.distinct_inliers)
+            & (pho >= r.distinct_photometric)
+            & (inl >= r.distinct_ratio * self.runner)
+        )
         return (ok & ~self.twin & ~self.own).any(axis=1), (ok & self.own).any(axis=1)
 
 
@@ -262,39 +300,49 @@ def choose_rule(known: list[Evidence], unknown: list[Evidence]) -> tuple[Rule, i
         return (right / (right + bad) if right + bad else 1.0), right
 
     def loose(rule: Rule) -> Rule:
-        t_i, t_p, s_i, s_p, d_i, d_p, d_r = rule
-        return (
-            int(t_i / BUFFER_INLIERS),
-            t_p - BUFFER_PHOTO,
-            int(s_i / BUFFER_INLIERS),
-            s_p - BUFFER_PHOTO,
-            int(d_i / BUFFER_INLIERS),
-            d_p - BUFFER_PHOTO,
-            max(1.0, d_r / BUFFER_INLIERS),
-        )
+        r = rule
+        return Rule(
+            int(r.min_inliers / BUFFER_INLIERS), r.min_photometric - BUFFER_PHOTO,
+            int(r.strong_inliers / BUFFER_INLIERS), r.strong_photometric - BUFFER_PHOTO,
+            int(r.distinct_inliers / BUFFER_INLIERS), r.distinct_photometric - BUFFER_PHOTO,
+            max(1.0, r.distinct_ratio / BUFFER_INLIERS),
+            int(r.spread_inliers / BUFFER_INLIERS), max(r.spread_cells - BUFFER_CELLS, 1),
+            r.spread_photometric - BUFFER_PHOTO,
+        )  # fmt: skip
 
     def holds(rule: Rule, to_beat: int) -> bool:
         prec, n = precision(rule)
         return n > to_beat and prec >= PRECISION and precision(loose(rule))[0] >= LOOSE_PRECISION
 
-    best: tuple[int, Rule] = (-1, (60, 0.95, 1000, 1.0, *OFF))
+    best: tuple[int, Rule] = (-1, Rule(60, 0.95, 1000, 1.0))
     photos = np.round(np.arange(0.3, 0.96, 0.05), 2).tolist()
     for t_i in range(MIN_INLIERS, 41):
         for t_p in photos:
             for s_i in [1000, *range(t_i + 4, 81, 4)]:
                 for s_p in [p for p in photos if p <= t_p] if s_i < 1000 else [1.0]:
-                    rule: Rule = (t_i, t_p, s_i, s_p, *OFF)
+                    rule = Rule(t_i, t_p, s_i, s_p)
                     if holds(rule, best[0]):
                         best = (precision(rule)[1], rule)
-    # Then the distinct point beside it: fewer inliers than the rule's, nothing else close.
+    # Then the spread point beside it: inliers over much of the card, colours looser than the
+    # usual points ask (or none).
+    base = best[1]
+    for c_i in range(MIN_INLIERS, 61, 2):
+        for c_c in range(SPREAD_CELLS[0], SPREAD_CELLS[1] + 1):
+            for c_p in [p for p in SPREAD_PHOTOS if p < base.min_photometric]:
+                rule = base._replace(spread_inliers=c_i, spread_cells=c_c, spread_photometric=c_p)
+                if holds(rule, best[0]):
+                    best = (precision(rule)[1], rule)
+    # Then the distinct point beside them: fewer inliers than the rule's, nothing else close.
     # Its colours as the usual points demand them: a same-art reprint's other printing differs
     # in colour, and its twin passing alone (the right printing missed the shortlist) counts as
     # neither right nor wrong here.
     base = best[1]
-    for d_i in range(MIN_DISTINCT_INLIERS, base[0]):
-        for d_p in [p for p in photos if p >= base[1]]:
+    for d_i in range(MIN_DISTINCT_INLIERS, base.min_inliers):
+        for d_p in [p for p in photos if p >= base.min_photometric]:
             for d_r in DISTINCT_RATIOS:
-                rule = (base[0], base[1], base[2], base[3], d_i, d_p, d_r)
+                rule = base._replace(
+                    distinct_inliers=d_i, distinct_photometric=d_p, distinct_ratio=d_r
+                )
                 if holds(rule, best[0]):
                     best = (precision(rule)[1], rule)
     return best[1], max(best[0], 0)
@@ -322,13 +370,7 @@ def choose(evidence: list[Evidence], n_scenes: int) -> VerifyCalibration:
     u_any = _Table(unknown).verdicts(rule)[0] if unknown else np.zeros(0, bool)
     unverified_unknown = [e for e, p in zip(unknown, u_any, strict=True) if not p]
     return VerifyCalibration(
-        verify_min_inliers=rule[0],
-        verify_min_photometric=rule[1],
-        verify_strong_inliers=rule[2],
-        verify_strong_photometric=rule[3],
-        verify_distinct_inliers=rule[4],
-        verify_distinct_photometric=rule[5],
-        verify_distinct_ratio=rule[6],
+        **{f"verify_{k}": v for k, v in rule._asdict().items()},
         background_conf=round(min(bg_conf, 1.0), 4),
         probable_score=p_score,
         probable_margin=p_margin,
@@ -384,7 +426,8 @@ def run(
         in (
             "verify_min_inliers", "verify_min_photometric", "verify_strong_inliers",
             "verify_strong_photometric", "verify_distinct_inliers", "verify_distinct_photometric",
-            "verify_distinct_ratio", "background_conf", "probable_score", "probable_margin",
+            "verify_distinct_ratio", "verify_spread_inliers", "verify_spread_cells",
+            "verify_spread_photometric", "background_conf", "probable_score", "probable_margin",
         )
     }  # fmt: skip
     if backs is not None:
