@@ -50,17 +50,18 @@ def test_demo_bundle_keeps_its_verified_accuracy(scenes: Path) -> None:
     # a card the detector misses counts as not named), and far better than the embedding alone;
     # what it reports known is right; unknown cards are never named; few phantom cards
     in_view = verified["named_right_unoccluded_80px_in_view"]
-    # 0.651 when committed (0.674 with the previous stop's bundle and scans, 0.651 before that)
-    assert in_view >= 0.6, verified
-    assert verified["named_right_unoccluded_80px"] >= 0.6, verified  # of those detected: 0.667
+    # 0.744 when committed with the spread point (0.651 without it, 0.674 with an earlier
+    # stop's bundle and scans)
+    assert in_view >= 0.69, verified
+    assert verified["named_right_unoccluded_80px"] >= 0.7, verified  # of those detected: 0.762
     assert (
         verified["named_right_unoccluded_80px"] >= embedding["named_right_unoccluded_80px"] + 0.25
     )
     assert verified["precision_known"] >= 0.98, verified
     assert verified["unknown_flagged"] >= 0.95, verified
     assert verified["false_cards_per_scene"] <= 0.2, verified
-    # 44 of 85 detected known cards verified when committed
-    assert report["decision"]["tiers_known"].get("verified", 0) >= 0.33 * report["n_known_detected"]
+    # 48 of 85 detected known cards verified when committed (44 without the spread point)
+    assert report["decision"]["tiers_known"].get("verified", 0) >= 0.5 * report["n_known_detected"]
 
 
 @pytest.mark.slow
