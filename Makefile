@@ -16,12 +16,12 @@ $(BIN)/python:
 	$(PIP) install -q --upgrade pip
 
 # Runtime only: what a Pi gets.
-$(VENV)/.runtime-stamp: pyproject.toml setup.py edge/_obb.c | $(BIN)/python
+$(VENV)/.runtime-stamp: pyproject.toml setup.py edge/recognize/_obb.c | $(BIN)/python
 	$(PIP) install -q -e .
 	touch $@
 
 # Everything: training extra (torch, ultralytics, ...) and dev tools.
-$(VENV)/.dev-stamp: pyproject.toml setup.py edge/_obb.c | $(BIN)/python
+$(VENV)/.dev-stamp: pyproject.toml setup.py edge/recognize/_obb.c | $(BIN)/python
 	$(PIP) install -q -e '.[train,dev]'
 	touch $@ $(VENV)/.runtime-stamp
 
@@ -86,7 +86,7 @@ soak: $(VENV)/.runtime-stamp
 	$(BIN)/python benchmarks/soak.py --bundle models/demo --source synthetic:reference_db/demo --minutes 30
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build edge/_obb.*.so
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build edge/recognize/_obb.*.so
 
 bench-hailo: $(VENV)/.dev-stamp
 	$(BIN)/python benchmarks/hailo_live.py --bundle models/demo --seconds 20

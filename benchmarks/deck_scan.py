@@ -3,7 +3,7 @@
 For each pace (cards per minute of film time) a pile of --cards cards (drawn with replacement
 from the catalogue folder, so some cards come more than once) is laid down one at a time
 (`synthetic:DIR?deck`, or --handful N spread at once) and every frame goes through the live loop
-(edge.live.LiveLoop.process: detect, track, embed, verify, publish) with a scan list recording,
+(edge.live.loop.LiveLoop.process: detect, track, embed, verify, publish) with a scan list recording,
 exactly as `cardedge serve` records one. The film is counted in frames at --fps, and every frame
 is processed (a fast source), so the result is what a device that keeps up with --fps would
 record; frames per card = fps x 60 / pace.
@@ -42,9 +42,9 @@ if str(REPO) not in sys.path:
 
 from edge.config import RuntimeSettings, Settings, SourceSettings  # noqa: E402
 from edge.lists.service import ScanLists, catalogue_lookup  # noqa: E402
-from edge.live import LiveLoop  # noqa: E402
-from edge.pipeline import Recognizer  # noqa: E402
-from edge.runtime import Runtime  # noqa: E402
+from edge.live.loop import LiveLoop  # noqa: E402
+from edge.live.runtime import Runtime  # noqa: E402
+from edge.recognize.recognizer import Recognizer  # noqa: E402
 from edge.sources.deck import DeckSource  # noqa: E402
 
 BAR = 0.98

@@ -1,4 +1,4 @@
-"""The local-feature shortlist (edge.feature_shortlist) against the embedder's, on held-out scenes.
+"""The local-feature shortlist (edge.recognize.shortlist) against the embedder's, on held-out scenes.
 
 For every known card of the scenes that the detector finds, the crop is embedded and searched as
 the device does (Recognizer.shortlist), its ORB features are extracted as the verification stage's
@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 
 from edge.config import RuntimeSettings
-from edge.feature_shortlist import FeatureShortlist, merged
-from edge.pipeline import Recognizer
+from edge.recognize.recognizer import Recognizer
+from edge.recognize.shortlist import FeatureShortlist, merged
 
 
 def make_scenes(out: Path, n: int) -> None:

@@ -10,8 +10,8 @@ What runs: a copy of the bundle gets a detector graph cut before the head's conc
 format, tests/fakes/hailo_platform/hef_tool.py) and their HefSpec entries; the Recognizer loads
 it with runtime.backend = "hailo" against the `hailo_platform` double (tests/fakes on sys.path),
 so the real Hailo backend code runs: uint8 NHWC input, quantised outputs, host OBB-head decode,
-crops of a frame batched into one job. edge.live_bench.bench_live then drives edge.live.LiveLoop
-on a camera paced at --fps that films 1280x720 scenes of --cards cards (edge.bench's compositor,
+crops of a frame batched into one job. edge.live.bench.bench_live then drives edge.live.loop.LiveLoop
+on a camera paced at --fps that films 1280x720 scenes of --cards cards (edge.cli.bench's compositor,
 drifting slowly so tracking works; a new scene every --scene-seconds), or any edge source URI.
 
 Device time: the double computes real outputs with ONNX Runtime on this CPU before it "holds the
@@ -59,12 +59,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make edge/, training/ and tests/ importable
     sys.path.insert(0, str(REPO))
 
-from edge.bench import compose_scene  # noqa: E402
-from edge.bundle import refresh_hashes, verify_bundle, write_manifest  # noqa: E402
+from edge.bundles.files import refresh_hashes, verify_bundle, write_manifest  # noqa: E402
+from edge.bundles.manifest import HefSpec, Manifest, load_manifest  # noqa: E402
+from edge.cli.bench import compose_scene  # noqa: E402
 from edge.config import HailoSettings, RuntimeSettings, SourceSettings  # noqa: E402
 from edge.errors import SourceError  # noqa: E402
 from edge.imageio import read_image_file  # noqa: E402
-from edge.manifest import HefSpec, Manifest, load_manifest  # noqa: E402
 from edge.sources.base import FrameSource, Pacer  # noqa: E402
 from edge.sources.synthetic import drift_matrix  # noqa: E402
 from edge.types import Frame, ImageRGB, OrientedBox  # noqa: E402
@@ -84,7 +84,7 @@ COMPUTE_PROBES = 5  # identify() calls that measure the double's own compute
 
 
 class CompositeSource:
-    """A paced camera filming edge.bench's composited scenes of `cards` cards, drifting slowly.
+    """A paced camera filming edge.cli.bench's composited scenes of `cards` cards, drifting slowly.
 
     Time is counted in frames, so a scene lasts scene_seconds x fps frames whatever the pace.
     """
@@ -515,8 +515,8 @@ def bar_figures(
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Everything the module docstring says; returns the JSON report."""
-    from edge.live_bench import bench_live
-    from edge.pipeline import Recognizer
+    from edge.live.bench import bench_live
+    from edge.recognize.recognizer import Recognizer
     from edge.sources import open_source
 
     with tempfile.TemporaryDirectory(prefix="hailo-live-") as tmp:

@@ -4,7 +4,7 @@ Reference vectors: N unit vectors in D dims, clustered (cards of one set or one 
 together), by default the full catalogue size 17,592 x 768. Queries: noisy copies of random
 references, like embeddings of real camera crops (cosine to their reference about 0.8-0.9).
 recall@1 = share of queries whose top-1 key from the index, searched the way the runtime searches
-it (edge.index: saved, loaded, exact below EXACT_MAX_VECTORS, else HNSW), equals the top-1 key of
+it (edge.recognize.index: saved, loaded, exact below EXACT_MAX_VECTORS, else HNSW), equals the top-1 key of
 exact float32 brute force. Bar: >= 0.999. Also prints the time per query of each search mode.
 
     python benchmarks/index_recall.py [--n 17592] [--dim 768] [--queries 2000] [--json]
@@ -21,9 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from edge.embed import l2_normalize
-from edge.index import EXACT_MAX_VECTORS, EXPANSION_SEARCH, build_index, load_index, save_index
-from edge.manifest import IndexSpec
+from edge.bundles.manifest import IndexSpec
+from edge.recognize.embed import l2_normalize
+from edge.recognize.index import (
+    EXACT_MAX_VECTORS,
+    EXPANSION_SEARCH,
+    build_index,
+    load_index,
+    save_index,
+)
 
 DEFAULT_DTYPE = str(IndexSpec.model_fields["dtype"].default)
 

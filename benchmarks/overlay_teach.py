@@ -30,13 +30,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import edge.verify_stage as verify_stage  # noqa: E402
+import edge.recognize.verify_stage as verify_stage  # noqa: E402
 from edge.config import RuntimeSettings, Settings  # noqa: E402
 from edge.errors import EdgeError  # noqa: E402
-from edge.overlay import OverlayStore  # noqa: E402
-from edge.pipeline import Recognizer  # noqa: E402
-from edge.rectify import side_lengths  # noqa: E402
-from edge.runtime import Runtime  # noqa: E402
+from edge.live.runtime import Runtime  # noqa: E402
+from edge.overlay.store import OverlayStore  # noqa: E402
+from edge.recognize.recognizer import Recognizer  # noqa: E402
+from edge.recognize.rectify import side_lengths  # noqa: E402
 from tests.overlay_photos import photo, scan, sleeve  # noqa: E402
 from training.evaluate import GtCard, load_scenes, match_boxes  # noqa: E402
 

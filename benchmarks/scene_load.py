@@ -54,7 +54,7 @@ def served(bundle: Path, source: str, port: int) -> Iterator[str]:
     cmd = [
         sys.executable,
         "-m",
-        "edge.cli",
+        "edge.cli.main",
         "serve",
         "--bundle",
         str(bundle),

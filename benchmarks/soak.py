@@ -57,7 +57,7 @@ def main() -> int:
         [
             sys.executable,
             "-m",
-            "edge.cli",
+            "edge.cli.main",
             "serve",
             "--bundle",
             str(args.bundle),

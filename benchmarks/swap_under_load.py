@@ -65,8 +65,8 @@ def _bundle(arg: Path | None, work: Path) -> Path:
 
 def rebrand(src: Path, dst: Path, bundle_id: str) -> Path:
     """Same files, another bundle_id (the files table is unchanged, so it still verifies)."""
-    from edge.bundle import write_manifest
-    from edge.manifest import load_manifest
+    from edge.bundles.files import write_manifest
+    from edge.bundles.manifest import load_manifest
 
     shutil.copytree(src, dst)
     (dst / "manifest.sig").unlink(missing_ok=True)
@@ -138,8 +138,8 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start the real `cardedge serve` (installed console script, config file, state directory
     seeded from bundle A), put load on it, upload B over the API, then swap back and forth."""
-    from edge.bundle_archive import pack
-    from edge.manifest import load_manifest
+    from edge.bundles.archive import pack
+    from edge.bundles.manifest import load_manifest
     from tests.serve_process import ServeProcess
 
     work = Path(tempfile.mkdtemp(prefix="swap-bench-"))

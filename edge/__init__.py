@@ -10,7 +10,7 @@ import sys
 # edge is imported first (the cardedge commands and the service).
 _user_blas_threads = os.environ.get("OPENBLAS_NUM_THREADS")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-# Whether numpy's BLAS runs on one thread in this process (edge.index relies on it).
+# Whether numpy's BLAS runs on one thread in this process (edge.recognize.index relies on it).
 SINGLE_THREAD_BLAS = _user_blas_threads == "1" or (
     _user_blas_threads is None and "numpy" not in sys.modules
 )

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from edge.bundle_settings import BundleSettings
+from edge.bundles.settings import BundleSettings
 from edge.errors import ConfigError
 
 

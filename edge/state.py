@@ -17,10 +17,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.bundle_errors import BundleConflictError
+from edge.bundles.errors import BundleConflictError
+from edge.bundles.store import BundleStore
 from edge.config import Settings
 from edge.errors import ConfigError, EdgeError
-from edge.store import BundleStore
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def probe_state_dir(state_dir: Path) -> StoreState:
 
 def _already_installed(store: BundleStore, seed: Path) -> str | None:
     """The seed directory's bundle id when the identical bundle is in the store already."""
-    from edge.manifest import MANIFEST_NAME, load_manifest
+    from edge.bundles.manifest import MANIFEST_NAME, load_manifest
 
     manifest_path = seed / MANIFEST_NAME
     if not seed.is_dir() or not manifest_path.is_file():
@@ -89,7 +89,7 @@ def _already_installed(store: BundleStore, seed: Path) -> str | None:
 
 def seed_store(settings: Settings) -> tuple[Path, StoreState]:
     """The bundle directory to serve, after seeding the store from runtime.bundle (see above)."""
-    from edge.bundle_install import install_bundle, policy_from_settings
+    from edge.bundles.install import install_bundle, policy_from_settings
 
     state_dir = settings.runtime.state_dir
     seed = settings.runtime.bundle

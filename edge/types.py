@@ -54,7 +54,7 @@ class Match:
     runner_up: str = ""  # a close second candidate that also verified (same-art reprints)
     printings: int = 0  # other printings of its art in the catalogue (a verified card's)
     # an undecided printing: the small print's correlation gap by which card_id leads runner_up
-    # in this view (negative: runner_up leads), too small to decide alone; edge.track sums it
+    # in this view (negative: runner_up leads), too small to decide alone; edge.live.track sums it
     lean: float = 0.0
 
 

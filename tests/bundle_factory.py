@@ -27,10 +27,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bundle import refresh_hashes, verify_bundle, write_manifest
-from edge.embed import l2_normalize, preprocess
-from edge.index import CardInfo, build_index, save_index, write_catalogue
-from edge.manifest import (
+from edge.bundles.files import refresh_hashes, verify_bundle, write_manifest
+from edge.bundles.manifest import (
     CatalogueSpec,
     DetectorSpec,
     EmbedderSpec,
@@ -39,7 +37,9 @@ from edge.manifest import (
     Manifest,
     Thresholds,
 )
-from edge.rectify import rotate180
+from edge.recognize.embed import l2_normalize, preprocess
+from edge.recognize.index import CardInfo, build_index, save_index, write_catalogue
+from edge.recognize.rectify import rotate180
 
 __all__ = ["REPO_ROOT", "build_test_bundle", "bundle_copy", "demo_bundle_or_none", "factory_bundle"]
 
@@ -266,7 +266,7 @@ def bundle_copy(factory_bundle: Path, tmp_path: Path) -> Iterator[Path]:
 
 def card_images_for(bundle: Path) -> dict[str, Any]:
     """card_id -> RGB selftest scan of a bundle."""
-    from edge.manifest import load_manifest
+    from edge.bundles.manifest import load_manifest
 
     manifest = load_manifest(bundle / "manifest.json")
     return {

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edge.manifest import DetectorSpec, EmbedderSpec, HefSpec, InputSpec
+from edge.bundles.manifest import DetectorSpec, EmbedderSpec, HefSpec, InputSpec
 
 FAKES = Path(__file__).parent / "fakes"
 MEAN = (123.675, 116.28, 103.53)

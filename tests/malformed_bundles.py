@@ -27,10 +27,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from usearch.index import Index
 
-from edge import bundle_errors as be
-from edge.bundle_archive import pack
+from edge.bundles import errors as be
+from edge.bundles.archive import pack
+from edge.bundles.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from edge.errors import BundleError, BundleHashMismatchError, BundleSchemaError
-from edge.manifest import MANIFEST_NAME, SIGNATURE_NAME
 
 DIM = 16
 CARDS = ("c001", "c002", "c003")

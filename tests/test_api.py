@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from edge.api.app import create_app
 from edge.config import load_settings
 from edge.errors import BackendError
-from edge.live import LiveConfig, LiveLoop
-from edge.runtime import Runtime
+from edge.live.loop import LiveConfig, LiveLoop
+from edge.live.runtime import Runtime
 from tests.fakes.camera import FakeCamera
 from tests.fakes.recognizer import FakeRecognizer, Placement, compose, make_cards
 

@@ -12,7 +12,7 @@ from schemathesis.checks import not_a_server_error
 
 from edge.api.app import create_app
 from edge.config import load_settings
-from edge.runtime import Runtime
+from edge.live.runtime import Runtime
 from tests.fakes.recognizer import FakeRecognizer, make_cards
 
 _settings = load_settings(None, limits={"max_upload_bytes": 200_000, "max_pixels": 4_000_000})

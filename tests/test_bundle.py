@@ -1,4 +1,4 @@
-"""edge.bundle: files table, manifest writing, verification with one specific error per failure."""
+"""edge.bundles.files: files table, manifest writing, verification with one specific error per failure."""
 
 from __future__ import annotations
 
@@ -9,22 +9,22 @@ from typing import Any
 
 import pytest
 
-from edge.bundle import build_files_table, sha256_file, verify_bundle, write_manifest
-from edge.bundle_errors import (
+from edge.bundles.errors import (
     BundleLinkError,
     BundleMissingFileError,
     BundlePathError,
     BundleSizeMismatchError,
     BundleUnlistedFileError,
 )
+from edge.bundles.files import build_files_table, sha256_file, verify_bundle, write_manifest
+from edge.bundles.manifest import load_manifest
 from edge.errors import (
     BundleHashMismatchError,
     BundleIncompatibleError,
     BundleNotFoundError,
     BundleSchemaError,
 )
-from edge.index import CardIndex
-from edge.manifest import load_manifest
+from edge.recognize.index import CardIndex
 from tests import bundle_factory
 
 # The project-wide fixtures (tests/conftest.py may also import them: the bundle is built once).

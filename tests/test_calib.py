@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.manifest import InputSpec
+from edge.bundles.manifest import InputSpec
 from training.calib import CalibrationError, build_calibration_set, calib_sample
 
 MEAN = (123.675, 116.28, 103.53)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.card_backs import BACK_REASON, card_back, decide_with_backs
-from edge.manifest import DetectorSpec, InputSpec, Thresholds
-from edge.track import Tracker, TrackerConfig
+from edge.bundles.manifest import DetectorSpec, InputSpec, Thresholds
+from edge.live.track import Tracker, TrackerConfig
+from edge.recognize.card_backs import BACK_REASON, card_back, decide_with_backs
 from edge.types import Candidate, CardMatch, Match, OrientedBox
 
 CORNERS = np.array([[0, 0], [63, 0], [63, 88], [0, 88]], np.float32)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.cli import main, result_json
+from edge.cli.main import main, result_json
 from edge.config import RuntimeSettings
-from edge.pipeline import IdentifyResult, Recognizer
+from edge.recognize.recognizer import IdentifyResult, Recognizer
 from edge.types import CardMatch, Match, OrientedBox, StageTimings
 from tests import bundle_factory
 
@@ -227,7 +227,7 @@ def test_identify_and_bench_pass_the_configured_hailo_section(
     command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given a config with a non-default hailo section
-    from edge import cli
+    from edge.cli import main as cli
     from edge.config import HailoSettings
 
     config = tmp_path / "c.toml"
@@ -251,7 +251,7 @@ def test_the_table_names_both_printings_an_unknown_card_hesitates_between(
 ) -> None:
     # given an identify line with a card whose art verified but whose printing did not, and a
     # named card with a close runner-up
-    from edge.cli import _print_table
+    from edge.cli.main import _print_table
 
     base = {
         "card_id": None, "name": None, "set_id": None, "number": None, "score": 0.9,

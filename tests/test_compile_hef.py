@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.manifest import InputSpec, load_manifest
+from edge.bundles.manifest import InputSpec, load_manifest
 from tests.bundle_factory import *  # noqa: F403  (fixtures factory_bundle, bundle_copy)
 from tests.hailo_helpers import FAKES
 from training.hailo_compile import CompileError, compile_bundle, model_script
@@ -73,7 +73,7 @@ def test_missing_compiler_says_what_to_install(
 def test_compile_bundle_cuts_detector_and_records_hefs(
     bundle_copy: Path, sdk: Any, tmp_path: Path
 ) -> None:
-    from edge.bundle import verify_bundle
+    from edge.bundles.files import verify_bundle
 
     calib = _calib(bundle_copy, tmp_path / "calib")
     # when both models are compiled for hailo8l

@@ -68,7 +68,7 @@ def test_demo_bundle_keeps_its_verified_accuracy(scenes: Path) -> None:
 def test_demo_detector_boxes_face_down_cards_at_its_calibrated_back_threshold() -> None:
     # given the committed demo bundle, whose detector has a `back` class, and its world's cards
     from edge.config import RuntimeSettings
-    from edge.pipeline import Recognizer
+    from edge.recognize.recognizer import Recognizer
     from training.calibrate_backs import collect
     from training.synth.card_render import render_card
     from training.synth.catalogue import procedural_catalogue

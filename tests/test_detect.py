@@ -14,8 +14,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-import edge.detect
-from edge.detect import (
+import edge.recognize.detect
+from edge.bundles.manifest import DetectorSpec, InputSpec, Thresholds
+from edge.errors import BackendError, BadImageError
+from edge.recognize.detect import (
     NMS_DENSE_MAX,
     PAD_VALUE,
     Detector,
@@ -26,8 +28,6 @@ from edge.detect import (
     nms_rotated,
     xywhr_to_corners,
 )
-from edge.errors import BackendError, BadImageError
-from edge.manifest import DetectorSpec, InputSpec, Thresholds
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -64,18 +64,18 @@ def _random_raw(rng: np.random.Generator, n: int, nc: int) -> npt.NDArray[np.flo
 
 def _to_frame(xywhr: npt.NDArray[np.float32], info: LetterboxInfo) -> npt.NDArray[np.float32]:
     """Input-pixel boxes in frame pixels, one by one as the detector's corner loop scales them."""
-    from edge.detect import _box_to_frame
+    from edge.recognize.detect import _box_to_frame
 
     return np.array([_box_to_frame(b, info) for b in xywhr.tolist()], dtype=np.float32)
 
 
 @pytest.fixture(params=["c", "numpy"])
 def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a decode test once with the C decode (edge/_obb.c) and once with the numpy one."""
-    if request.param == "c" and edge.detect._obb is None:
+    """Run a decode test once with the C decode (edge/recognize/_obb.c) and once with the numpy one."""
+    if request.param == "c" and edge.recognize.detect._obb is None:
         pytest.skip("the C decode was not built (no C compiler at install)")
     if request.param == "numpy":
-        monkeypatch.setattr(edge.detect, "_obb", None)
+        monkeypatch.setattr(edge.recognize.detect, "_obb", None)
     return str(request.param)
 
 
@@ -231,7 +231,7 @@ def test_nms_rotated_on_many_candidates_keeps_what_ultralytics_keeps(iou: float)
 
 @pytest.mark.parametrize("iou", [0.0, 0.1, 0.45, 0.7, 0.95, 0.9995, 1.0])
 def test_nms_distance_bound_decides_exactly_as_the_iou(iou: float) -> None:
-    from edge.detect import PROBIOU_EPS, _distance_bound, _iou_of_distance
+    from edge.recognize.detect import PROBIOU_EPS, _distance_bound, _iou_of_distance
 
     # given clipped distances spread over the whole range, and every float32 next to the bound
     bound = _distance_bound(iou)
@@ -349,7 +349,7 @@ def _hard_raw(rng: np.random.Generator, trial: int) -> npt.NDArray[np.float32]:
 def test_c_decode_keeps_exactly_what_the_numpy_decode_keeps(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    obb = edge.detect._obb
+    obb = edge.recognize.detect._obb
     if obb is None:
         pytest.skip("the C decode was not built (no C compiler at install)")
     rng = np.random.default_rng(7)
@@ -362,9 +362,9 @@ def test_c_decode_keeps_exactly_what_the_numpy_decode_keeps(
         max_det = int(rng.choice([2, 300]))
         agnostic = bool(trial % 2)
         # when both decodes run
-        monkeypatch.setattr(edge.detect, "_obb", obb)
+        monkeypatch.setattr(edge.recognize.detect, "_obb", obb)
         ours_c = decode_obb(raw, conf, iou, max_det, agnostic=agnostic)
-        monkeypatch.setattr(edge.detect, "_obb", None)
+        monkeypatch.setattr(edge.recognize.detect, "_obb", None)
         ours_np = decode_obb(raw, conf, iou, max_det, agnostic=agnostic)
         # then they keep the same boxes with the same scores and classes, in the same order
         for c_part, np_part in zip(ours_c, ours_np, strict=True):
@@ -375,7 +375,13 @@ def test_c_decode_keeps_exactly_what_the_numpy_decode_keeps(
 
 
 def test_pair_pruned_nms_suppresses_exactly_what_the_dense_matrix_does() -> None:
-    from edge.detect import _bhattacharyya, _distance_bound, _gauss, _index, _suppressed_sparse
+    from edge.recognize.detect import (
+        _bhattacharyya,
+        _distance_bound,
+        _gauss,
+        _index,
+        _suppressed_sparse,
+    )
 
     rng = np.random.default_rng(11)
     for trial in range(400):
@@ -395,11 +401,13 @@ def test_c_decode_is_built_where_a_compiler_is() -> None:
     # the speed of the detector's host work depends on it: a packaging slip must not hide
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler here: the numpy decode serves")
-    assert edge.detect._obb is not None, "edge/_obb.c was not built: reinstall (make install-dev)"
+    assert edge.recognize.detect._obb is not None, (
+        "edge/recognize/_obb.c was not built: reinstall (make install-dev)"
+    )
 
 
 def test_c_decode_refuses_buffers_it_cannot_read() -> None:
-    obb = edge.detect._obb
+    obb = edge.recognize.detect._obb
     if obb is None:
         pytest.skip("the C decode was not built (no C compiler at install)")
     pred = np.zeros((6, 10), dtype=np.float32)
@@ -532,7 +540,7 @@ def test_letterbox_info_is_consistent_with_cv2_resize() -> None:
 def test_detector_input_equals_the_shared_preprocessing_of_the_letterbox(
     shape: tuple[int, int], color_order: str
 ) -> None:
-    from edge.embed import preprocess
+    from edge.recognize.embed import preprocess
 
     # given a frame and a detector spec with mean/std and a colour order
     spec = _spec(320).model_copy(
@@ -557,7 +565,7 @@ def test_detector_input_equals_the_shared_preprocessing_of_the_letterbox(
 
 
 def test_detector_input_follows_the_frame_size_from_call_to_call() -> None:
-    from edge.embed import preprocess
+    from edge.recognize.embed import preprocess
 
     # given one detector fed frames of changing sizes (a camera switch, uploaded photos)
     det = Detector(ScriptedBackend({}), _spec(320), Thresholds())
@@ -574,8 +582,8 @@ def test_detector_input_follows_the_frame_size_from_call_to_call() -> None:
 
 def test_card_corners_order_boxes_as_the_general_corner_ordering_does() -> None:
     # given many boxes of every size, aspect and angle
-    from edge.detect import card_corners
-    from edge.rectify import order_corners_batch
+    from edge.recognize.detect import card_corners
+    from edge.recognize.rectify import order_corners_batch
 
     rng = np.random.default_rng(0)
     n = 5000

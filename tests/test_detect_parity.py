@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edge.detect import Detector
-from edge.manifest import DetectorSpec, InputSpec, Thresholds
+from edge.bundles.manifest import DetectorSpec, InputSpec, Thresholds
+from edge.recognize.detect import Detector
 
 # Training takes minutes on a busy 2-core CPU the first time (then the cached ONNX is reused).
 pytestmark = [pytest.mark.slow, pytest.mark.train, pytest.mark.timeout(2400)]

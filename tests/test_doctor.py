@@ -11,8 +11,8 @@ from typing import Any
 import cv2
 import pytest
 
-from edge.config import HailoSettings
-from edge.doctor import (
+from edge.bundles.manifest import CatalogueSpec, IndexSpec, Manifest
+from edge.cli.doctor import (
     check_clock,
     check_driver,
     check_hef_arch,
@@ -21,7 +21,7 @@ from edge.doctor import (
     register,
     run_doctor,
 )
-from edge.manifest import CatalogueSpec, IndexSpec, Manifest
+from edge.config import HailoSettings
 from tests import hailo_helpers as hh
 
 IDENTIFY = """Executing on device: 0001:01:00.0

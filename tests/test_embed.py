@@ -1,12 +1,12 @@
-"""edge.embed.preprocess: the one model-input transform, checked against the textbook formula."""
+"""edge.recognize.embed.preprocess: the one model-input transform, checked against the textbook formula."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edge.embed import preprocess
-from edge.manifest import InputSpec
+from edge.bundles.manifest import InputSpec
+from edge.recognize.embed import preprocess
 
 
 def _spec(color_order: str, layout: str) -> InputSpec:

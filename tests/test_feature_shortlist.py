@@ -1,4 +1,4 @@
-"""The local-feature shortlist: an inverted index over the reference features (edge.feature_shortlist)."""
+"""The local-feature shortlist: an inverted index over the reference features (edge.recognize.shortlist)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,19 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.bundles.manifest import Thresholds
+from edge.bundles.reference_features import thumbnail_jpeg
 from edge.config import RuntimeSettings
-from edge.feature_shortlist import FeatureShortlist, merged, widened
-from edge.features import (
+from edge.recognize.features import (
     Features,
     FeatureSpec,
     ReferenceFeatures,
     reference_features,
     write_reference_features,
 )
-from edge.manifest import Thresholds
+from edge.recognize.shortlist import FeatureShortlist, merged, widened
+from edge.recognize.verify_stage import VerifyStage
 from edge.types import Candidate, CardMatch, Match, OrientedBox
-from edge.verification_build import thumbnail_jpeg
-from edge.verify_stage import VerifyStage
 
 SPEC = FeatureSpec(n_features=400)
 
@@ -193,7 +193,7 @@ def test_an_unknown_card_stays_unknown_with_the_index(refs, cards) -> None:
 def test_a_bundle_without_reference_features_still_loads_and_identifies(
     factory_bundle: Path,
 ) -> None:
-    from edge.pipeline import Recognizer
+    from edge.recognize.recognizer import Recognizer
 
     # given the test bundle (no features.bin) loaded with the local-feature shortlist on
     rec = Recognizer.from_bundle(factory_bundle, RuntimeSettings(feature_shortlist=True))

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from edge.config import HailoSettings
-from edge.embed import preprocess
 from edge.errors import BackendError, BackendTimeoutError, BackendUnavailableError
-from edge.obb_head import decode_head, raw_detector_output
+from edge.recognize.embed import preprocess
+from edge.recognize.obb_head import decode_head, raw_detector_output
 from tests import hailo_helpers as hh
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -124,7 +124,7 @@ def test_detector_returns_the_nine_head_outputs_that_decode_to_the_full_graph(bu
 
 def test_uint8_pixels_go_to_the_chip_as_they_are(bundle: Any, hp: Any) -> None:
     # given the Hailo backend, which normalises inside the compiled model
-    from edge.embed import pixel_spec, takes_pixels
+    from edge.recognize.embed import pixel_spec, takes_pixels
 
     _, emb, _ = bundle
     backend = _backend(bundle)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from edge.manifest import HefSpec, load_manifest
+from edge.bundles.manifest import HefSpec, load_manifest
 from tests.scripts import load_script
 
 

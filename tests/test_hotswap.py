@@ -13,19 +13,19 @@ import pytest
 from tests.malformed_bundles import make_bundle, rebrand, tar_of  # isort: skip
 from tests.bundle_factory import *  # noqa: F403  (the session fixture factory_bundle)  # isort: skip
 
-from edge.bundle_errors import BundleHashMismatchError, BundleSelfTestError, NoPreviousBundleError
-from edge.bundle_install import InstallPolicy, install_bundle
+from edge.bundles.errors import BundleHashMismatchError, BundleSelfTestError, NoPreviousBundleError
+from edge.bundles.hotswap import HotSwapper, full_frame_box, self_test
+from edge.bundles.install import InstallPolicy, install_bundle
+from edge.bundles.manifest import Manifest, load_manifest
+from edge.bundles.store import BundleStore
 from edge.errors import BackendError, BundleNotFoundError
-from edge.hotswap import HotSwapper, full_frame_box, self_test
-from edge.manifest import Manifest, load_manifest
-from edge.store import BundleStore
 from edge.types import Candidate, CardCrop, CardMatch, ImageRGB, Match, OrientedBox
 
 FAST = InstallPolicy(check_models=False)
 
 
 class FakeRecognizer:
-    """Stands in for edge.pipeline.Recognizer: identifies each crop as the card its bundle's
+    """Stands in for edge.recognize.recognizer.Recognizer: identifies each crop as the card its bundle's
     self-test expects (or as 'wrong' when told to), and records being closed."""
 
     def __init__(self, bundle_dir: Path, *, wrong: bool = False) -> None:
@@ -206,7 +206,7 @@ def test_install_only_does_not_swap(
 def test_real_bundle_passes_its_self_test(factory_bundle: Path) -> None:
     # given the real (random-weight) test bundle loaded by the real Recognizer
     from edge.config import RuntimeSettings
-    from edge.pipeline import Recognizer
+    from edge.recognize.recognizer import Recognizer
 
     rec = Recognizer.from_bundle(factory_bundle, RuntimeSettings(onnx_threads=1, backend="onnx"))
     try:

@@ -14,11 +14,11 @@ from tests.malformed_bundles import make_bundle, rebrand, tar_of  # isort: skip
 from tests.test_hotswap import FakeRecognizer  # isort: skip
 
 from edge.api.app import create_app
-from edge.bundle_install import InstallPolicy, install_bundle
+from edge.bundles.hotswap import HotSwapper
+from edge.bundles.install import InstallPolicy, install_bundle
+from edge.bundles.store import BundleStore
 from edge.config import ServerSettings, Settings
-from edge.hotswap import HotSwapper
-from edge.runtime import Runtime
-from edge.store import BundleStore
+from edge.live.runtime import Runtime
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -1,4 +1,4 @@
-"""edge.index: catalogue, index writers, per-card search (views deduplicated), unknown decision."""
+"""edge.recognize.index: catalogue, index writers, per-card search (views deduplicated), unknown decision."""
 
 from __future__ import annotations
 
@@ -7,10 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.embed import l2_normalize
+from edge.bundles.manifest import Thresholds
 from edge.errors import BundleSchemaError
-from edge.index import CardIndex, CardInfo, Catalogue, build_index, decide, write_catalogue
-from edge.manifest import Thresholds
+from edge.recognize.embed import l2_normalize
+from edge.recognize.index import (
+    CardIndex,
+    CardInfo,
+    Catalogue,
+    build_index,
+    decide,
+    write_catalogue,
+)
 from edge.types import Candidate
 
 DIM = 32

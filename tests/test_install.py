@@ -12,10 +12,10 @@ import pytest
 
 from tests.malformed_bundles import MALFORMED, Case, make_bundle, rebrand, tar_of  # isort: skip
 
-from edge.bundle_archive import Limits, pack
-from edge.bundle_errors import BundleConflictError
-from edge.bundle_install import InstallPolicy, install_bundle, verify_source
-from edge.store import BundleStore
+from edge.bundles.archive import Limits, pack
+from edge.bundles.errors import BundleConflictError
+from edge.bundles.install import InstallPolicy, install_bundle, verify_source
+from edge.bundles.store import BundleStore
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

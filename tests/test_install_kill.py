@@ -15,10 +15,10 @@ import pytest
 
 from tests.malformed_bundles import make_bundle, rebrand, write_manifest  # isort: skip
 
-from edge.bundle import verify_bundle
-from edge.bundle_archive import pack
-from edge.bundle_install import InstallPolicy, install_bundle
-from edge.store import BundleStore
+from edge.bundles.archive import pack
+from edge.bundles.files import verify_bundle
+from edge.bundles.install import InstallPolicy, install_bundle
+from edge.bundles.store import BundleStore
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = 20
@@ -27,8 +27,8 @@ TRIALS = 20
 CHILD = """
 import sys, itertools
 from pathlib import Path
-from edge.bundle_install import InstallPolicy, install_bundle
-from edge.store import BundleStore
+from edge.bundles.install import InstallPolicy, install_bundle
+from edge.bundles.store import BundleStore
 store = BundleStore(Path(sys.argv[1]), keep=2)
 archives = sorted(Path(sys.argv[2]).iterdir())
 print("ready", flush=True)

@@ -4,7 +4,7 @@ merely lost for a few frames keeps its track."""
 
 from __future__ import annotations
 
-from edge.track import Tracker
+from edge.live.track import Tracker
 from edge.types import Candidate, Match, OrientedBox
 from tests.fakes.recognizer import Placement, placement_corners
 

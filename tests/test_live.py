@@ -11,10 +11,10 @@ import pytest
 
 from edge.config import Settings
 from edge.errors import BackendError
-from edge.live import LatestFrame, LiveConfig, LiveLoop
-from edge.live_bench import bench_live
-from edge.runtime import NotReadyError, Runtime
-from edge.track import TrackerConfig
+from edge.live.bench import bench_live
+from edge.live.loop import LatestFrame, LiveConfig, LiveLoop
+from edge.live.runtime import NotReadyError, Runtime
+from edge.live.track import TrackerConfig
 from edge.types import Frame
 from tests.fakes.camera import FakeCamera
 from tests.fakes.recognizer import FakeRecognizer, Placement, compose, make_cards

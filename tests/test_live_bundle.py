@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edge.api.app import create_app
+from edge.bundles.manifest import load_manifest
+from edge.cli.serve import build_runtime, load_recognizer
 from edge.config import load_settings
-from edge.manifest import load_manifest
-from edge.serve import build_runtime, load_recognizer
 from tests.bundle_factory import factory_bundle  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]

@@ -10,10 +10,10 @@ from collections.abc import Callable
 import numpy as np
 
 from edge.config import Settings
-from edge.live import LiveConfig, LiveLoop
-from edge.live_stages import Handoff, pipeline_onnx_threads
-from edge.runtime import Runtime
-from edge.track import TrackerConfig
+from edge.live.loop import LiveConfig, LiveLoop
+from edge.live.runtime import Runtime
+from edge.live.stages import Handoff, pipeline_onnx_threads
+from edge.live.track import TrackerConfig
 from edge.types import Frame
 from tests.fakes.camera import FakeCamera
 from tests.fakes.recognizer import FakeRecognizer, Placement, compose, make_cards
@@ -205,7 +205,7 @@ def test_onnx_threads_split_the_cores_between_the_two_stages() -> None:
 
 
 def test_serve_splits_onnx_threads_only_when_a_live_loop_runs() -> None:
-    from edge.serve import pipelined_settings
+    from edge.cli.serve import pipelined_settings
 
     live = Settings(source={"uri": "synthetic:"})
     assert pipelined_settings(live).runtime.onnx_threads == pipeline_onnx_threads(0)

@@ -12,10 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import Settings, load_settings
-from edge.errors import ConfigError, SourceError
-from edge.runtime import Runtime
-from edge.serve import (
+from edge.cli.serve import (
     Notifier,
     build_runtime,
     notify_loop,
@@ -23,6 +20,9 @@ from edge.serve import (
     resolve_bundle,
     watchdog_interval,
 )
+from edge.config import Settings, load_settings
+from edge.errors import ConfigError, SourceError
+from edge.live.runtime import Runtime
 from tests.fakes.recognizer import FakeRecognizer, make_cards
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "cardedge.service"

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge.bundles.manifest import DetectorSpec, HefSpec, InputSpec
 from edge.errors import BackendError
-from edge.manifest import DetectorSpec, HefSpec, InputSpec
-from edge.obb_head import decode_head, make_anchors, raw_detector_output
+from edge.recognize.obb_head import decode_head, make_anchors, raw_detector_output
 
 IMGSZ = 320
 
@@ -101,7 +101,7 @@ def test_decoded_cut_head_equals_full_graph_output(yolo_graphs: dict[str, Any]) 
 @pytest.mark.slow
 @pytest.mark.train
 def test_decoded_cut_head_gives_the_same_boxes_after_nms(yolo_graphs: dict[str, Any]) -> None:
-    from edge.detect import decode_obb
+    from edge.recognize.detect import decode_obb
 
     full = yolo_graphs["full"]
     # a threshold midway between two distinct scores, so float ulps cannot flip a candidate
@@ -162,7 +162,7 @@ def _random_head(seed: int, size: int = 64) -> list[np.ndarray]:
 
 
 def test_candidate_only_decode_keeps_exactly_the_boxes_of_the_full_decode() -> None:
-    from edge.detect import decode_obb
+    from edge.recognize.detect import decode_obb
 
     for seed in range(5):
         # given raw head outputs, decoded whole and decoded for the anchors above 0.25 only

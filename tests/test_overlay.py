@@ -1,4 +1,4 @@
-"""Teach on the spot (edge.overlay): the shortlist merge, the snapshot, the store on disk, and the
+"""Teach on the spot (edge.overlay.store): the shortlist merge, the snapshot, the store on disk, and the
 demo bundle's Recognizer verifying against taught views, on the demo bundle itself."""
 
 from __future__ import annotations
@@ -15,18 +15,18 @@ import numpy as np
 import pytest
 
 from edge.config import RuntimeSettings, Settings
-from edge.features import Features
 from edge.feedback import UnknownCardError
-from edge.overlay import OverlayStore, OverlayViewNotFoundError, TeachNoFeaturesError
-from edge.overlay_snapshot import (
+from edge.live.runtime import Runtime
+from edge.overlay.store import OverlayStore, OverlayViewNotFoundError, TeachNoFeaturesError
+from edge.recognize.features import Features
+from edge.recognize.recognizer import Recognizer
+from edge.recognize.taught import (
     OverlaySnapshot,
     PreparedView,
     TaughtCandidate,
     index_only,
     merge_taught,
 )
-from edge.pipeline import Recognizer
-from edge.runtime import Runtime
 from edge.types import Candidate
 from tests.overlay_photos import (
     CARD,
@@ -173,7 +173,7 @@ def test_a_taught_view_does_not_pull_another_card_into_it(
     # then it is not named as the taught card: its colours must agree with CARD's scan too
     assert not _named(rec, other, CARD)
     # (checked on the taught crop's colours alone, it would be)
-    monkeypatch.setattr("edge.verify_stage.TAUGHT_COLOUR_BOTH", False)
+    monkeypatch.setattr("edge.recognize.verify_stage.TAUGHT_COLOUR_BOTH", False)
     assert _named(rec, other, CARD)
 
 
@@ -209,7 +209,7 @@ def test_a_corrupt_overlay_file_is_ignored_with_a_warning(
     runtime = Runtime(Settings(), rec)
     store = OverlayStore(tmp_path / "state", runtime.lease)
     # when the service attaches it
-    with caplog.at_level(logging.WARNING, logger="edge.overlay"):
+    with caplog.at_level(logging.WARNING, logger="edge.overlay.store"):
         runtime.attach_overlay(store)
     # then it serves no views, says why, keeps the file aside, and teaching works again
     assert len(rec.overlay) == 0 and store.entries() == []
@@ -285,8 +285,8 @@ def test_identify_runs_while_views_are_taught_and_cleared(
 
 def _derived(tmp_path: Path, bundle_id: str, *, rename: bool) -> Path:
     """The demo bundle under another id; `rename`: one card renamed (another catalogue)."""
-    from edge.bundle import refresh_hashes, write_manifest
-    from edge.manifest import load_manifest
+    from edge.bundles.files import refresh_hashes, write_manifest
+    from edge.bundles.manifest import load_manifest
 
     out = tmp_path / bundle_id
     shutil.copytree(DEMO, out)
@@ -321,7 +321,7 @@ def test_a_swap_keeps_views_for_the_same_catalogue_and_drops_them_for_another(
         npz = np.load(store.root / "views" / f"{view_id}.npz")
         assert str(npz["bundle_id"]) == "demo-same"
         # when a bundle of another catalogue becomes current
-        with caplog.at_level(logging.WARNING, logger="edge.overlay"):
+        with caplog.at_level(logging.WARNING, logger="edge.overlay.store"):
             runtime.swap(other)
         # then the overlay is dropped, kept aside, and says so
         assert len(other.overlay) == 0 and store.entries() == []

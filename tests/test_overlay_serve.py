@@ -114,8 +114,8 @@ def test_bad_teach_requests_store_nothing(server: ServeProcess) -> None:
 
 def _other_catalogue(tmp: Path) -> Path:
     """The demo bundle under another id, with one card renamed: another catalogue."""
-    from edge.bundle import refresh_hashes, write_manifest
-    from edge.manifest import load_manifest
+    from edge.bundles.files import refresh_hashes, write_manifest
+    from edge.bundles.manifest import load_manifest
 
     out = tmp / "demo-renamed"
     shutil.copytree(DEMO, out)

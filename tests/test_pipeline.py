@@ -1,4 +1,4 @@
-"""edge.pipeline.Recognizer on a real bundle: the factory bundle (random weights: plumbing and
+"""edge.recognize.recognizer.Recognizer on a real bundle: the factory bundle (random weights: plumbing and
 index behaviour) and, when it exists, the demo bundle (end-to-end identification)."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.bench import compose_scene
-from edge.bundle_errors import BundleDimensionError
+from edge.bundles.errors import BundleDimensionError
+from edge.cli.bench import compose_scene
 from edge.config import RuntimeSettings
 from edge.errors import BackendError, BadImageError, BundleHashMismatchError
-from edge.pipeline import Recognizer
+from edge.recognize.recognizer import Recognizer
 from edge.types import OrientedBox
 from tests import bundle_factory
 from tests.bundle_factory import card_images_for, demo_bundle_or_none
@@ -177,7 +177,7 @@ def test_demo_bundle_identifies_composed_scenes() -> None:
 
 def test_crops_equal_rectify_for_detector_ordered_boxes(rec: Recognizer) -> None:
     # given a frame and a rotated box whose corners the detector would have ordered
-    from edge.rectify import order_corners, rectify
+    from edge.recognize.rectify import order_corners, rectify
 
     rng = np.random.default_rng(5)
     frame = rng.integers(0, 255, (360, 640, 3), dtype=np.uint8)
@@ -185,7 +185,7 @@ def test_crops_equal_rectify_for_detector_ordered_boxes(rec: Recognizer) -> None
     box = OrientedBox(order_corners(raw), 0.9)
     # when cropped by the recognizer
     [crop] = rec.crops(frame, [box])
-    # then the pixels are exactly edge.rectify.rectify's
+    # then the pixels are exactly edge.recognize.rectify.rectify's
     assert np.array_equal(crop.image, rectify(frame, box, 224, 160).image)
     assert crop.box is box
 
@@ -210,7 +210,7 @@ def test_a_bundle_without_reference_features_says_it_decides_on_the_embedding_al
     rec: Recognizer, factory_bundle: Path
 ) -> None:
     # given the test bundle, which carries no features.bin, and one of its own scans
-    from edge.hotswap import full_frame_box
+    from edge.bundles.hotswap import full_frame_box
 
     scan = next(iter(card_images_for(factory_bundle).values()))
     # when described and when recognising the scan

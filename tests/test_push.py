@@ -14,8 +14,7 @@ import pytest
 
 from tests.malformed_bundles import make_bundle  # isort: skip
 
-from edge.errors import ConfigError
-from edge.push import (
+from edge.bundles.push import (
     Device,
     ProgressPrinter,
     PushOptions,
@@ -26,6 +25,7 @@ from edge.push import (
     read_devices_file,
     resolve_token,
 )
+from edge.errors import ConfigError
 
 TOKEN = "s3cret"
 FAST = PushOptions(retries=3, backoff_s=0.01, timeout_s=10, confirm_timeout_s=1.0)

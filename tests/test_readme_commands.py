@@ -259,7 +259,7 @@ def test_train_calibrate_writes_the_verification_thresholds(
     run("cardedge-train", "calibrate", "--bundle", str(bundle), "--catalogue", str(REPO / "reference_db" / "demo"),
         "--unknown", str(tiny_world / "unknown"), "--scenes", "16", "--verify-scenes", "16")  # fmt: skip
     # then the manifest holds thresholds chosen on them, and the bundle still verifies
-    from edge.bundle import verify_bundle
+    from edge.bundles.files import verify_bundle
 
     t = verify_bundle(bundle).thresholds
     assert 10 <= t.verify_min_inliers <= 60 and -1 <= t.verify_min_photometric <= 1
@@ -280,7 +280,7 @@ def test_train_compile_hef_with_the_fake_compiler(tmp_path: Path, factory_bundle
     # given a copy of the factory bundle and a small calibration set (as `calib` writes them)
     import shutil
 
-    from edge.manifest import load_manifest
+    from edge.bundles.manifest import load_manifest
 
     bundle = tmp_path / "bundle"
     shutil.copytree(factory_bundle, bundle)
@@ -303,8 +303,8 @@ def test_train_compile_hef_with_the_fake_compiler(tmp_path: Path, factory_bundle
 def _bundle_inputs(factory: Path, root: Path) -> dict[str, Path]:
     """What `cardedge-train bundle` assembles, from the session's test bundle: the two ONNX
     models (the embedder with its export sidecar), an index folder and the catalogue scans."""
-    from edge.index import load_index
-    from edge.manifest import load_manifest
+    from edge.bundles.manifest import load_manifest
+    from edge.recognize.index import load_index
     from tests.bundle_factory import _card_images
 
     manifest = load_manifest(factory / "manifest.json")
@@ -360,7 +360,7 @@ def test_train_bundle_signed_with_reference_features(tmp_path: Path, factory_bun
     # then it prints its id, verifies with the public key, and carries every card's features
     assert result.stdout.strip().splitlines()[-1] == "assembled-1"
     run("cardedge", "bundle", "verify", str(out), "--public-key", str(pub))
-    from edge.bundle import verify_bundle
+    from edge.bundles.files import verify_bundle
 
     manifest = verify_bundle(out)
     assert (
@@ -421,7 +421,7 @@ def test_train_swap_detector_gives_a_recalibrated_bundle(tiny_world: Path, tmp_p
                  str(DEMO / "detector.onnx"), "--out", str(out), "--bundle-id", "demo-swapped",
                  "--catalogue", str(REPO / "reference_db" / "demo"), "--unknown",
                  str(tiny_world / "unknown"), "--scenes", "12", "--verify-scenes", "12")  # fmt: skip
-    from edge.bundle import verify_bundle
+    from edge.bundles.files import verify_bundle
 
     manifest = verify_bundle(out)
     assert manifest.bundle_id == "demo-swapped" and "demo-swapped" in result.stdout

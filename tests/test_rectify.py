@@ -7,7 +7,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edge.rectify import order_corners, rectify, rotate180, warp_card
+from edge.recognize.rectify import order_corners, rectify, rotate180, warp_card
 from edge.types import OrientedBox
 
 CARD_H, CARD_W = 176, 126  # a 63:88 card image

@@ -17,13 +17,13 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bundle import sha256_file, verify_bundle
+from edge.bundles.files import sha256_file, verify_bundle
+from edge.bundles.hotswap import full_frame_box, self_test
+from edge.bundles.manifest import load_manifest
+from edge.bundles.reindex import resize_scan, tree_hash
 from edge.config import RuntimeSettings
-from edge.hotswap import full_frame_box, self_test
-from edge.index import Catalogue
-from edge.manifest import load_manifest
-from edge.pipeline import Recognizer
-from edge.reindex import resize_scan, tree_hash
+from edge.recognize.index import Catalogue
+from edge.recognize.recognizer import Recognizer
 from tests.serve_process import REPO, clean_env, console_script
 
 N_CARDS = 8
@@ -99,8 +99,8 @@ def test_reindex_writes_a_bundle_that_verifies_with_reference_features(
     assert manifest.bundle_id.startswith("test-bundle-1-reindex-")
     assert manifest.index.count == 2 * N_CARDS and manifest.catalogue.card_count == N_CARDS
     # and detail images for the cards whose name another card shares, and for no others
-    from edge.features import ReferenceFeatures
-    from edge.verification_build import cards_with_printings
+    from edge.bundles.reference_features import cards_with_printings
+    from edge.recognize.features import ReferenceFeatures
 
     refs = ReferenceFeatures(out / manifest.verification.file)
     printed = cards_with_printings(new_catalogue[0])

@@ -10,12 +10,12 @@ import pytest
 
 from tests.malformed_bundles import make_bundle, rebrand  # isort: skip
 
-from edge.bundle_archive import pack
-from edge.bundle_errors import BundleBadSignatureError, BundleUnsignedError
-from edge.bundle_install import InstallPolicy, install_bundle
+from edge.bundles.archive import pack
+from edge.bundles.errors import BundleBadSignatureError, BundleUnsignedError
+from edge.bundles.install import InstallPolicy, install_bundle
+from edge.bundles.signing import generate_keypair, load_public_keys, sign_manifest, verify_signature
+from edge.bundles.store import BundleStore
 from edge.errors import ConfigError
-from edge.signing import generate_keypair, load_public_keys, sign_manifest, verify_signature
-from edge.store import BundleStore
 
 
 @pytest.fixture(scope="module")

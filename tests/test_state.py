@@ -9,10 +9,10 @@ import pytest
 
 from tests.malformed_bundles import make_bundle, rebrand  # isort: skip
 
-from edge.bundle_errors import BundleConflictError
+from edge.bundles.errors import BundleConflictError
+from edge.bundles.store import BundleStore
 from edge.config import Settings
 from edge.state import StoreUnavailableError, probe_state_dir, seed_store
-from edge.store import BundleStore
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_a_pushed_bundle_stays_current_when_the_same_seed_restarts(tmp_path: Pat
     # given a seeded store where another bundle was activated since (a push)
     seed_store(settings(tmp_path, seed))
     other = rebrand(seed, tmp_path / "other-src", "other")
-    from edge.bundle_install import InstallPolicy, install_bundle
+    from edge.bundles.install import InstallPolicy, install_bundle
 
     store = BundleStore(tmp_path)
     store.activate(install_bundle(store, other, InstallPolicy()).bundle_id)

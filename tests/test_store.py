@@ -10,10 +10,10 @@ import pytest
 
 from tests.malformed_bundles import make_bundle, rebrand  # isort: skip
 
-from edge.bundle_errors import NoPreviousBundleError
-from edge.bundle_install import InstallPolicy, install_bundle
+from edge.bundles.errors import NoPreviousBundleError
+from edge.bundles.install import InstallPolicy, install_bundle
+from edge.bundles.store import BundleStore
 from edge.errors import BundleError, BundleNotFoundError
-from edge.store import BundleStore
 
 FAST = InstallPolicy(check_models=False)
 

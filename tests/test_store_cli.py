@@ -1,4 +1,4 @@
-"""`cardedge bundle ...` on a state directory (the standalone entry of edge.bundle_cli)."""
+"""`cardedge bundle ...` on a state directory (the standalone entry of edge.cli.bundle)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from tests.malformed_bundles import make_bundle, rebrand  # isort: skip
 
-from edge.bundle_archive import pack
-from edge.cli import main  # the `cardedge` entry point itself, not a parser of its own
+from edge.bundles.archive import pack
+from edge.cli.main import main  # the `cardedge` entry point itself, not a parser of its own
 
 
 @pytest.fixture(scope="module")

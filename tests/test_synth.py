@@ -165,7 +165,7 @@ def test_catalogue_folder_round_trips_as_real_scans(tmp_path: Path) -> None:
 def test_training_crops_are_cut_the_way_the_device_cuts_them() -> None:
     """Scene crops come from the detector-like rotated rectangle of a card, not its exact
     trapezoid: a right-angled box, aligned so the crop is upright, near the true corners."""
-    from edge.rectify import warp_card
+    from edge.recognize.rectify import warp_card
     from training.synth.writers import CROP_H, CROP_W, device_box
 
     rng = np.random.default_rng(3)

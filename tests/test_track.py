@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.track import Tracker, TrackerConfig, polygon_iou, vote
+from edge.live.track import Tracker, TrackerConfig, polygon_iou, vote
 from edge.types import Candidate, Match, OrientedBox
 from tests.fakes.recognizer import FakeRecognizer, Placement, compose, make_cards, placement_corners
 
@@ -271,7 +271,7 @@ def test_one_verified_verdict_names_the_card_as_soon_as_its_track_is_confirmed()
 
 def test_a_background_box_is_never_announced_and_not_examined_every_frame() -> None:
     # given a box the verification stage calls background
-    from edge.live import NOT_A_CARD
+    from edge.live.loop import NOT_A_CARD
 
     tracker = Tracker(TrackerConfig(min_hits=2))
     events, examined = [], 0

@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge.embed import preprocess  # noqa: E402
+from edge.recognize.embed import preprocess  # noqa: E402
 from training import data  # noqa: E402
 from training.index_build import calibrate, top2  # noqa: E402
 
@@ -36,7 +36,7 @@ def test_collate_is_exactly_edge_embed_preprocess(tmp_path: Path) -> None:
     items = [ds[i] for i in range(len(ds))]
     # when collated
     inputs, labels, indices = data.make_collate(specs)(items)
-    # then each input is bit-identical to edge.embed.preprocess of the same uint8 crops
+    # then each input is bit-identical to edge.recognize.embed.preprocess of the same uint8 crops
     crops = np.stack([it[0] for it in items])
     for spec, x in zip(specs, inputs, strict=True):
         np.testing.assert_array_equal(x.numpy(), preprocess(crops, spec))

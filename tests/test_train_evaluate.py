@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("imagehash")
 
-from edge.rectify import rectify
+from edge.recognize.rectify import rectify
 from edge.types import Candidate, CardCrop, CardMatch, Match, OrientedBox
 from training import evaluate, evaluate_detection
 
@@ -63,7 +63,7 @@ def test_a_box_on_the_seen_part_of_a_half_hidden_card_matches_it() -> None:
 
 
 class _FakeRecognizer:
-    """Stands in for edge.pipeline.Recognizer: detects given boxes, names crops by a lookup."""
+    """Stands in for edge.recognize.recognizer.Recognizer: detects given boxes, names crops by a lookup."""
 
     def __init__(self, boxes: list[OrientedBox], answers: list[Match]) -> None:
         self.boxes, self.answers = boxes, answers

@@ -18,8 +18,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("timm")
 
-from edge.bundle import verify_bundle  # noqa: E402
-from edge.manifest import Thresholds  # noqa: E402
+from edge.bundles.files import verify_bundle  # noqa: E402
+from edge.bundles.manifest import Thresholds  # noqa: E402
 from training import bundle_build, distill, export, index_build, runs, teacher  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
@@ -333,7 +333,7 @@ def test_two_process_gloo_run_trains_one_model(world: Path, tmp_path: Path) -> N
 def test_sign_hook_writes_a_signature_the_device_accepts(
     tmp_path: Path, index_dir: Path, exported: export.ExportResult, world: Path
 ) -> None:
-    from edge.signing import generate_keypair, load_public_keys, verify_signature
+    from edge.bundles.signing import generate_keypair, load_public_keys, verify_signature
 
     # given a key pair and a detector graph
     fingerprint = generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")

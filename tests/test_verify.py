@@ -15,9 +15,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bundle_errors import BundleModelError
+from edge.bundles.errors import BundleModelError
+from edge.bundles.manifest import Thresholds
+from edge.bundles.reference_features import catalogue_scans, detail_jpeg, thumbnail_jpeg
 from edge.errors import BadImageError
-from edge.features import (
+from edge.recognize.features import (
     SOFT_SHARE,
     Extractor,
     Features,
@@ -27,10 +29,7 @@ from edge.features import (
     reference_features,
     write_reference_features,
 )
-from edge.manifest import Thresholds
-from edge.types import Candidate, CardMatch, Match, OrientedBox
-from edge.verification_build import catalogue_scans, detail_jpeg, thumbnail_jpeg
-from edge.verify import (
+from edge.recognize.verify import (
     TEMPLATE_MIN_SHARE,
     Verification,
     Verifier,
@@ -38,7 +37,8 @@ from edge.verify import (
     implausible,
     photometric,
 )
-from edge.verify_stage import Evidence, VerifyStage, without_duplicates
+from edge.recognize.verify_stage import Evidence, VerifyStage, without_duplicates
+from edge.types import Candidate, CardMatch, Match, OrientedBox
 
 SPEC = FeatureSpec(n_features=400)
 
@@ -91,7 +91,7 @@ TRUE_QUAD = np.array([[820, 610], [560, 640], [520, 250], [770, 230]], np.float3
 
 def _box(quad: np.ndarray, conf: float = 0.9) -> OrientedBox:
     """A detector-like rotated rectangle around the card, in portrait order (no 180 knowledge)."""
-    from edge.rectify import order_corners
+    from edge.recognize.rectify import order_corners
 
     rect = cv2.boxPoints(cv2.minAreaRect(quad.astype(np.float32)))
     return OrientedBox(corners=order_corners(rect), conf=conf)
@@ -169,7 +169,7 @@ class _InMemory:
 def test_references_also_carry_the_features_of_a_card_seen_small(cards, monkeypatch) -> None:
     # given the cards' scans, and one card as the camera sees it at a third of the canvas's
     # height: area-downscaled, then warped back up to the canvas (soft, no fine corners)
-    import edge.features as features
+    import edge.recognize.features as features
 
     ex = Extractor(SPEC)
     card_id, card = next(iter(cards.items()))
@@ -442,8 +442,8 @@ def _decided_with(
     monkeypatch: pytest.MonkeyPatch, name: str, value: object, refs: ReferenceFeatures,
     thresholds: Thresholds, scene: np.ndarray, box: OrientedBox, shortlist: list[Candidate],
 ):  # fmt: skip
-    """The verdict with edge.verify_stage's constant `name` set to `value` (a look on or off)."""
-    import edge.verify_stage as verify_stage
+    """The verdict with edge.recognize.verify_stage's constant `name` set to `value` (a look on or off)."""
+    import edge.recognize.verify_stage as verify_stage
 
     monkeypatch.setattr(verify_stage, name, value)
     stage = VerifyStage(refs, thresholds, threads=1)
@@ -456,7 +456,7 @@ def _decided_with(
 def test_a_box_mostly_off_its_card_is_verified_from_its_surroundings(
     refs, cards, monkeypatch
 ) -> None:
-    import edge.verify_stage as verify_stage
+    import edge.recognize.verify_stage as verify_stage
 
     # given an upright card whose detector box slid four fifths of a card off it (a box
     # straddling a card and the table)
@@ -485,7 +485,7 @@ def test_a_box_mostly_off_its_card_is_verified_from_its_surroundings(
 def test_a_steeply_tilted_card_is_verified_through_its_own_trapezoid(
     refs, cards, monkeypatch
 ) -> None:
-    import edge.verify_stage as verify_stage
+    import edge.recognize.verify_stage as verify_stage
 
     # given a card seen at a steep tilt (its far edge a third of its near edge), behind the
     # detector's rotated rectangle, which squashes its far half and stretches its near half
@@ -692,7 +692,7 @@ def test_printings_differing_only_in_faint_print_are_told_apart(cards, tmp_path:
     # given two printings that differ only in a collector number printed faintly (dark grey on
     # dark grey: nowhere 25 grey levels apart once blurred), and a third whose art differs only
     # by a faint tint (a finish, no print)
-    from edge.reprints import DETAIL_LEVEL, differing
+    from edge.recognize.reprints import DETAIL_LEVEL, differing
 
     base = next(iter(cards.values()))
     printings = {
@@ -729,7 +729,7 @@ def test_two_printings_are_told_apart_by_their_number_beside_a_third_with_other_
     # given three printings of one art: a and b differ only in their collector number, c also in
     # its text boxes (laid out mirrored: a region far larger than the number, where a and b
     # agree), and b in view with the art's homography found
-    from edge.reprints import DETAIL_CLEAR, by_detail
+    from edge.recognize.reprints import DETAIL_CLEAR, by_detail
 
     base = next(iter(cards.values()))
     c = _small_print(base, "087/191")
@@ -945,7 +945,7 @@ def test_the_cards_with_printings_are_those_whose_name_another_card_shares(tmp_p
         encoding="utf-8",
     )
     # then only the two of one name carry detail images (an unnamed card is no one's reprint)
-    from edge.verification_build import cards_with_printings
+    from edge.bundles.reference_features import cards_with_printings
 
     assert cards_with_printings(tmp_path) == {"pika-1", "pika-2"}
 
@@ -975,7 +975,7 @@ def test_printings_details_and_regions_are_computed_once_per_reference_file(
     import gc
     import weakref
 
-    import edge.reprints as reprints
+    import edge.recognize.reprints as reprints
 
     base = next(iter(cards.values()))
     printings = {"print-a": _small_print(base, "012/204"), "print-b": _small_print(base, "087/191")}
@@ -1003,7 +1003,7 @@ def test_printings_details_and_regions_are_computed_once_per_reference_file(
 
 def test_the_small_prints_lean_is_reported_for_the_two_printings_named() -> None:
     # given the small print leaning to print-a over print-b by 0.02 (too little to decide)
-    from edge.verify_stage import _leaning
+    from edge.recognize.verify_stage import _leaning
 
     lean = ("print-a", "print-b", 0.02)
     # then a verdict naming print-a with print-b as runner-up leans +0.02, the other way -0.02,

@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 from edge.api.app import create_app
 from edge.api.routes.scene import _snapshot
 from edge.config import load_settings
-from edge.live import LiveConfig, LiveLoop
-from edge.runtime import NoFrameError, Runtime
+from edge.live.loop import LiveConfig, LiveLoop
+from edge.live.runtime import NoFrameError, Runtime
 from tests.fakes.camera import FakeCamera
 from tests.fakes.recognizer import FakeRecognizer, Placement, compose, make_cards
 

@@ -1,9 +1,9 @@
 """Assemble a bundle: models, index, catalogue, self-test scans and a manifest with lineage.
 
-The manifest follows edge/manifest.py; hashes and the files table come from edge.bundle (the same
+The manifest follows edge/bundles/manifest.py; hashes and the files table come from edge.bundles.files (the same
 code the device verifies with), and the finished directory is verified before this returns.
 Lineage records what produced every artefact: dataset hash, checkpoint hashes, run configs and
-tool versions. `--sign KEY` signs manifest.json with edge.signing (Ed25519).
+tool versions. `--sign KEY` signs manifest.json with edge.bundles.signing (Ed25519).
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ import numpy as np
 import onnx
 import yaml
 
-from edge.bundle import (
+from edge.bundles.files import (
     build_files_table,
     refresh_hashes,
     sha256_file,
     verify_bundle,
     write_manifest,
 )
-from edge.manifest import (
+from edge.bundles.manifest import (
     SCHEMA_VERSION,
     CatalogueSpec,
     DetectorSpec,
@@ -240,11 +240,11 @@ def build(inp: BundleInputs) -> Manifest:
     assert set(manifest.files) == set(build_files_table(out))
     write_manifest(out, manifest)
     if inp.verification:  # before signing: it lists features.bin in the manifest
-        from edge.verification_build import add_verification
+        from edge.bundles.reference_features import add_verification
 
         add_verification(out, inp.features_catalogue or inp.catalogue_dir)
     if inp.sign_key is not None:
-        from edge.signing import sign_manifest
+        from edge.bundles.signing import sign_manifest
 
         sign_manifest(out, inp.sign_key)
     verified = verify_bundle(out)

@@ -2,8 +2,8 @@
 
 The Dataflow Compiler quantises on images in the domain *before* the in-network normalisation:
 raw 0-255 pixels, NHWC float32, in the model's colour order, resized exactly as at run time.
-Each set is produced from the bundle manifest's InputSpec through edge.embed.preprocess
-(normalize=False) and, for the detector, edge.detect.letterbox, so calibration cannot drift from
+Each set is produced from the bundle manifest's InputSpec through edge.recognize.embed.preprocess
+(normalize=False) and, for the detector, edge.recognize.detect.letterbox, so calibration cannot drift from
 what the device feeds the HEF (a predecessor's calibration skipped a step and its HEF was wrong).
 """
 
@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.embed import preprocess
+from edge.bundles.manifest import InputSpec, load_manifest
 from edge.errors import EdgeError
-from edge.manifest import InputSpec, load_manifest
+from edge.recognize.embed import preprocess
 from edge.types import ImageRGB
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def read_rgb(path: Path) -> ImageRGB:
 def calib_sample(image: ImageRGB, spec: InputSpec) -> npt.NDArray[np.float32]:
     """One RGB image -> H x W x 3 float32 0-255 in the model's colour order (the DFC's input domain)."""
     if spec.resize == "letterbox":
-        from edge.detect import letterbox
+        from edge.recognize.detect import letterbox
 
         image, _ = letterbox(image, (spec.height, spec.width))
     nhwc_spec = spec.model_copy(update={"layout": "NHWC", "dtype": "float32"})

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from edge.pipeline import Recognizer
+from edge.recognize.recognizer import Recognizer
 from edge.types import ImageRGB
 from training.evaluate import GtCard
 from training.evaluate_detection import match_boxes

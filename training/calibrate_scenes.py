@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.bundle import write_manifest
+from edge.bundles.files import write_manifest
 from edge.config import RuntimeSettings
-from edge.pipeline import Recognizer
+from edge.recognize.recognizer import Recognizer
 from edge.types import ImageRGB
 from training import calibrate_verify
 from training.calibrate_verify import fresh_scenes

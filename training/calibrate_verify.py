@@ -38,13 +38,13 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-from edge.bundle import write_manifest
+from edge.bundles.files import write_manifest
 from edge.config import RuntimeSettings
-from edge.features import ReferenceFeatures
-from edge.pipeline import Recognizer
+from edge.recognize.features import ReferenceFeatures
+from edge.recognize.recognizer import Recognizer
+from edge.recognize.verify import Verifier, photometric
+from edge.recognize.verify_stage import VerifyStage, short_side
 from edge.types import ImageRGB
-from edge.verify import Verifier, photometric
-from edge.verify_stage import VerifyStage, short_side
 from training import calibrate_backs
 from training.evaluate import GtCard, match_boxes
 from training.synth.scene import DETECTOR_SCENES, Scene, render_scene

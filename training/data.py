@@ -1,6 +1,6 @@
 """Datasets for the embedders: labelled card crops, catalogue scans, augmentation and batching.
 
-Every model input is made by `edge.embed.preprocess` (the one preprocessing implementation the
+Every model input is made by `edge.recognize.embed.preprocess` (the one preprocessing implementation the
 device runs): datasets yield raw uint8 RGB crops and the collate function calls `preprocess` once
 per input spec, so the student, the teacher (with its own spec) and the runtime agree by
 construction. Augmentations work on uint8 pixels before that step and are deterministic per
@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from edge.embed import preprocess
-from edge.manifest import InputSpec
-from edge.rectify import rotate180
+from edge.bundles.manifest import InputSpec
+from edge.recognize.embed import preprocess
+from edge.recognize.rectify import rotate180
 from edge.types import ImageRGB
 
 logger = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ Batch = tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]
 
 
 def make_collate(specs: Sequence[InputSpec]) -> Callable[[list[tuple[ImageRGB, int, int]]], Batch]:
-    """Collate uint8 crops into one model input per spec, each made by edge.embed.preprocess."""
+    """Collate uint8 crops into one model input per spec, each made by edge.recognize.embed.preprocess."""
 
     def collate(items: list[tuple[ImageRGB, int, int]]) -> Batch:
         images = np.stack([it[0] for it in items])
@@ -210,7 +210,7 @@ def catalogue_views(
 def embed_images(
     model: torch.nn.Module, images: Sequence[ImageRGB], spec: InputSpec, batch_size: int = 64
 ) -> np.ndarray:
-    """L2-normalised embeddings of uint8 crops, through edge.embed.preprocess, in eval mode."""
+    """L2-normalised embeddings of uint8 crops, through edge.recognize.embed.preprocess, in eval mode."""
     was_training = model.training
     model.eval()
     chunks = []

@@ -3,7 +3,7 @@
 Built from `yolo11n-obb.yaml` (random init, offline) or from `--weights` for users who have
 pretrained ones. Ultralytics keeps its own run folder (`<out>/ultralytics/`); this module mirrors
 its per-epoch metrics into the project's run format (metrics.jsonl, logs.md) and copies
-best.pt / last.pt to the run directory. The ONNX export is what edge.detect decodes:
+best.pt / last.pt to the run directory. The ONNX export is what edge.recognize.detect decodes:
 (1, 4 + nc + 1, N) at the chosen input size.
 """
 

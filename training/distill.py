@@ -3,7 +3,7 @@
 The student (ConvNeXt-Tiny by default, EfficientNet-Lite0 as the Hailo-friendly option, any timm
 name) gets a linear projection to the teacher's dimension. Loss: MSE plus (1 - cosine) between the
 L2-normalised student and teacher embeddings. Each batch is preprocessed twice by
-`edge.embed.preprocess`, once per model's own input spec, so the teacher sees inputs normalised
+`edge.recognize.embed.preprocess`, once per model's own input spec, so the teacher sees inputs normalised
 the way it was trained. An optional cache keeps the teacher's output per (image, augmentation
 variant), so the teacher runs once per pair. The best checkpoint is chosen by retrieval top-1.
 """
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from edge.manifest import InputSpec
+from edge.bundles.manifest import InputSpec
 from training import runs
 from training.data import crop_dataset, embedder_spec, make_collate, retrieval_eval
 from training.teacher import load_teacher

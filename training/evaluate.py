@@ -29,8 +29,8 @@ import numpy as np
 from PIL import Image
 
 from edge.config import RuntimeSettings
-from edge.pipeline import Recognizer
-from edge.rectify import order_corners, rotate180
+from edge.recognize.recognizer import Recognizer
+from edge.recognize.rectify import order_corners, rotate180
 from edge.types import ImageRGB, OrientedBox
 from training.data import read_catalogue, read_rgb
 from training.evaluate_decision import decision_markdown, decision_report

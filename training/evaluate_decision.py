@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from edge.verify_stage import short_side
+from edge.recognize.verify_stage import short_side
 
 if TYPE_CHECKING:
     from training.evaluate import FalseBox, Outcome

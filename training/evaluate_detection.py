@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 
 from edge.backends.onnx import OnnxBackend
-from edge.detect import Detector
-from edge.manifest import DetectorSpec, InputSpec, Thresholds
-from edge.rectify import side_lengths
+from edge.bundles.manifest import DetectorSpec, InputSpec, Thresholds
+from edge.recognize.detect import Detector
+from edge.recognize.rectify import side_lengths
 from training.synth.io import TruthCard, load_scene_dir
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Export the student embedder to ONNX and prove the export computes what torch computes.
 
-The graph takes exactly `edge.embed.preprocess(crops, spec)` (N x 3 x H x W float32, dynamic
+The graph takes exactly `edge.recognize.embed.preprocess(crops, spec)` (N x 3 x H x W float32, dynamic
 batch, input "images") and returns output "embedding" (N x D, not normalised: the runtime
 L2-normalises), plus a sidecar `<name>.json` (arch, dim, input spec) for the bundle. Parity: cosine >= 0.9999 between onnxruntime and torch on 64 images, each
 preprocessed by the same function the device runs.
@@ -20,8 +20,8 @@ import numpy as np
 import onnx
 import torch
 
-from edge.embed import preprocess
-from edge.manifest import InputSpec
+from edge.bundles.manifest import InputSpec
+from edge.recognize.embed import preprocess
 from edge.types import ImageRGB
 from training.data import list_crops, read_rgb
 from training.distill import load_student

@@ -9,14 +9,14 @@ writes, into the layout the training stages already read:
 
     OUT/cls/<split>/<card_id>/fb-<feedback_id>.jpg   rectified crop, labelled with the right card
                                                      (teacher / distill read cls/ as ImageFolder)
-    OUT/cls/<split>/<card_id>/ov-<view_id>.jpg       a taught view's crop (edge.overlay); one
+    OUT/cls/<split>/<card_id>/ov-<view_id>.jpg       a taught view's crop (edge.overlay.store); one
                                                      taught with a correction exported above is
                                                      not written twice
     OUT/unknown/fb-<feedback_id>.jpg                 detections that were no card (negatives)
     OUT/feedback.csv                                 one row per correction or view: where it went
 
 Pointing --out at a `synth datasets` folder adds the corrections to it, so the next bundle learns
-from them. Crops go through edge.rectify, the warp the device runs; a correction without a polygon
+from them. Crops go through edge.recognize.rectify, the warp the device runs; a correction without a polygon
 is a crop already and is resized. Records written before are skipped (the file exists).
 """
 
@@ -33,8 +33,8 @@ import numpy as np
 from edge.errors import EdgeError
 from edge.feedback import FeedbackRecord, read_feedback
 from edge.imageio import read_image_file
-from edge.overlay_files import INDEX_NAME, read_index
-from edge.rectify import order_corners, warp_card
+from edge.overlay.files import INDEX_NAME, read_index
+from edge.recognize.rectify import order_corners, warp_card
 from edge.types import ImageRGB
 
 logger = logging.getLogger(__name__)

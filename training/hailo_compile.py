@@ -23,9 +23,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from edge.embed import preprocess
+from edge.bundles.manifest import HefSpec, InputSpec, Manifest, ModelSpec, load_manifest
 from edge.errors import EdgeError
-from edge.manifest import HefSpec, InputSpec, Manifest, ModelSpec, load_manifest
+from edge.recognize.embed import preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def record_hef(
     bundle_dir: Path, role: Role, result: CompileResult, arch: Arch, latency_ms: float | None = None
 ) -> Manifest:
     """Write `<role>.hef` into the bundle and its HefSpec into the manifest (files table refreshed)."""
-    from edge.bundle import build_files_table, sha256_file, write_manifest
+    from edge.bundles.files import build_files_table, sha256_file, write_manifest
 
     hef_name = f"{role}.hef"
     (bundle_dir / hef_name).write_bytes(result.hef)

@@ -1,8 +1,8 @@
 """Reference index: embed every catalogue scan in both views, write the index and the catalogue,
 and calibrate the unknown-card thresholds.
 
-Each scan is indexed as view "upright" and view "rot180" (edge.rectify.rotate180), so the device
-embeds each crop once whatever way up the card lies. The on-disk formats are edge.index's own
+Each scan is indexed as view "upright" and view "rot180" (edge.recognize.rectify.rotate180), so the device
+embeds each crop once whatever way up the card lies. The on-disk formats are edge.recognize.index's own
 writers. Thresholds (score and margin) are chosen on held-out known crops and crops of cards that
 are NOT in the catalogue, as the pair that accepts the most correctly identified known crops while
 accepting at most `target_far` of the unknown ones.
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge.embed import l2_normalize, preprocess
-from edge.index import CardInfo, build_index, save_index, write_catalogue
-from edge.manifest import InputSpec
+from edge.bundles.manifest import InputSpec
+from edge.recognize.embed import l2_normalize, preprocess
+from edge.recognize.index import CardInfo, build_index, save_index, write_catalogue
 from edge.types import ImageRGB
 from training.data import (
     augment,
@@ -55,7 +55,7 @@ class Calibration:
 
 
 def torch_embedder(checkpoint: Path, batch: int = 64) -> tuple[Embed, InputSpec]:
-    """Embed with a student checkpoint (eval mode), inputs through edge.embed.preprocess."""
+    """Embed with a student checkpoint (eval mode), inputs through edge.recognize.embed.preprocess."""
     model, spec = load_student(checkpoint)
 
     @torch.no_grad()

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge.bundle import refresh_hashes, verify_bundle, write_manifest
+from edge.bundles.files import refresh_hashes, verify_bundle, write_manifest
 from training.bundle_build import detector_spec, run_lineage
 
 logger = logging.getLogger(__name__)

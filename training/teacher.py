@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
-from edge.manifest import InputSpec
+from edge.bundles.manifest import InputSpec
 from training import runs
 from training.data import crop_dataset, embedder_spec, make_collate, retrieval_eval
 

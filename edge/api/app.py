@@ -30,8 +30,8 @@ from edge.api.routes.status import _version
 from edge.config import Settings
 from edge.errors import ConfigError
 from edge.lists.service import attach_lists
-from edge.overlay import OverlayStore
-from edge.runtime import Runtime
+from edge.live.runtime import Runtime
+from edge.overlay.store import OverlayStore
 from edge.state import StoreState, probe_state_dir
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: Settings, runtime: Runtime, *, store: StoreState | None = None) -> FastAPI:
     """An app serving `runtime`; its lifespan starts and stops the live loop. The caller owns
-    the runtime and closes it (edge.serve does, after the server exits). `store` says whether
+    the runtime and closes it (edge.cli.serve does, after the server exits). `store` says whether
     the state directory (bundle store, feedback) is writable; probed here when not given."""
     token = resolve_token(settings)
     if settings.server.protect_reads and token is None:

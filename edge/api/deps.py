@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 
 from edge.config import Settings
 from edge.errors import AuthError, ConfigError, EdgeError
-from edge.runtime import Runtime
+from edge.live.runtime import Runtime
 from edge.state import StoreState
 
 logger = logging.getLogger(__name__)

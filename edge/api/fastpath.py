@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from edge.runtime import Runtime
+from edge.live.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 

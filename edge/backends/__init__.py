@@ -34,7 +34,7 @@ class Backend(Protocol):
 
     key: str
     # True where the model normalises on the device and `run` wants uint8 NHWC pixels in the
-    # model's colour order (edge.embed.pixel_spec); read with edge.embed.takes_pixels.
+    # model's colour order (edge.recognize.embed.pixel_spec); read with edge.recognize.embed.takes_pixels.
     takes_pixels: bool
 
     def run(self, inputs: npt.NDArray[Any]) -> dict[str, npt.NDArray[np.float32]]:

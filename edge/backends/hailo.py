@@ -7,7 +7,7 @@ NHWC uint8 pixels (mean/std live inside the HEF); callers may pass either that o
 path's normalised float tensor, which is mapped back to pixels here. `run` returns what
 OnnxBackend returns: for the embedder the (N, D) embedding under the manifest's output name;
 for the detector the (1, 4+nc+1, N) tensor decoded on the host from the nine cut-head outputs
-(edge/obb_head.py), plus those raw outputs by stream name. A timeout raises
+(edge/recognize/obb_head.py), plus those raw outputs by stream name. A timeout raises
 BackendTimeoutError and restarts the model; it never returns zeros.
 """
 
@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edge.bundles.manifest import DetectorSpec, InputSpec, ModelSpec
 from edge.config import HailoSettings
 from edge.errors import BackendError, BackendTimeoutError, BackendUnavailableError
-from edge.manifest import DetectorSpec, InputSpec, ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ class HailoBackend:
     def _present(self, raw: dict[str, FloatArray]) -> dict[str, FloatArray]:
         """Shape outputs as the ONNX graph's: (N, D) embeddings. A detector's nine cut-head
         outputs are returned as the chip gave them (dequantised): the Detector finishes the head
-        on the host (edge.obb_head.raw_detector_output) with its confidence threshold, so the
+        on the host (edge.recognize.obb_head.raw_detector_output) with its confidence threshold, so the
         DFL decode runs only on the anchors that can become boxes."""
         if self._detector is None and self._output_name and len(raw) == 1:
             (only,) = raw.values()

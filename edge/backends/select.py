@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge.backends import Backend, backend_class
+from edge.bundles.manifest import HefSpec, ModelSpec
 from edge.config import HailoSettings, RuntimeSettings
 from edge.errors import BackendError, BackendUnavailableError
-from edge.manifest import HefSpec, ModelSpec
 
 logger = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.lists.store import CardFields, Entry, NewEntry, utc_now
-from edge.runtime import SceneCard, SceneState
-from edge.track import centre, diagonal, polygon_iou
+from edge.live.runtime import SceneCard, SceneState
+from edge.live.track import centre, diagonal, polygon_iou
 from edge.types import Frame, ImageRGB
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import numpy as np
 
 from edge.lists.recorder import Insert, Op, Retag
 from edge.lists.store import CardFields, ListStore, NewEntry
-from edge.rectify import CARD_ASPECT, order_corners, side_lengths, warp_card
+from edge.recognize.rectify import CARD_ASPECT, order_corners, side_lengths, warp_card
 from edge.types import ImageRGB
 
 logger = logging.getLogger(__name__)

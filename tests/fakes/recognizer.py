@@ -1,10 +1,10 @@
-"""A test double of edge.pipeline.Recognizer that computes real results on simple card scenes.
+"""A test double of edge.recognize.recognizer.Recognizer that computes real results on simple card scenes.
 
 Cards are flat 2x2 colour patterns (so upright and upside-down differ) placed on a dark
 background. `detect` finds them for real (threshold + contours + minimum-area rectangles),
-`crops` rectifies them with edge.rectify, `embed` is the crop's grid of mean colours, `match`
+`crops` rectifies them with edge.recognize.rectify, `embed` is the crop's grid of mean colours, `match`
 searches both views of every reference card by cosine and applies score/margin thresholds. It
-imitates the Recognizer interface agreed in the project brief (edge/pipeline.py), not a library.
+imitates the Recognizer interface agreed in the project brief (edge/recognize/recognizer.py), not a library.
 Switches: `fail` (raise on detect, like a dead accelerator), `gate` / `embed_gate` (block detect /
 embed, like a hang), `detect_delay_s` / `embed_delay_s` (a slow forward).
 """
@@ -21,8 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.index import CardInfo
-from edge.rectify import order_corners, rectify, rotate180
+from edge.recognize.index import CardInfo
+from edge.recognize.rectify import order_corners, rectify, rotate180
 from edge.types import Candidate, CardCrop, CardMatch, Match, OrientedBox, StageTimings
 
 CROP_H, CROP_W = 88, 64

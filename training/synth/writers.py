@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import yaml
 
-from edge.rectify import order_corners, rectify, rotate180, warp_card
+from edge.recognize.rectify import order_corners, rectify, rotate180, warp_card
 from edge.types import ImageRGB, OrientedBox
 from training.synth import effects
 from training.synth.catalogue import CardRecord

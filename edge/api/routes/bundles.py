@@ -20,13 +20,13 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from edge.api.deps import ReadAccess, WriteAccess, get_context
-from edge.bundle_errors import BundleTooLargeError
-from edge.bundle_install import policy_from_settings
+from edge.bundles.errors import BundleTooLargeError
+from edge.bundles.hotswap import HotSwapper, SwapResult
+from edge.bundles.install import policy_from_settings
+from edge.bundles.store import BundleStore, StoredBundle
 from edge.config import Settings
 from edge.errors import BundleError
-from edge.hotswap import HotSwapper, SwapResult
-from edge.runtime import RecognizerLike, Runtime
-from edge.store import BundleStore, StoredBundle
+from edge.live.runtime import RecognizerLike, Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class SwapOut(BaseModel):
 
 def make_swapper(settings: Settings, runtime: Runtime) -> HotSwapper:
     """The process's hot swapper for this runtime, store and install policy."""
-    from edge.pipeline import Recognizer
+    from edge.recognize.recognizer import Recognizer
 
     bundles = settings.bundles
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 from edge.api.deps import ReadAccess, RuntimeDep
 from edge.api.schemas import CardOut, CardsOut, ErrorOut
 from edge.errors import NotFoundError
-from edge.runtime import CardInfoLike
+from edge.live.runtime import CardInfoLike
 
 logger = logging.getLogger(__name__)
 

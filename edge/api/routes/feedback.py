@@ -4,7 +4,7 @@ for the next bundle; list the kept ones. See edge.feedback for the layout on dis
 The body is multipart/form-data (415 otherwise). Nothing is stored unless every check passes:
 image within limits.max_upload_bytes / max_pixels and decodable, polygon inside it, card_id in the
 served catalogue, and with teach=true a crop with enough local features to be taught: the
-polygon's rectified crop is then also added to the overlay (edge.overlay), so the next sighting
+polygon's rectified crop is then also added to the overlay (edge.overlay.store), so the next sighting
 of the card is verified against it.
 """
 
@@ -34,8 +34,8 @@ from edge.feedback import (
     parse_polygon,
 )
 from edge.imageio import decode_image, image_header
-from edge.overlay import OverlayUnsupportedError
-from edge.runtime import Runtime
+from edge.live.runtime import Runtime
+from edge.overlay.store import OverlayUnsupportedError
 
 logger = logging.getLogger(__name__)
 

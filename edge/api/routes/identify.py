@@ -22,7 +22,7 @@ from edge.api.deps import ReadAccess, RuntimeDep, SettingsDep
 from edge.api.schemas import CandidateOut, ErrorOut, IdentifiedCardOut, IdentifyOut
 from edge.errors import BadImageError, ImageTooLargeError
 from edge.imageio import decode_image
-from edge.runtime import RecognizerLike, Runtime
+from edge.live.runtime import RecognizerLike, Runtime
 from edge.types import CardMatch
 
 logger = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ from edge.feedback import FeedbackStore, UnknownCardError
 from edge.lists.export import FORMATS, export, filename
 from edge.lists.service import ScanLists
 from edge.lists.store import CardFields
-from edge.runtime import Runtime
+from edge.live.runtime import Runtime
 from edge.state import StoreUnavailableError
 
 logger = logging.getLogger(__name__)

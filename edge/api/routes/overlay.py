@@ -1,5 +1,5 @@
 """/v1/overlay: the views taught on this device (POST /v1/feedback with teach=true adds one):
-list them with a thumbnail each, remove one, clear them all. See edge.overlay.
+list them with a thumbnail each, remove one, clear them all. See edge.overlay.store.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from starlette.concurrency import run_in_threadpool
 
 from edge.api.deps import ReadAccess, RuntimeDep, WriteAccess, get_context
 from edge.api.schemas import ErrorOut
-from edge.overlay import OverlayEntry, OverlayStore
-from edge.runtime import Runtime
+from edge.live.runtime import Runtime
+from edge.overlay.store import OverlayEntry, OverlayStore
 from edge.state import StoreUnavailableError
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from edge.api.deps import ReadAccess, RuntimeDep
 from edge.api.schemas import ErrorOut, SceneOut
-from edge.runtime import NoFrameError, Runtime
+from edge.live.runtime import NoFrameError, Runtime
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The `cardedge` command, one module per subcommand (`main` assembles them)."""

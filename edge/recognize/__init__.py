@@ -1,0 +1,1 @@
+"""One frame -> the cards in it: detect, rectify, embed, shortlist, verify, decide (the Recognizer)."""
