@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.live.track import Tracker, TrackerConfig, polygon_iou, vote
+from edge.live.track import Tracker, TrackerConfig, vote
+from edge.recognize.rectify import polygon_iou
 from edge.types import Candidate, Match, OrientedBox
 from tests.fakes.recognizer import FakeRecognizer, Placement, compose, make_cards, placement_corners
 

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from edge.config import Settings
 from edge.errors import AuthError, ConfigError, EdgeError
 from edge.live.runtime import Runtime
+from edge.overlay.store import OverlayStore
 from edge.state import StoreState
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,13 @@ def get_context(request: Request) -> ApiContext:
 
 def get_runtime(request: Request) -> Runtime:
     return get_context(request).runtime
+
+
+def taught_views(runtime: Runtime) -> OverlayStore | None:
+    """The runtime's overlay as the routes use it (teach, list, forget); None when none is
+    attached (a read-only state directory)."""
+    overlay = runtime.overlay
+    return overlay if isinstance(overlay, OverlayStore) else None
 
 
 def get_settings(request: Request) -> Settings:

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from edge.lists.store import CardFields, Entry, NewEntry, utc_now
 from edge.live.runtime import SceneCard, SceneState
-from edge.live.track import centre, diagonal, polygon_iou
+from edge.recognize.rectify import centre, diagonal, polygon_iou
 from edge.types import Frame, ImageRGB
 
 logger = logging.getLogger(__name__)

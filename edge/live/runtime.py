@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -28,10 +28,6 @@ from edge.config import Settings
 from edge.errors import EdgeError
 from edge.metrics import Metrics
 from edge.types import Candidate, CardCrop, CardMatch, Frame, ImageRGB, Match, OrientedBox
-
-if TYPE_CHECKING:
-    from edge.live.loop import LiveLoop
-    from edge.overlay.store import OverlayStore
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +67,26 @@ class SceneObserver(Protocol):
 
     def observe(self, frame: Frame, scene: SceneState, /) -> None: ...
     def on_swap(self) -> None: ...
+
+
+class LiveLike(Protocol):
+    """The camera loop as the runtime drives it (edge.live.loop.LiveLoop): the loop depends on
+    the runtime, never the other way round."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def on_swap(self) -> None: ...
+    def health(self) -> tuple[bool, str]: ...
+    def alive(self) -> bool: ...
+    def status(self) -> dict[str, Any]: ...
+
+
+class OverlayLike(Protocol):
+    """The views taught on the device as the runtime keeps them (edge.overlay.store.OverlayStore):
+    attached to every recognizer swapped in."""
+
+    def attach(self, host: object, /) -> None: ...
+    def status(self) -> dict[str, Any]: ...
 
 
 class CatalogueLike(Protocol):
@@ -254,8 +270,8 @@ class Runtime:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.events = EventHub()
-        self.live: LiveLoop | None = None
-        self.overlay: OverlayStore | None = None  # views taught on the device (edge.overlay.store)
+        self.live: LiveLike | None = None
+        self.overlay: OverlayLike | None = None  # views taught on the device (edge.overlay.store)
         self.lists: SceneObserver | None = None  # must return at once: it runs on the loop
         self._lock = threading.Condition()
         self._slot = _Slot(recognizer) if recognizer is not None else None
@@ -295,7 +311,7 @@ class Runtime:
             if close_now:
                 self._close_recognizer(slot.recognizer)
 
-    def attach_overlay(self, overlay: OverlayStore) -> None:
+    def attach_overlay(self, overlay: OverlayLike) -> None:
         """Serve `overlay`'s taught views with the current bundle and each one swapped in."""
         self.overlay = overlay
         rec = self.peek()
@@ -330,7 +346,7 @@ class Runtime:
             logger.exception("closing recognizer %s failed", recognizer.bundle_id)
 
     # -- live loop ----------------------------------------------------------------------------
-    def attach_live(self, loop: LiveLoop) -> None:
+    def attach_live(self, loop: LiveLike) -> None:
         self.live = loop
 
     def start(self) -> None:

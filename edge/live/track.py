@@ -26,11 +26,11 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.types import Candidate, Corners, Match, OrientedBox
+from edge.recognize.rectify import centre, diagonal, polygon_iou
+from edge.types import Candidate, Match, OrientedBox
 
 logger = logging.getLogger(__name__)
 
@@ -142,25 +142,6 @@ class _Track:
             and card_id == self.verified
             and (not self.printed or self.proofs.get(card_id, 0) >= 2)
         )
-
-
-def centre(corners: Corners) -> npt.NDArray[np.float32]:
-    mean: npt.NDArray[np.float32] = np.asarray(corners, dtype=np.float32).mean(axis=0)
-    return mean
-
-
-def diagonal(corners: Corners) -> float:
-    pts = np.asarray(corners, dtype=np.float32)
-    return float(np.linalg.norm(pts.max(axis=0) - pts.min(axis=0)))
-
-
-def polygon_iou(a: Corners, b: Corners) -> float:
-    """IoU of two convex quadrilaterals (corner order irrelevant as long as it is convex)."""
-    pa = cv2.convexHull(np.asarray(a, dtype=np.float32))
-    pb = cv2.convexHull(np.asarray(b, dtype=np.float32))
-    inter, _ = cv2.intersectConvexConvex(pa, pb)
-    union = cv2.contourArea(pa) + cv2.contourArea(pb) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def vote(

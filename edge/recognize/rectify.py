@@ -1,4 +1,5 @@
-"""Rectify: order an oriented box's corners and warp the card upright to the embedder's input.
+"""Rectify: order an oriented box's corners, measure them, and warp the card upright to the
+embedder's input.
 
 Cards are 63 x 88 mm, portrait. A detector box says nothing about which end is the top, so the
 corners are ordered so the first edge is a short one (portrait); the remaining 180-degree
@@ -94,3 +95,22 @@ def rectify(image: ImageRGB, box: OrientedBox, out_h: int, out_w: int) -> CardCr
 def rotate180(crop: ImageRGB) -> ImageRGB:
     """The crop's 180-degree twin (an upside-down card read the other way up)."""
     return np.ascontiguousarray(crop[::-1, ::-1])
+
+
+def centre(corners: Corners) -> npt.NDArray[np.float32]:
+    mean: npt.NDArray[np.float32] = np.asarray(corners, dtype=np.float32).mean(axis=0)
+    return mean
+
+
+def diagonal(corners: Corners) -> float:
+    pts = np.asarray(corners, dtype=np.float32)
+    return float(np.linalg.norm(pts.max(axis=0) - pts.min(axis=0)))
+
+
+def polygon_iou(a: Corners, b: Corners) -> float:
+    """IoU of two convex quadrilaterals (corner order irrelevant as long as it is convex)."""
+    pa = cv2.convexHull(np.asarray(a, dtype=np.float32))
+    pb = cv2.convexHull(np.asarray(b, dtype=np.float32))
+    inter, _ = cv2.intersectConvexConvex(pa, pb)
+    union = cv2.contourArea(pa) + cv2.contourArea(pb) - inter
+    return float(inter / union) if union > 0 else 0.0

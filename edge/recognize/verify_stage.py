@@ -39,10 +39,9 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.bundles.manifest import Thresholds
-from edge.live.track import polygon_iou
 from edge.recognize.features import Extractor, Features, FeatureSpec, ReferenceFeatures
 from edge.recognize.index import decide
-from edge.recognize.rectify import _crop_corners, side_lengths
+from edge.recognize.rectify import _crop_corners, polygon_iou, side_lengths
 from edge.recognize.reprints import Lean, discriminate, doubted_by, outweighs
 from edge.recognize.shortlist import FeatureShortlist, widened
 from edge.recognize.taught import OverlaySnapshot, index_only

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edge.config import SourceSettings
 from edge.errors import SourceError
-from edge.sources.base import FrameSource, SourceExhaustedError
+from edge.sources.base import FrameSource, SourceExhaustedError, parse_options
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +58,13 @@ def open_source(
         from edge.sources.directory import DirectorySource
 
         source = DirectorySource(uri, rest, settings)
-    else:
-        from edge.sources.synthetic import make_synthetic
+    elif "deck" in parse_options(rest)[1]:  # a pile being scanned
+        from edge.sources.deck import DeckSource
 
-        source = make_synthetic(uri, rest, settings, bundle_dir=bundle_dir)
+        source = DeckSource(uri, rest, settings, bundle_dir=bundle_dir)
+    else:  # drifting synthetic scenes
+        from edge.sources.synthetic import SyntheticSource
+
+        source = SyntheticSource(uri, rest, settings, bundle_dir=bundle_dir)
     logger.info("source %s -> %s", uri, type(source).__name__)
     return source

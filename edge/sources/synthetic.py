@@ -6,7 +6,8 @@ training.synth.scene.render_scene (numpy + OpenCV only, so this runs on a Pi) an
 slowly (small rotation and pan) so tracking across frames is meaningful; every `seconds` a new
 scene replaces it, so cards appear and leave. Options: `?fast` (no pacing), `seconds=`, `seed=`,
 `fps=`. Time is counted in frames, so a fast run is the same film as a paced one.
-With `?deck`, cards are laid down and taken away one at a time instead (edge.sources.deck).
+With `?deck`, cards are laid down and taken away one at a time instead (edge.sources.deck; the
+registry, edge.sources, picks which).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
@@ -27,9 +28,6 @@ from edge.config import SourceSettings
 from edge.errors import SourceError
 from edge.sources.base import Pacer, option_float, parse_options, reject_unknown
 from edge.types import Frame, ImageRGB
-
-if TYPE_CHECKING:
-    from edge.sources.deck import DeckSource
 
 logger = logging.getLogger(__name__)
 
@@ -74,17 +72,6 @@ def drift_matrix(t: float, size: tuple[int, int], phase: float) -> npt.NDArray[n
     m[0, 2] += 0.03 * w * math.sin(2 * math.pi * t / 7.0 + 2 * phase)
     m[1, 2] += 0.02 * h * math.cos(2 * math.pi * t / 11.0 + phase)
     return m
-
-
-def make_synthetic(
-    uri: str, rest: str, settings: SourceSettings, *, bundle_dir: Path | None = None
-) -> SyntheticSource | DeckSource:
-    """`synthetic:DIR?deck...` films a pile being scanned; any other synthetic: drifting scenes."""
-    if "deck" in parse_options(rest)[1]:
-        from edge.sources.deck import DeckSource
-
-        return DeckSource(uri, rest, settings, bundle_dir=bundle_dir)
-    return SyntheticSource(uri, rest, settings, bundle_dir=bundle_dir)
 
 
 class SyntheticSource:

@@ -20,7 +20,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from edge.api.deps import ReadAccess, RuntimeDep, SettingsDep, WriteAccess, get_context
+from edge.api.deps import (
+    ReadAccess,
+    RuntimeDep,
+    SettingsDep,
+    WriteAccess,
+    get_context,
+    taught_views,
+)
 from edge.api.routes.identify import MULTIPART_OVERHEAD
 from edge.api.schemas import ErrorOut
 from edge.errors import BadImageError, EdgeError, ImageTooLargeError
@@ -175,7 +182,7 @@ def _store_feedback(
                 "look it up with GET /v1/cards?q=",
             )
         bundle_id = bundle_id or rec.bundle_id
-        overlay = runtime.overlay
+        overlay = taught_views(runtime)
         if teach and overlay is None:
             raise OverlayUnsupportedError("this service keeps no overlay (state directory)")
         pending = None

@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from edge.api.deps import ReadAccess, RuntimeDep, WriteAccess, get_context
+from edge.api.deps import ReadAccess, RuntimeDep, WriteAccess, get_context, taught_views
 from edge.api.list_schemas import (
     CorrectionOut,
     EntryPatchIn,
@@ -167,7 +167,7 @@ def _correct(
 ) -> CorrectionOut:
     """Every check first (card, entry, and with teach the overlay's own checks on the crop),
     then the change, the feedback and the taught view."""
-    overlay = runtime.overlay
+    overlay = taught_views(runtime)
     if body.teach and overlay is None:
         raise TeachUnavailableError(
             "teaching on the spot is not available in this service; nothing was changed",

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from edge.api.deps import ReadAccess, RuntimeDep, WriteAccess, get_context
+from edge.api.deps import ReadAccess, RuntimeDep, WriteAccess, get_context, taught_views
 from edge.api.schemas import ErrorOut
 from edge.live.runtime import Runtime
 from edge.overlay.store import OverlayEntry, OverlayStore
@@ -52,7 +52,7 @@ class OverlayRemovedOut(BaseModel):
 def _overlay(request: Request) -> OverlayStore:
     store = get_context(request).store
     store.require()
-    overlay = get_context(request).runtime.overlay
+    overlay = taught_views(get_context(request).runtime)
     if overlay is None:
         raise StoreUnavailableError("no overlay is attached to this service")
     return overlay
