@@ -11,13 +11,8 @@ import pytest
 from edge.bundles.manifest import Thresholds
 from edge.bundles.reference_features import thumbnail_jpeg
 from edge.config import RuntimeSettings
-from edge.recognize.features import (
-    Features,
-    FeatureSpec,
-    ReferenceFeatures,
-    reference_features,
-    write_reference_features,
-)
+from edge.recognize.feature_file import ReferenceFeatures, write_reference_features
+from edge.recognize.features import Features, FeatureSpec, reference_features
 from edge.recognize.shortlist import FeatureShortlist, merged, widened
 from edge.recognize.verify_stage import VerifyStage
 from edge.types import Candidate, CardMatch, Match, OrientedBox

@@ -100,7 +100,7 @@ def test_reindex_writes_a_bundle_that_verifies_with_reference_features(
     assert manifest.index.count == 2 * N_CARDS and manifest.catalogue.card_count == N_CARDS
     # and detail images for the cards whose name another card shares, and for no others
     from edge.bundles.reference_features import cards_with_printings
-    from edge.recognize.features import ReferenceFeatures
+    from edge.recognize.feature_file import ReferenceFeatures
 
     refs = ReferenceFeatures(out / manifest.verification.file)
     printed = cards_with_printings(new_catalogue[0])

@@ -19,15 +19,14 @@ from edge.bundles.errors import BundleModelError
 from edge.bundles.manifest import Thresholds
 from edge.bundles.reference_features import catalogue_scans, detail_jpeg, thumbnail_jpeg
 from edge.errors import BadImageError
+from edge.recognize.feature_file import ReferenceFeatures, write_reference_features
 from edge.recognize.features import (
     SOFT_SHARE,
     Extractor,
     Features,
     FeatureSpec,
-    ReferenceFeatures,
     distinctive,
     reference_features,
-    write_reference_features,
 )
 from edge.recognize.verify import (
     TEMPLATE_MIN_SHARE,

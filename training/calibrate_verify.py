@@ -40,7 +40,7 @@ import numpy as np
 
 from edge.bundles.files import write_manifest
 from edge.config import RuntimeSettings
-from edge.recognize.features import ReferenceFeatures
+from edge.recognize.feature_file import ReferenceFeatures
 from edge.recognize.recognizer import Recognizer
 from edge.recognize.verify import Verifier, photometric
 from edge.recognize.verify_stage import VerifyStage, short_side

@@ -18,7 +18,8 @@ from edge.bundles.errors import BundleModelError
 from edge.bundles.files import refresh_hashes, write_manifest
 from edge.bundles.manifest import Manifest, VerificationSpec
 from edge.errors import BadImageError
-from edge.recognize.features import FeatureSpec, reference_features, write_reference_features
+from edge.recognize.feature_file import write_reference_features
+from edge.recognize.features import FeatureSpec, reference_features
 from edge.recognize.index import same_name
 from edge.types import ImageRGB
 

@@ -22,7 +22,8 @@ from edge.bundles.manifest import Manifest
 from edge.bundles.reference_features import THUMB_H, THUMB_W
 from edge.errors import BadImageError, EdgeError
 from edge.imageio import read_image_file
-from edge.recognize.features import Extractor, Features, FeatureSpec, ReferenceFeatures, shared
+from edge.recognize.feature_file import ReferenceFeatures
+from edge.recognize.features import Extractor, Features, FeatureSpec, shared
 from edge.recognize.index import Catalogue
 from edge.recognize.rectify import order_corners, rotate180, side_lengths, warp_card
 from edge.recognize.taught import OverlaySnapshot, PreparedView

@@ -13,7 +13,7 @@ from edge.backends.select import Role, select_backend
 from edge.bundles.errors import BundleModelError
 from edge.bundles.manifest import Manifest, ModelSpec
 from edge.config import HailoSettings, RuntimeSettings
-from edge.recognize.features import ReferenceFeatures
+from edge.recognize.feature_file import ReferenceFeatures
 from edge.recognize.index import Catalogue
 from edge.recognize.shortlist import FeatureShortlist
 from edge.recognize.verify_stage import VerifyStage

@@ -35,7 +35,7 @@ from edge.recognize.card_backs import decide_with_backs
 from edge.recognize.detect import Detector
 from edge.recognize.embed import pixel_spec, takes_pixels
 from edge.recognize.embed import preprocess as model_input
-from edge.recognize.features import ReferenceFeatures
+from edge.recognize.feature_file import ReferenceFeatures
 from edge.recognize.index import CardIndex, Catalogue, decide
 from edge.recognize.load import load_backends, load_verification
 from edge.recognize.rectify import side_lengths, warp_card

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.recognize.features import ReferenceFeatures
+from edge.recognize.feature_file import ReferenceFeatures
 from edge.recognize.verify import Verification, cell_agreement, frame_onto, grid_means, project
 from edge.types import ImageRGB
 

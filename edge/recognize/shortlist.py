@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from edge.recognize.features import Features, ReferenceFeatures
+from edge.recognize.feature_file import ReferenceFeatures
+from edge.recognize.features import Features
 from edge.types import Candidate
 
 logger = logging.getLogger(__name__)

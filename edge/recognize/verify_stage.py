@@ -39,7 +39,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.bundles.manifest import Thresholds
-from edge.recognize.features import Extractor, Features, FeatureSpec, ReferenceFeatures
+from edge.recognize.feature_file import ReferenceFeatures
+from edge.recognize.features import Extractor, Features, FeatureSpec
 from edge.recognize.index import decide
 from edge.recognize.rectify import _crop_corners, polygon_iou, side_lengths
 from edge.recognize.reprints import Lean, discriminate, doubted_by, outweighs
