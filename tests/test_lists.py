@@ -16,7 +16,7 @@ from edge.lists.export import FORMATS, UnknownFormatError, export
 from edge.lists.recorder import Insert, Recorder, Retag
 from edge.lists.service import ScanLists
 from edge.lists.store import CardFields, ListRecordingError, ListStore
-from edge.live.runtime import SceneCard, SceneState
+from edge.live.scene import SceneCard, SceneState
 from edge.types import Frame
 
 CARDS = {

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.lists.store import CardFields, Entry, NewEntry, utc_now
-from edge.live.runtime import SceneCard, SceneState
+from edge.live.scene import SceneCard, SceneState
 from edge.recognize.rectify import centre, diagonal, polygon_iou
 from edge.types import Frame, ImageRGB
 

@@ -17,7 +17,8 @@ from edge.feedback import FeedbackRecord, FeedbackStore
 from edge.lists.recorder import Recorder, RecorderConfig
 from edge.lists.store import CardFields, Entry, ListStore, ScanList, utc_now
 from edge.lists.writer import CardLookup, ListWriter, decode_jpeg
-from edge.live.runtime import NotReadyError, Runtime, SceneState
+from edge.live.runtime import NotReadyError, Runtime
+from edge.live.scene import SceneState
 from edge.types import Frame, ImageRGB
 
 logger = logging.getLogger(__name__)

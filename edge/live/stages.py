@@ -25,7 +25,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from edge.live.runtime import RecognizerLike, Runtime, SceneCard, SceneState
+from edge.live.runtime import RecognizerLike, Runtime
+from edge.live.scene import SceneCard, SceneState
 from edge.live.track import TrackedCard, TrackEvent
 from edge.types import Frame, OrientedBox
 
