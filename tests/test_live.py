@@ -217,4 +217,4 @@ def test_tracker_config_reaches_the_loop() -> None:
     _, loop = make_loop(
         FakeCamera(static_frame), config=LiveConfig(tracker=TrackerConfig(window=3))
     )
-    assert loop._tracker.config.window == 3
+    assert loop._work._tracker.config.window == 3

@@ -272,7 +272,7 @@ def test_one_verified_verdict_names_the_card_as_soon_as_its_track_is_confirmed()
 
 def test_a_background_box_is_never_announced_and_not_examined_every_frame() -> None:
     # given a box the verification stage calls background
-    from edge.live.loop import NOT_A_CARD
+    from edge.live.identify import NOT_A_CARD
 
     tracker = Tracker(TrackerConfig(min_hits=2))
     events, examined = [], 0

@@ -27,26 +27,25 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from edge.errors import EdgeError, SourceError
-from edge.live.runtime import RecognizerLike, Runtime
+from edge.live.identify import IdentifyStage
+from edge.live.runtime import Runtime
 from edge.live.stages import (
     Detected,
     Handoff,
     HeldLease,
     LatestFrame,
     Rate,
-    SceneBuilder,
     StageStates,
 )
-from edge.live.track import BACKGROUND, Tracker, TrackerConfig, TrackEvent
-from edge.sources.base import FrameSource, SourceExhaustedError
-from edge.types import Candidate, Frame, Match
+from edge.live.track import TrackerConfig, TrackEvent
+from edge.sources.base import FrameSource, SourceExhaustedError, close_quietly
+from edge.types import Frame
 
 logger = logging.getLogger(__name__)
 
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
 
-NOT_A_CARD = Match("", 0.0, 0.0, False, "unknown", reason=BACKGROUND)
 STAGES = (
     "queue", "detect", "handoff", "rectify", "embed", "search", "verify", "track", "total",
 )  # fmt: skip
@@ -62,13 +61,6 @@ class LiveConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 10.0
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
-
-
-def _close_quietly(source: FrameSource) -> None:
-    try:
-        source.close()
-    except Exception:
-        logger.exception("closing source %s failed", getattr(source, "uri", "?"))
 
 
 class LiveLoop:
@@ -88,7 +80,7 @@ class LiveLoop:
         self._factory = source_factory
         self._slot = LatestFrame()
         self._handoff: Handoff[Detected] = Handoff()
-        self._tracker = Tracker(self.config.tracker)
+        self._work = IdentifyStage(runtime, self.config.tracker)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._gen = 0
@@ -109,8 +101,6 @@ class LiveLoop:
         self._last_done = 0.0
         self._stage_ms: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self._rate, self._capture_rate = Rate(), Rate()
-        self._scenes = SceneBuilder()
-        self._bundle_id: str | None = None
         self.started = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -143,8 +133,7 @@ class LiveLoop:
 
     def on_swap(self) -> None:
         """A new bundle is current: names and votes of the old one no longer apply."""
-        with self._lock:
-            self._bundle_id = None
+        self._work.on_swap()
 
     @property
     def backend_reason(self) -> str | None:
@@ -217,7 +206,7 @@ class LiveLoop:
             with self._lock:
                 if self._source is source:
                     self._source = None
-            _close_quietly(source)
+            close_quietly(source)
 
     def _set_source(self, state: str, reason: str) -> None:
         if (state, reason) != (self.source_state, self.source_reason):
@@ -229,7 +218,7 @@ class LiveLoop:
         with self._lock:
             source, self._source = self._source, None
         if source is not None:
-            _close_quietly(source)
+            close_quietly(source)
 
     # -- stage 1: detect ----------------------------------------------------------------------
     def _detect_main(
@@ -320,52 +309,9 @@ class LiveLoop:
         return self.identify(self.detect(frame))
 
     def _identify(self, item: Detected) -> list[TrackEvent]:
-        rec, frame, boxes = item.recognizer, item.frame, item.boxes
-        t1 = time.monotonic()
-        events = self._maybe_reset(rec)
-        plan = self._tracker.plan(boxes, frame.frame_id, frame.t_capture)
-        verdicts: dict[int, tuple[Match, tuple[Candidate, ...]]] = {}
-        rectify_ms = embed_ms = search_ms = verify_ms = 0.0
-        if plan.to_embed:
-            cards, (rectify_ms, embed_ms, _, search_ms, verify_ms) = rec.verdicts(
-                frame.image, [boxes[i] for i in plan.to_embed]
-            )
-            # A background box (None) gets no vote and its track is never announced; it is looked
-            # at again only when it moves or changes, as a settled track is.
-            verdicts = {
-                i: (card.match, card.top_k) if card is not None else (NOT_A_CARD, ())
-                for i, card in zip(plan.to_embed, cards, strict=True)
-            }
-        events += self._tracker.commit(plan, verdicts)
-        tracked = self._tracker.snapshot()
-        scene = self._scenes.scene(rec, frame, tracked)
-        self.runtime.publish(frame, scene)
-        for ev in events:
-            self.runtime.events.publish(self._scenes.event(ev))
-            if ev.kind == "card_identified":
-                self.runtime.metrics.count_verdict("live", ev.known)
-        t5 = time.monotonic()
-        ms = {
-            "queue": max(0.0, item.t_start - frame.t_capture) * 1000,
-            "detect": (item.t_detected - item.t_start) * 1000,
-            "handoff": (t1 - item.t_detected) * 1000,
-            "rectify": rectify_ms,
-            "embed": embed_ms,
-            "search": search_ms,
-            "verify": verify_ms,
-            "track": (t5 - t1) * 1000 - rectify_ms - embed_ms - search_ms - verify_ms,
-            "total": (t5 - item.t_start) * 1000,
-        }
-        self._account(ms, len(plan.to_embed), len(tracked), t5)
+        events, ms, n_embedded, n_tracks = self._work.run(item)
+        self._account(ms, n_embedded, n_tracks, time.monotonic())
         return events
-
-    def _maybe_reset(self, rec: RecognizerLike) -> list[TrackEvent]:
-        with self._lock:
-            if self._bundle_id == rec.bundle_id:
-                return []
-            self._bundle_id = rec.bundle_id
-        self._scenes.clear()
-        return self._tracker.reset()
 
     def _account(self, ms: dict[str, float], n_embedded: int, n_tracks: int, t: float) -> None:
         m = self.runtime.metrics

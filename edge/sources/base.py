@@ -88,3 +88,12 @@ def reject_unknown(options: dict[str, str], allowed: set[str], scheme: str) -> N
             f"unknown option(s) {', '.join(unknown)} for {scheme}: sources",
             f"allowed: {', '.join(sorted(allowed)) or 'none'}",
         )
+
+
+def close_quietly(source: FrameSource) -> None:
+    """Close `source`, logging (not raising) what its close raises: a source that failed may
+    fail to close as well."""
+    try:
+        source.close()
+    except Exception:
+        logger.exception("closing source %s failed", getattr(source, "uri", "?"))
