@@ -18,16 +18,14 @@ import edge.recognize.detect
 from edge.bundles.manifest import DetectorSpec, InputSpec, Thresholds
 from edge.errors import BackendError, BadImageError
 from edge.recognize.detect import (
-    NMS_DENSE_MAX,
     PAD_VALUE,
     Detector,
     LetterboxInfo,
-    batch_probiou,
     decode_obb,
     letterbox,
-    nms_rotated,
     xywhr_to_corners,
 )
+from edge.recognize.nms import NMS_DENSE_MAX, batch_probiou, nms_rotated
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -231,10 +229,10 @@ def test_nms_rotated_on_many_candidates_keeps_what_ultralytics_keeps(iou: float)
 
 @pytest.mark.parametrize("iou", [0.0, 0.1, 0.45, 0.7, 0.95, 0.9995, 1.0])
 def test_nms_distance_bound_decides_exactly_as_the_iou(iou: float) -> None:
-    from edge.recognize.detect import PROBIOU_EPS, _distance_bound, _iou_of_distance
+    from edge.recognize.nms import PROBIOU_EPS, _iou_of_distance, distance_bound
 
     # given clipped distances spread over the whole range, and every float32 next to the bound
-    bound = _distance_bound(iou)
+    bound = distance_bound(iou)
     spread = np.geomspace(PROBIOU_EPS, 100.0, 20_000).astype(np.float32)
     near = np.array([bound], np.float32).view(np.int32) + np.arange(-500, 500, dtype=np.int32)
     near = near.view(np.float32)
@@ -375,12 +373,12 @@ def test_c_decode_keeps_exactly_what_the_numpy_decode_keeps(
 
 
 def test_pair_pruned_nms_suppresses_exactly_what_the_dense_matrix_does() -> None:
-    from edge.recognize.detect import (
+    from edge.recognize.nms import (
         _bhattacharyya,
-        _distance_bound,
         _gauss,
         _index,
         _suppressed_sparse,
+        distance_bound,
     )
 
     rng = np.random.default_rng(11)
@@ -392,7 +390,7 @@ def test_pair_pruned_nms_suppresses_exactly_what_the_dense_matrix_does() -> None
         # when suppression runs on pairs that could overlap, and on the whole matrix
         g = _gauss(boxes)
         bd = _bhattacharyya(_index(g, (slice(None), None)), _index(g, (None, slice(None))))
-        dense = np.triu(bd < _distance_bound(iou), k=1).any(axis=0)
+        dense = np.triu(bd < distance_bound(iou), k=1).any(axis=0)
         # then they agree on every box
         np.testing.assert_array_equal(_suppressed_sparse(boxes, iou), dense, f"trial {trial}")
 
