@@ -30,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import edge.recognize.verify_stage as verify_stage  # noqa: E402
+import edge.recognize.decide as decide  # noqa: E402
 from edge.config import RuntimeSettings, Settings  # noqa: E402
 from edge.errors import EdgeError  # noqa: E402
 from edge.live.runtime import Runtime  # noqa: E402
@@ -151,10 +151,10 @@ def held_out(
         except EdgeError as e:
             report.setdefault("not_taught", []).append(f"{card}: {e.code}")
     for both in (True, False):
-        verify_stage.TAUGHT_COLOUR_BOTH = both
+        decide.TAUGHT_COLOUR_BOTH = both
         res = {s: outcomes(rec, i, g) for s, (i, g) in scenes.items()}
         report["after" if both else "after_taught_colour_only"] = score(res, set(cards))
-    verify_stage.TAUGHT_COLOUR_BOTH = True
+    decide.TAUGHT_COLOUR_BOTH = True
     store.clear()
     return report
 

@@ -9,13 +9,13 @@ import pytest
 
 from edge.bundles.manifest import Thresholds
 from edge.errors import BundleSchemaError
+from edge.recognize.decide import by_embedding
 from edge.recognize.embed import l2_normalize
 from edge.recognize.index import (
     CardIndex,
     CardInfo,
     Catalogue,
     build_index,
-    decide,
     write_catalogue,
 )
 from edge.types import Candidate
@@ -214,28 +214,28 @@ THRESH = Thresholds(unknown_score=0.6, unknown_margin=0.05)
 
 
 def test_decide_known_when_score_and_margin_pass() -> None:
-    m = decide([Candidate("a", 0.9), Candidate("b", 0.7)], THRESH)
+    m = by_embedding([Candidate("a", 0.9), Candidate("b", 0.7)], THRESH)
     assert m.known and m.card_id == "a" and m.margin == pytest.approx(0.2)
 
 
 def test_decide_unknown_when_score_too_low() -> None:
-    assert not decide([Candidate("a", 0.55), Candidate("b", 0.1)], THRESH).known
+    assert not by_embedding([Candidate("a", 0.55), Candidate("b", 0.1)], THRESH).known
 
 
 def test_decide_unknown_when_margin_too_small() -> None:
     # given a confident top-1 that is nearly tied with a different card
-    m = decide([Candidate("a", 0.95), Candidate("b", 0.93)], THRESH)
+    m = by_embedding([Candidate("a", 0.95), Candidate("b", 0.93)], THRESH)
     # then it is unknown, and the margin is reported
     assert not m.known and m.margin == pytest.approx(0.02)
 
 
 def test_decide_single_candidate_measures_margin_against_zero() -> None:
-    m = decide([Candidate("a", 0.8)], THRESH)
+    m = by_embedding([Candidate("a", 0.8)], THRESH)
     assert m.known and m.margin == pytest.approx(0.8)
 
 
 def test_decide_without_candidates_is_unknown() -> None:
-    m = decide([], THRESH)
+    m = by_embedding([], THRESH)
     assert not m.known and m.card_id == ""
 
 

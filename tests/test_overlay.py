@@ -173,7 +173,7 @@ def test_a_taught_view_does_not_pull_another_card_into_it(
     # then it is not named as the taught card: its colours must agree with CARD's scan too
     assert not _named(rec, other, CARD)
     # (checked on the taught crop's colours alone, it would be)
-    monkeypatch.setattr("edge.recognize.verify_stage.TAUGHT_COLOUR_BOTH", False)
+    monkeypatch.setattr("edge.recognize.decide.TAUGHT_COLOUR_BOTH", False)
     assert _named(rec, other, CARD)
 
 

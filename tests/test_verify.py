@@ -19,6 +19,7 @@ from edge.bundles.errors import BundleModelError
 from edge.bundles.manifest import Thresholds
 from edge.bundles.reference_features import catalogue_scans, detail_jpeg, thumbnail_jpeg
 from edge.errors import BadImageError
+from edge.recognize.decide import Evidence, without_duplicates
 from edge.recognize.feature_file import ReferenceFeatures, write_reference_features
 from edge.recognize.features import (
     SOFT_SHARE,
@@ -36,7 +37,7 @@ from edge.recognize.verify import (
     implausible,
     photometric,
 )
-from edge.recognize.verify_stage import Evidence, VerifyStage, without_duplicates
+from edge.recognize.verify_stage import VerifyStage
 from edge.types import Candidate, CardMatch, Match, OrientedBox
 
 SPEC = FeatureSpec(n_features=400)
@@ -280,7 +281,7 @@ def test_a_verified_cards_other_printings_are_checked_beside_the_shortlist(
     write_reference_features(path, SPEC, reference_features(catalogue.items(), SPEC),
                              {c: thumbnail_jpeg(im) for c, im in catalogue.items()})  # fmt: skip
     stage = VerifyStage(ReferenceFeatures(path), Thresholds(verify_min_inliers=15), threads=1)
-    stage.printings = {ids[0]: ("twin", ids[3])}
+    stage.decision.printings = {ids[0]: ("twin", ids[3])}
     scene = _scene(cards[ids[0]], TRUE_QUAD)
     gray = cv2.cvtColor(scene, cv2.COLOR_RGB2GRAY)
     # when the shortlist is verified
@@ -288,7 +289,7 @@ def test_a_verified_cards_other_printings_are_checked_beside_the_shortlist(
     stage.close()
     # then the reprint was checked too (the card of other art was not), and the right card leads
     assert [v.card_id for v in evidence.results] == [ids[0], "twin"]
-    assert stage.same_art(ids[0]) == ("twin",)
+    assert stage.decision.same_art(ids[0]) == ("twin",)
 
 
 def test_the_right_card_verifies_and_an_unrelated_one_does_not(refs, cards) -> None:
@@ -345,10 +346,12 @@ def test_the_distinct_point_needs_a_look_that_checked_the_whole_shortlist(refs) 
     far, near = Verification("b", 5, 9, h, photometric=0.1), Verification("b", 8, 9, h)
     # then it is distinct over a whole shortlist whose runner-up has at most half its inliers,
     # and not over a look that checked only a few candidates, nor beside a closer runner-up
-    assert stage.distinct(Evidence((best, far), 200, complete=True))
-    assert not stage.distinct(Evidence((best, far), 200, complete=False))
-    assert not stage.distinct(Evidence((best, near), 200, complete=True))
-    assert not stage.distinct(Evidence((replace(best, photometric=0.4), far), 200, complete=True))
+    assert stage.decision.distinct(Evidence((best, far), 200, complete=True))
+    assert not stage.decision.distinct(Evidence((best, far), 200, complete=False))
+    assert not stage.decision.distinct(Evidence((best, near), 200, complete=True))
+    assert not stage.decision.distinct(
+        Evidence((replace(best, photometric=0.4), far), 200, complete=True)
+    )
     stage.close()
 
 
@@ -380,11 +383,11 @@ def test_the_spread_point_needs_inliers_over_enough_of_the_card(refs) -> None:
     spread = Verification("a", 25, 30, np.eye(3), photometric=0.1, coverage=14)
     # then inliers spread over 14 cells pass under poor colours, and not when they cluster, are
     # too few, the colours disagree outright, or there is no homography
-    assert stage.passes(spread)
-    assert not stage.passes(replace(spread, coverage=6))
-    assert not stage.passes(replace(spread, inliers=15))
-    assert not stage.passes(replace(spread, photometric=-0.2))
-    assert not stage.passes(replace(spread, homography=None))
+    assert stage.decision.passes(spread)
+    assert not stage.decision.passes(replace(spread, coverage=6))
+    assert not stage.decision.passes(replace(spread, inliers=15))
+    assert not stage.decision.passes(replace(spread, photometric=-0.2))
+    assert not stage.decision.passes(replace(spread, homography=None))
     stage.close()
 
 
@@ -776,11 +779,11 @@ def test_a_card_proven_at_the_distinct_point_is_compared_with_every_printing_of_
         (replace(found.results[0], card_id="print-a", inliers=12), Verification("print-b", 0, 3)),
         found.query_features, complete=True,
     )  # fmt: skip
-    assert stage.distinct(chance) and not stage.passes(chance.results[0])
+    assert stage.decision.distinct(chance) and not stage.decision.passes(chance.results[0])
     # when decided
     shortlist = [Candidate("print-a", 0.9), Candidate("print-b", 0.89)]
     card = CardMatch(_box(TRUE_QUAD), Match("print-a", 0.9, 0.01, False), tuple(shortlist))
-    verdict = stage.decide(card, shortlist, chance, warp, scene)
+    verdict = stage.decision.decide(card, shortlist, chance, warp, scene)
     stage.close()
     # then the printing is the one in view (its number decides), never the one RANSAC favoured
     assert verdict is not None and verdict.match.known, verdict
@@ -799,7 +802,7 @@ def test_a_homography_that_explains_only_the_art_gives_no_polygon(refs) -> None:
     image = np.zeros((720, 1280, 3), np.uint8)
     try:
         kept, mapped = (
-            stage._verified(card, shortlist, Evidence((v,), 200), np.eye(3), image)
+            stage.decision._verified(card, shortlist, Evidence((v,), 200), np.eye(3), image)
             for v in (art_only, whole)
         )
     finally:
@@ -815,11 +818,11 @@ def test_an_art_only_homography_proves_no_printing_of_an_art_with_reprints(refs)
     h = np.diag([0.9, 0.9, 1.0])
     art_only = Verification("print-a", 30, 40, h, photometric=0.95, card_colour=0.5)
     stage = VerifyStage(refs, Thresholds(), threads=1)
-    stage._same_art = {"print-a": ("print-b",)}
+    stage.decision._same_art = {"print-a": ("print-b",)}
     card = CardMatch(box=_box(TRUE_QUAD), match=Match("print-a", 0.9, 0.1, True), top_k=())
     image = np.zeros((720, 1280, 3), np.uint8)
     try:
-        verdict = stage._verified(
+        verdict = stage.decision._verified(
             card, [Candidate("print-a", 0.9)], Evidence((art_only,), 200), np.eye(3), image
         )
     finally:
@@ -841,9 +844,9 @@ def test_a_card_cut_by_the_frames_edge_proves_no_printing_of_an_art_with_reprint
     stage = VerifyStage(refs, Thresholds(), threads=1)
 
     def verdict(v: Verification, printings: tuple[str, ...], frame: np.ndarray = image) -> Match:
-        stage._same_art = {"print-a": printings}
+        stage.decision._same_art = {"print-a": printings}
         evidence = Evidence((v,), 200)
-        return stage._verified(card, [Candidate("print-a", 0.9)], evidence, np.eye(3), frame).match
+        return stage.decision._verified(card, [Candidate("print-a", 0.9)], evidence, np.eye(3), frame).match
 
     # (and a scan the card fills: its corners on the image's edge, a px beyond it)
     scan = np.zeros((SPEC.height, SPEC.width, 3), np.uint8)
@@ -873,12 +876,12 @@ def _printing_verdicts(
     """`_verified` on each evidence, with the pixel comparison of the differing parts made to
     pick `picked` (with a clear gap)."""
     stage = VerifyStage(refs, Thresholds(verify_min_inliers=15), threads=1)
-    stage.discriminate = lambda image, warp, cands: (picked, "", None)  # type: ignore[method-assign]
+    stage.decision.discriminate = lambda image, warp, cands: (picked, "", None)  # type: ignore[method-assign]
     card = CardMatch(box=_box(TRUE_QUAD), match=Match("print-a", 0.9, 0.01, True), top_k=())
     image = np.zeros((720, 1280, 3), np.uint8)
     try:
         return [
-            stage._verified(card, shortlist, Evidence(results, 200), np.eye(3), image)
+            stage.decision._verified(card, shortlist, Evidence(results, 200), np.eye(3), image)
             for results in evidence
         ]
     finally:
@@ -1002,7 +1005,7 @@ def test_printings_details_and_regions_are_computed_once_per_reference_file(
 
 def test_the_small_prints_lean_is_reported_for_the_two_printings_named() -> None:
     # given the small print leaning to print-a over print-b by 0.02 (too little to decide)
-    from edge.recognize.verify_stage import _leaning
+    from edge.recognize.decide import _leaning
 
     lean = ("print-a", "print-b", 0.02)
     # then a verdict naming print-a with print-b as runner-up leans +0.02, the other way -0.02,

@@ -156,7 +156,7 @@ def align_to_scan(canvas: ImageRGB, refs: ReferenceFeatures, card_id: str) -> Im
     the crop under a plausible homography, with the loose box's margins warped away. Of the
     crop both ways up, registered or not, the one whose colours agree best with the scan's
     thumbnail wins: the colour check compares a taught view with the scan on the same canvas
-    (edge.recognize.verify_stage.TAUGHT_COLOUR_BOTH), so they must line up."""
+    (edge.recognize.decide.TAUGHT_COLOUR_BOTH), so they must line up."""
     extractor, verifier = Extractor(refs.spec), Verifier(refs)
     options: list[tuple[int, ImageRGB]] = []
     for image in (canvas, rotate180(canvas)):

@@ -24,9 +24,9 @@ import numpy as np
 import numpy.typing as npt
 
 import edge
-from edge.bundles.manifest import Manifest, Thresholds
+from edge.bundles.manifest import Manifest
 from edge.errors import BundleError, BundleIncompatibleError, BundleSchemaError
-from edge.types import Candidate, Match
+from edge.types import Candidate
 
 if TYPE_CHECKING:
     from usearch.index import Index
@@ -386,18 +386,3 @@ def _exact_matrix(
     per_card = np.split(order, np.flatnonzero(np.diff(card_of_key[order])) + 1)
     card_keys = np.stack([np.resize(keys, views_per_card) for keys in per_card])  # cards x views
     return np.ascontiguousarray(matrix[card_keys.T.ravel()].T)
-
-
-def decide(candidates: Sequence[Candidate], thresholds: Thresholds) -> Match:
-    """Known iff top-1 score >= unknown_score AND margin to the best different card >= unknown_margin.
-
-    With a single candidate (one-card catalogue) the margin is measured against a score of 0,
-    i.e. an unrelated card; with none, the result is unknown with score and margin 0.
-    """
-    if not candidates:
-        return Match(card_id="", score=0.0, margin=0.0, known=False)
-    top = candidates[0]
-    runner_up = candidates[1].score if len(candidates) > 1 else 0.0
-    margin = top.score - runner_up
-    known = top.score >= thresholds.unknown_score and margin >= thresholds.unknown_margin
-    return Match(card_id=top.card_id, score=top.score, margin=margin, known=known)

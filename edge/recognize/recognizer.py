@@ -32,11 +32,12 @@ from edge.bundles.manifest import Manifest
 from edge.config import HailoSettings, RuntimeSettings
 from edge.errors import BackendError, BadImageError
 from edge.recognize.card_backs import decide_with_backs
+from edge.recognize.decide import by_embedding
 from edge.recognize.detect import Detector
 from edge.recognize.embed import pixel_spec, takes_pixels
 from edge.recognize.embed import preprocess as model_input
 from edge.recognize.feature_file import ReferenceFeatures
-from edge.recognize.index import CardIndex, Catalogue, decide
+from edge.recognize.index import CardIndex, Catalogue
 from edge.recognize.load import load_backends, load_verification
 from edge.recognize.rectify import side_lengths, warp_card
 from edge.recognize.taught import OverlaySnapshot, merge_taught
@@ -314,7 +315,7 @@ class Recognizer:
             for n, i in enumerate(alternates):
                 lists[i] = merge_taught(lists[i], taught[len(boxes) + n])
         cards = [
-            CardMatch(box=box, match=decide(h, thresholds), top_k=tuple(h[: self.top_k]))
+            CardMatch(box=box, match=by_embedding(h, thresholds), top_k=tuple(h[: self.top_k]))
             for box, h in chosen
         ]
         return cards, lists, (_ms(t0, t1), _ms(t1, t2), embed_fwd, _ms(t2, time.perf_counter()))
@@ -323,7 +324,7 @@ class Recognizer:
         """Per vector: the unknown decision and the top-k distinct cards (one index call)."""
         hits = self.index.search(vectors, max(self.top_k, 2))
         thresholds = self.manifest.thresholds
-        return [(decide(c, thresholds), tuple(c[: self.top_k])) for c in hits]
+        return [(by_embedding(c, thresholds), tuple(c[: self.top_k])) for c in hits]
 
     # --- whole frame ------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 Reprints share their art and differ in a set symbol, a collector number, a border or a finish.
 When more than one candidate maps onto the crop, the crop is compared with their references only
-where those differ (edge.recognize.verify_stage decides what to do with the answer).
+where those differ (edge.recognize.decide decides what to do with the answer).
 """
 
 from __future__ import annotations
