@@ -241,3 +241,12 @@ def read_image_file(path: Path, *, max_pixels: int) -> ImageRGB:
     except OSError as e:
         raise BadImageError(f"cannot read {path.name}: {e.strerror}") from e
     return decode_image(data, max_pixels=max_pixels)
+
+
+def check_image(image: npt.NDArray[Any]) -> ImageRGB:
+    """Refuse anything that is not an H x W x 3 uint8 RGB array (typed error, not a traceback)."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise BadImageError("image must be a uint8 numpy array")
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 2 or image.shape[1] < 2:
+        raise BadImageError(f"image must be H x W x 3 RGB, got shape {image.shape}")
+    return image

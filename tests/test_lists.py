@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.lists.errors import ListRecordingError
 from edge.lists.export import FORMATS, UnknownFormatError, export
 from edge.lists.recorder import Insert, Recorder, Retag
 from edge.lists.service import ScanLists
-from edge.lists.store import CardFields, ListRecordingError, ListStore
+from edge.lists.store import CardFields, ListStore
 from edge.live.scene import SceneCard, SceneState
 from edge.types import Frame
 

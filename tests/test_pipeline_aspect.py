@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from edge.config import RuntimeSettings
-from edge.recognize.recognizer import Recognizer, ambiguous_aspect, turned_90
+from edge.recognize.recognizer import Recognizer
+from edge.recognize.rectify import ambiguous_aspect, turned_90
 from edge.types import OrientedBox
 from tests import bundle_factory
 from tests.bundle_factory import card_images_for

@@ -846,7 +846,9 @@ def test_a_card_cut_by_the_frames_edge_proves_no_printing_of_an_art_with_reprint
     def verdict(v: Verification, printings: tuple[str, ...], frame: np.ndarray = image) -> Match:
         stage.decision._same_art = {"print-a": printings}
         evidence = Evidence((v,), 200)
-        return stage.decision._verified(card, [Candidate("print-a", 0.9)], evidence, np.eye(3), frame).match
+        return stage.decision._verified(
+            card, [Candidate("print-a", 0.9)], evidence, np.eye(3), frame
+        ).match
 
     # (and a scan the card fills: its corners on the image's edge, a px beyond it)
     scan = np.zeros((SPEC.height, SPEC.width, 3), np.uint8)

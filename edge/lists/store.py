@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.errors import EdgeError, NotFoundError
+from edge.lists.errors import EntryNotFoundError, ListError, ListNotFoundError, ListRecordingError
 
 logger = logging.getLogger(__name__)
 
@@ -62,31 +62,6 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_by_list ON entries (list_id, entry_id);
 """
-
-
-class ListError(EdgeError):
-    code = "list_invalid"
-    http_status = 422
-
-
-class ListNotFoundError(NotFoundError):
-    code = "list_not_found"
-
-
-class EntryNotFoundError(NotFoundError):
-    code = "entry_not_found"
-
-
-class ListRecordingError(EdgeError):
-    """A second list was started while one records (only one camera, one list at a time)."""
-
-    code = "list_already_recording"
-    http_status = 409
-
-
-class ListStoppedError(EdgeError):
-    code = "list_stopped"
-    http_status = 409
 
 
 def utc_now(t: float | None = None) -> str:

@@ -61,6 +61,14 @@ def by_embedding(candidates: Sequence[Candidate], thresholds: Thresholds) -> Mat
     return Match(card_id=top.card_id, score=top.score, margin=margin, known=known)
 
 
+def embedding_only(card: CardMatch) -> CardMatch:
+    """The verdict of a bundle without reference features: the embedding's, never `verified`."""
+    m = card.match
+    if m.known:
+        return replace(card, match=replace(m, confidence="probable", reason="embedding only"))
+    return replace(card, match=replace(m, confidence="unknown", reason="embedding score too low"))
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """What verification found for one card (for the decision and the evaluation report)."""

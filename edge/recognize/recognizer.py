@@ -30,16 +30,17 @@ from edge.bundles.errors import BundleDimensionError
 from edge.bundles.files import verify_bundle
 from edge.bundles.manifest import Manifest
 from edge.config import HailoSettings, RuntimeSettings
-from edge.errors import BackendError, BadImageError
+from edge.errors import BackendError
+from edge.imageio import check_image
 from edge.recognize.card_backs import decide_with_backs
-from edge.recognize.decide import by_embedding
+from edge.recognize.decide import by_embedding, embedding_only
 from edge.recognize.detect import Detector
 from edge.recognize.embed import pixel_spec, takes_pixels
 from edge.recognize.embed import preprocess as model_input
 from edge.recognize.feature_file import ReferenceFeatures
 from edge.recognize.index import CardIndex, Catalogue
 from edge.recognize.load import load_backends, load_verification
-from edge.recognize.rectify import side_lengths, warp_card
+from edge.recognize.rectify import ambiguous_aspect, turned_90, warp_card
 from edge.recognize.taught import OverlaySnapshot, merge_taught
 from edge.recognize.verify_stage import VerifyStage
 from edge.types import Candidate, CardCrop, CardMatch, ImageRGB, Match, OrientedBox, StageTimings
@@ -47,11 +48,6 @@ from edge.types import Candidate, CardCrop, CardMatch, ImageRGB, Match, Oriented
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
-
-# A card tilted away from the camera along its long axis by more than ~44 degrees projects with
-# its long edges shorter than its short ones, so corner ordering picks the wrong portrait side.
-# Boxes whose short/long edge ratio exceeds this are embedded both ways; the better match wins.
-AMBIGUOUS_ASPECT = 0.85
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +66,6 @@ class IdentifyResult:
 
 def _ms(t0: float, t1: float) -> float:
     return (t1 - t0) * 1000.0
-
-
-def check_image(image: npt.NDArray[Any]) -> ImageRGB:
-    """Refuse anything that is not an H x W x 3 uint8 RGB array (typed error, not a traceback)."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        raise BadImageError("image must be a uint8 numpy array")
-    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 2 or image.shape[1] < 2:
-        raise BadImageError(f"image must be H x W x 3 RGB, got shape {image.shape}")
-    return image
 
 
 class Recognizer:
@@ -403,26 +390,7 @@ class Recognizer:
         self.index.close()
 
 
-def embedding_only(card: CardMatch) -> CardMatch:
-    """The verdict of a bundle without reference features: the embedding's, never `verified`."""
-    m = card.match
-    if m.known:
-        return replace(card, match=replace(m, confidence="probable", reason="embedding only"))
-    return replace(card, match=replace(m, confidence="unknown", reason="embedding score too low"))
-
-
 def _merge(first: Sequence[Candidate], second: Sequence[Candidate]) -> list[Candidate]:
     """Candidates of `first`, then those of `second` not already in it."""
     seen = {c.card_id for c in first}
     return [*first, *(c for c in second if c.card_id not in seen)]
-
-
-def ambiguous_aspect(corners: npt.NDArray[np.float32]) -> bool:
-    """True when a box's short/long edge ratio is too close to 1 to trust its portrait side."""
-    first, second = side_lengths(corners)
-    return min(first, second) > AMBIGUOUS_ASPECT * max(first, second)
-
-
-def turned_90(box: OrientedBox) -> OrientedBox:
-    """The same box with its corner order started one corner later: the card turned 90 degrees."""
-    return replace(box, corners=np.ascontiguousarray(np.roll(box.corners, -1, axis=0)))

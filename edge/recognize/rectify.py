@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from dataclasses import replace
 from typing import cast
 
 import cv2
@@ -22,6 +23,11 @@ from edge.types import CardCrop, Corners, ImageRGB, OrientedBox
 logger = logging.getLogger(__name__)
 
 CARD_ASPECT = 63.0 / 88.0  # width / height of a portrait card
+
+# A card tilted away from the camera along its long axis by more than ~44 degrees projects with
+# its long edges shorter than its short ones, so corner ordering picks the wrong portrait side.
+# Boxes whose short/long edge ratio exceeds this are embedded both ways; the better match wins.
+AMBIGUOUS_ASPECT = 0.85
 
 
 def order_corners(corners: Corners) -> Corners:
@@ -114,3 +120,14 @@ def polygon_iou(a: Corners, b: Corners) -> float:
     inter, _ = cv2.intersectConvexConvex(pa, pb)
     union = cv2.contourArea(pa) + cv2.contourArea(pb) - inter
     return float(inter / union) if union > 0 else 0.0
+
+
+def ambiguous_aspect(corners: npt.NDArray[np.float32]) -> bool:
+    """True when a box's short/long edge ratio is too close to 1 to trust its portrait side."""
+    first, second = side_lengths(corners)
+    return min(first, second) > AMBIGUOUS_ASPECT * max(first, second)
+
+
+def turned_90(box: OrientedBox) -> OrientedBox:
+    """The same box with its corner order started one corner later: the card turned 90 degrees."""
+    return replace(box, corners=np.ascontiguousarray(np.roll(box.corners, -1, axis=0)))
