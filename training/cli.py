@@ -1,5 +1,10 @@
 """`cardedge-train`: one subcommand per training stage, plus `demo-bundle` (all of them, end to end).
 
+The stages, in the order `demo-bundle` runs them: synth -> teacher -> distill (detector alongside)
+-> index -> export -> bundle -> calibrate -> evaluate; then, for the Hailo, calib -> compile-hef.
+Tools for a bundle that exists follow them (swap-detector, detector-curve, evaluate-detector,
+feedback).
+
 Each stage module exposes `add_arguments(parser)` and `main(args) -> int`; stage modules are
 imported only when their subcommand runs, so `--help` stays fast. Other owners contribute
 subcommands through `register(subparsers)` functions (synth, calib, compile-hef).
@@ -16,8 +21,8 @@ from collections.abc import Callable, Sequence
 
 logger = logging.getLogger(__name__)
 
-# subcommand -> (module, help)
-STAGES: dict[str, tuple[str, str]] = {
+# subcommand -> (module, help), in the order demo-bundle runs them (synth is registered first)
+PIPELINE: dict[str, tuple[str, str]] = {
     "teacher": ("training.teacher", "train the DINOv3 teacher (ArcFace, frozen then partial)"),
     "distill": ("training.distill", "distil a timm student from the teacher's embeddings"),
     "detector": ("training.detector", "train YOLO11n-OBB on the synthetic scenes (+ ONNX export)"),
@@ -29,6 +34,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "unknown-card thresholds from detector boxes in fresh training-config scenes",
     ),
     "evaluate": ("training.evaluate", "evaluate a bundle on held-out scenes (+ pHash baseline)"),
+    "demo-bundle": ("training.demo", "regenerate the demo bundle end to end"),
+}
+# ... and for a bundle that exists
+TOOLS: dict[str, tuple[str, str]] = {
     "swap-detector": (
         "training.swap_detector",
         "an existing bundle with a new detector, thresholds recalibrated",
@@ -42,11 +51,12 @@ STAGES: dict[str, tuple[str, str]] = {
         "detection recall by family, size, occlusion, tilt; backs; at one or more input shapes",
     ),
     "feedback": ("training.feedback", "device corrections (POST /v1/feedback) -> cls/ crops"),
-    "demo-bundle": ("training.demo", "regenerate the demo bundle end to end"),
 }
 
-# Owners' register(subparsers) hooks, used when their module is present.
-REGISTERS = ("training.synth.cli", "training.calib", "training.hailo_compile")
+# Owners' register(subparsers) hooks, used when their module is present: the synthetic world
+# before the pipeline, the Hailo steps after it.
+FIRST = ("training.synth.cli",)
+HAILO = ("training.calib", "training.hailo_compile")
 
 
 def _stage_parser(sub: argparse._SubParsersAction, name: str, module: str, text: str) -> None:  # type: ignore[type-arg]
@@ -56,8 +66,8 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str, module: str, text:
     p.set_defaults(func=mod.main)
 
 
-def _register_optional(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    for module in REGISTERS:
+def _register_optional(sub: argparse._SubParsersAction, modules: Sequence[str]) -> None:  # type: ignore[type-arg]
+    for module in modules:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
@@ -78,13 +88,24 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    for name, (module, text) in STAGES.items():
-        if chosen == name:
-            _stage_parser(sub, name, module, text)
-        else:
-            sub.add_parser(name, help=text)
-    _register_optional(sub)
+    _register_optional(sub, FIRST)
+    for name, (module, text) in PIPELINE.items():
+        _stage_or_stub(sub, name, module, text, chosen)
+    _register_optional(sub, HAILO)
+    for name, (module, text) in TOOLS.items():
+        _stage_or_stub(sub, name, module, text, chosen)
     return parser
+
+
+def _stage_or_stub(
+    sub: argparse._SubParsersAction, name: str, module: str, text: str, chosen: str | None
+) -> None:  # type: ignore[type-arg]
+    """The chosen stage's full parser; for the others a line of help (their modules stay
+    unimported)."""
+    if chosen == name:
+        _stage_parser(sub, name, module, text)
+    else:
+        sub.add_parser(name, help=text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
