@@ -135,3 +135,19 @@ def seed_store(settings: Settings) -> tuple[Path, StoreState]:
             "pass --bundle DIR or install one with `cardedge bundle install`",
         )
     return Path(os.path.realpath(current_path)), state
+
+
+def resolve_bundle(settings: Settings, explicit: Path | None = None) -> Path:
+    """The bundle a command loads: `explicit` (--bundle), else runtime.bundle from the config,
+    else the store's `current` link under the state directory."""
+    if explicit is not None:
+        return explicit
+    if settings.runtime.bundle is not None:
+        return settings.runtime.bundle
+    current = settings.runtime.state_dir / "current"
+    if current.exists():
+        return current.resolve()
+    raise ConfigError(
+        f"no bundle given and no current bundle under {settings.runtime.state_dir}",
+        "pass --bundle DIR or install one with `cardedge bundle install`",
+    )

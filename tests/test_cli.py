@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.cli.main import main, result_json
+from edge.cli.identify import result_json
+from edge.cli.main import main
 from edge.config import RuntimeSettings
 from edge.recognize.recognizer import IdentifyResult, Recognizer
 from edge.types import CardMatch, Match, OrientedBox, StageTimings
@@ -229,6 +230,8 @@ def test_identify_and_bench_pass_the_configured_hailo_section(
     # given a config with a non-default hailo section
     from edge.cli import main as cli
     from edge.config import HailoSettings
+    from edge.errors import EdgeError
+    from edge.recognize.recognizer import Recognizer
 
     config = tmp_path / "c.toml"
     config.write_text("[hailo]\ntimeout_ms = 4321\n")
@@ -236,9 +239,9 @@ def test_identify_and_bench_pass_the_configured_hailo_section(
 
     def from_bundle(bundle: Path, runtime: object, *, hailo: HailoSettings | None = None) -> None:
         seen.append(hailo)
-        raise cli.EdgeError("stop here")
+        raise EdgeError("stop here")
 
-    monkeypatch.setattr(cli.Recognizer, "from_bundle", staticmethod(from_bundle))
+    monkeypatch.setattr(Recognizer, "from_bundle", staticmethod(from_bundle))
     # when the command loads its bundle
     args = [command, "x.jpg"] if command == "identify" else [command]
     assert cli.main([*args, "--bundle", str(tmp_path), "--config", str(config)]) == 2
@@ -251,7 +254,7 @@ def test_the_table_names_both_printings_an_unknown_card_hesitates_between(
 ) -> None:
     # given an identify line with a card whose art verified but whose printing did not, and a
     # named card with a close runner-up
-    from edge.cli.main import _print_table
+    from edge.cli.identify import _print_table
 
     base = {
         "card_id": None, "name": None, "set_id": None, "number": None, "score": 0.9,

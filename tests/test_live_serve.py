@@ -17,12 +17,12 @@ from edge.cli.serve import (
     build_runtime,
     notify_loop,
     register,
-    resolve_bundle,
     watchdog_interval,
 )
 from edge.config import Settings, load_settings
 from edge.errors import ConfigError, SourceError
 from edge.live.runtime import Runtime
+from edge.state import resolve_bundle
 from tests.fakes.recognizer import FakeRecognizer, make_cards
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "cardedge.service"

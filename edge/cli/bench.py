@@ -30,9 +30,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.config import Settings
+from edge.config import Settings, load_with_flags
 from edge.imageio import read_image_file
 from edge.recognize.recognizer import Recognizer
+from edge.state import resolve_bundle
 from edge.types import ImageRGB, StageTimings
 
 logger = logging.getLogger(__name__)
@@ -329,3 +330,20 @@ def main(args: argparse.Namespace, bundle: Path, settings: Settings) -> int:
     if args.json:
         print(json.dumps(report, separators=(",", ":")))
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Per-stage latency and host-overhead ratios of a bundle (see edge.cli.bench)."""
+    if args.live:
+        from edge.cli.serve import run_bench_live
+
+        return run_bench_live(args)
+    settings = load_with_flags(args.config, {"--bundle": (("runtime", "bundle"), args.bundle)})
+    return main(args, resolve_bundle(settings, args.bundle), settings)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `bench`."""
+    p = subparsers.add_parser("bench", help="per-stage latency of a bundle")
+    add_arguments(p)
+    p.set_defaults(func=cmd_bench)

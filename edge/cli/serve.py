@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import Settings, load_with_flags
-from edge.errors import ConfigError
 from edge.live.runtime import RecognizerLike, Runtime
+from edge.state import resolve_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -80,19 +80,6 @@ def notify_loop(
         else:
             logger.error("runtime not alive: withholding the watchdog ping")
             notifier.send("STATUS=live loop hung; waiting for the watchdog restart")
-
-
-def resolve_bundle(settings: Settings) -> Path:
-    """--bundle / runtime.bundle, else the store's `current` link under the state directory."""
-    if settings.runtime.bundle is not None:
-        return settings.runtime.bundle
-    current = settings.runtime.state_dir / "current"
-    if current.exists():
-        return current.resolve()
-    raise ConfigError(
-        f"no bundle given and no current bundle under {settings.runtime.state_dir}",
-        "pass --bundle DIR or install one with `cardedge bundle install`",
-    )
 
 
 def load_recognizer(bundle: Path, settings: Settings) -> RecognizerLike:
