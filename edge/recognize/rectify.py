@@ -122,10 +122,11 @@ def polygon_iou(a: Corners, b: Corners) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def ambiguous_aspect(corners: npt.NDArray[np.float32]) -> bool:
-    """True when a box's short/long edge ratio is too close to 1 to trust its portrait side."""
+def ambiguous_aspect(corners: npt.NDArray[np.float32], ratio: float = AMBIGUOUS_ASPECT) -> bool:
+    """True when a box's short/long edge ratio is above `ratio`: too close to 1 to trust its
+    portrait side."""
     first, second = side_lengths(corners)
-    return min(first, second) > AMBIGUOUS_ASPECT * max(first, second)
+    return min(first, second) > ratio * max(first, second)
 
 
 def turned_90(box: OrientedBox) -> OrientedBox:

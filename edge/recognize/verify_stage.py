@@ -42,7 +42,7 @@ from edge.bundles.manifest import Thresholds
 from edge.recognize.decide import Decision, Evidence, without_duplicates
 from edge.recognize.feature_file import ReferenceFeatures
 from edge.recognize.features import Extractor, Features, FeatureSpec
-from edge.recognize.rectify import _crop_corners, polygon_iou, side_lengths
+from edge.recognize.rectify import _crop_corners, ambiguous_aspect, polygon_iou, side_lengths
 from edge.recognize.shortlist import FeatureShortlist, widened
 from edge.recognize.taught import OverlaySnapshot
 from edge.recognize.verify import (
@@ -368,6 +368,5 @@ def context_quad(corners: Corners, factor: float, spec: FeatureSpec) -> npt.NDAr
 
 def ambiguous(corners: Corners) -> bool:
     """A box whose short/long side ratio is too close to 1 to trust which side is the card's top
-    edge (a card tilted away along its long axis)."""
-    a, b = side_lengths(corners)
-    return min(a, b) > AMBIGUOUS_ASPECT * max(a, b)
+    edge (a card tilted away along its long axis), at the verification's own ratio."""
+    return ambiguous_aspect(corners, AMBIGUOUS_ASPECT)
