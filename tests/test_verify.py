@@ -1015,3 +1015,26 @@ def test_the_small_prints_lean_is_reported_for_the_two_printings_named() -> None
     assert _leaning(lean, "print-a", "print-b") == 0.02
     assert _leaning(lean, "print-b", "print-a") == -0.02
     assert _leaning(lean, "print-a", "print-c") == 0.0 and _leaning(None, "print-a", "print-b") == 0
+
+
+def test_a_crop_gives_the_bundles_count_of_query_features_and_a_blurred_card_more_inliers(
+    refs, cards
+) -> None:
+    # given a defocused frame of a card, and stages extracting the references' own count of
+    # features from a crop (a bundle calibrated before the setting) and twice as many
+    ids = list(cards)
+    scene = cv2.GaussianBlur(_scene(cards[ids[1]], TRUE_QUAD), (0, 0), 1.6)
+    gray = cv2.cvtColor(scene, cv2.COLOR_RGB2GRAY)
+    shortlist = [Candidate(i, 0.9 - 0.1 * n) for n, i in enumerate(ids[:3])]
+    found = {}
+    for n in (None, 2 * SPEC.n_features):
+        stage = VerifyStage(refs, Thresholds(verify_query_features=n), threads=1)
+        # when the card is verified
+        evidence, _ = stage.gather(scene, gray, _box(TRUE_QUAD), shortlist)
+        stage.close()
+        found[n] = evidence
+    # then each extracted its count, and the wider extraction matched more of the card
+    old, wide = found[None], found[2 * SPEC.n_features]
+    assert old.query_features <= SPEC.n_features < wide.query_features
+    right = {n: max(v.inliers for v in e.results if v.card_id == ids[1]) for n, e in found.items()}
+    assert right[2 * SPEC.n_features] > 1.2 * right[None] > 0

@@ -41,6 +41,7 @@ from edge.bundles.manifest import (
     Manifest,
     Thresholds,
 )
+from edge.recognize.features import QUERY_FEATURES
 from training.data import read_catalogue
 
 logger = logging.getLogger(__name__)
@@ -277,6 +278,7 @@ def thresholds_from(index_dir: Path, det_conf: float, det_iou: float) -> Thresho
         unknown_margin=cal["unknown_margin"],
         det_conf=det_conf,
         det_iou=det_iou,
+        verify_query_features=QUERY_FEATURES,
     )
 
 

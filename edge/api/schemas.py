@@ -153,6 +153,10 @@ class VerificationOut(BaseModel):
     )
     reason: str | None = Field(None, description="Why not, when not enabled.")
     method: str | None = Field(None, description="Local feature type (orb).")
+    n_features: int | None = Field(None, description="Features a reference keeps at most.")
+    query_features: int | None = Field(
+        None, description="Features extracted from each card's crop to match them against."
+    )
     cards: int | None = Field(None, description="Cards with reference features.")
     keypoints: int | None = Field(None, description="Reference keypoints in all.")
     min_inliers: int | None = Field(

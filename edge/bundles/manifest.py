@@ -184,6 +184,14 @@ class Thresholds(_Strict):
     verify_shortlist: int = Field(
         10, ge=1, le=100, description="Candidates per card checked by verification."
     )
+    verify_query_features: int | None = Field(
+        None,
+        ge=8,
+        le=5000,
+        description="Local features extracted from each crop (more than a reference keeps: "
+        "a blurred, tilted or foil card still shares some with its scan); unset: the "
+        "reference features' own count, as bundles calibrated before this setting.",
+    )
     verify_min_px: float = Field(
         48.0,
         ge=0,

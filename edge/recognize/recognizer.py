@@ -375,6 +375,7 @@ class Recognizer:
             "enabled": True,
             "method": spec.method,
             "n_features": spec.n_features,
+            "query_features": stage.extractor.spec.n_features,
             "canvas": [spec.height, spec.width],
             "cards": len(stage.refs),
             "keypoints": stage.refs.total,

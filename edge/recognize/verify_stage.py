@@ -72,6 +72,12 @@ RECTIFY_MIN = 8  # inliers of the best candidate's homography for the rectified 
 RECTIFY_IOU = 0.5  # ... whose corners must overlap the detector's box this much
 
 
+def query_spec(spec: FeatureSpec, thresholds: Thresholds) -> FeatureSpec:
+    """The extraction of a crop: the references' own, with the bundle's count of query features."""
+    n = thresholds.verify_query_features
+    return spec if n is None else replace(spec, n_features=n)
+
+
 def short_side(corners: Corners) -> float:
     """The shorter of the quadrilateral's two mean side lengths, px."""
     return min(side_lengths(corners))
@@ -98,7 +104,7 @@ class VerifyStage:
         self.exhaustive = exhaustive
         self.refs = refs
         self.verifier = Verifier(refs)
-        self.extractor = Extractor(refs.spec)
+        self.extractor = Extractor(query_spec(refs.spec, thresholds))
         self.thresholds = thresholds
         self.more: FeatureShortlist | None = None  # asked when no embedder candidate verifies
         self.decision = Decision(refs, thresholds, self.verifier, printings or {})
