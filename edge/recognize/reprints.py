@@ -19,7 +19,14 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.recognize.feature_file import ReferenceFeatures
-from edge.recognize.verify import Verification, cell_agreement, frame_onto, grid_means, project
+from edge.recognize.verify import (
+    PHOTO_GRID,
+    Verification,
+    cell_agreement,
+    frame_onto,
+    grid_means,
+    project,
+)
 from edge.types import ImageRGB
 
 DIFFER_LEVEL = 60.0  # summed RGB difference at which two references differ at a pixel
@@ -88,7 +95,7 @@ def discriminate(
     blurred = [cv2.GaussianBlur(th, (3, 3), 0).astype(np.float32) for th in refs_]
     stack = np.stack(blurred)
     spread = (stack.max(axis=0) - stack.min(axis=0)).sum(axis=2)
-    differ = (spread > DIFFER_LEVEL) & valid
+    differ = (spread > DIFFER_LEVEL) & valid & ~hidden(raw, valid, refs_)
     if differ.sum() < DIFFER_MIN_PX:
         return leaning
     by_pixels = _closest_pixels(raw, differ, valid, blurred)
@@ -120,6 +127,7 @@ def by_detail(
         return None
     assert cands[0].homography is not None
     raw, valid = frame_onto(image, warp, cands[0].homography, (spec.height, spec.width), spec)
+    valid = valid & ~_hidden_on_canvas(refs, image, warp, cands)
     grey = cv2.cvtColor(raw, cv2.COLOR_RGB2GRAY)
     view: Grey = np.asarray(cv2.GaussianBlur(grey, (0, 0), 1.0), np.uint8)
     smooth = [d[1] for d in details if d is not None]
@@ -295,6 +303,41 @@ def _closest_pixels(
     order = np.argsort(errors)
     win, second = int(order[0]), int(order[1])
     return win, second, (errors[second] - errors[win]) / max(errors[second], 1e-6)
+
+
+def _hidden_on_canvas(
+    refs: ReferenceFeatures, image: ImageRGB, warp: npt.NDArray[np.float64],
+    cands: Sequence[Verification],
+) -> npt.NDArray[np.bool_]:  # fmt: skip
+    """`hidden` judged on the candidates' thumbnails, at the canvas's size (none without them)."""
+    spec = refs.spec
+    thumbs = [refs.thumbnail(v.card_id) for v in cands]
+    if any(th is None for th in thumbs):
+        return np.zeros((spec.height, spec.width), bool)
+    refs_ = [th for th in thumbs if th is not None]
+    assert cands[0].homography is not None
+    raw, valid = frame_onto(image, warp, cands[0].homography, refs_[0].shape[:2], spec)
+    small = hidden(raw, valid, refs_).astype(np.uint8)
+    out = cv2.resize(small, (spec.width, spec.height), interpolation=cv2.INTER_NEAREST)
+    return np.asarray(out, bool)
+
+
+def hidden(
+    raw: ImageRGB, valid: npt.NDArray[np.bool_], refs_: Sequence[ImageRGB]
+) -> npt.NDArray[np.bool_]:
+    """The thumbnail pixels in cells of the colour grid where the crop agrees with none of the
+    printings (AGREE_NCC) though one is textured there: a hand, another card or a glare over
+    the card, whose pixels tell no printing from another (and would pick one by chance)."""
+    agreement = [cell_agreement(raw, valid, th) for th in refs_]
+    textured = np.any([a[2] for a in agreement], axis=0)
+    seen = np.any([a[0] >= AGREE_NCC for a in agreement], axis=0)
+    cells = (textured & ~seen).astype(np.uint8)
+    h, w = raw.shape[:2]
+    rows, cols = PHOTO_GRID
+    out = np.zeros((h, w), bool)
+    ch, cw = h // rows, w // cols
+    out[: rows * ch, : cols * cw] = np.kron(cells, np.ones((ch, cw), np.uint8)).astype(bool)
+    return out
 
 
 def _closest_cells(
