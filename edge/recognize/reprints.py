@@ -55,6 +55,8 @@ FAINT_MAX_H = 12  # ... and at most this tall: a line of print (a finish over th
 FAINT_MIN_SCALE = 0.75  # frame px per canvas px below which faint print is too small to be seen
 
 
+# cell_agreement's per-cell correlation, covered and textured masks, with one reference
+Agreement = tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]
 Lean = tuple[str, str, float]  # the small print favours the first printing over the second by
 
 
@@ -77,7 +79,22 @@ def discriminate(
     no thumbnails or do not differ."""
     if cands[0].homography is None:
         return None
-    small_print = by_detail(refs, image, warp, cands)
+    thumbs = [refs.thumbnail(v.card_id) for v in cands]
+    refs_ = [th for th in thumbs if th is not None]
+    seen: tuple[ImageRGB, npt.NDArray[np.bool_], list[Agreement], npt.NDArray[np.bool_]] | None
+    seen = None  # the crop on the thumbnails, each one's agreement with it, and what is hidden
+    on_canvas: npt.NDArray[np.bool_] | None = None
+    if len(refs_) == len(thumbs):
+        raw, valid = frame_onto(image, warp, cands[0].homography, refs_[0].shape[:2], refs.spec)
+        agreement = [cell_agreement(raw, valid, th) for th in refs_]
+        covered = hidden(agreement, raw.shape[:2])
+        seen = raw, valid, agreement, covered
+        spec = refs.spec
+        grown = cv2.resize(
+            covered.astype(np.uint8), (spec.width, spec.height), interpolation=cv2.INTER_NEAREST
+        )
+        on_canvas = np.asarray(grown, bool)
+    small_print = by_detail(refs, image, warp, cands, on_canvas)
     lean: Lean | None = None
     leaning: tuple[Verification, str, Lean | None] | None = None  # names both where the
     if small_print is not None and small_print[3] >= DETAIL_AGREE:  # thumbnails cannot tell
@@ -87,19 +104,17 @@ def discriminate(
         if gap > 0:
             lean = (cands[win].card_id, cands[second].card_id, gap)
             leaning = (cands[win], cands[second].card_id, lean)
-    thumbs = [refs.thumbnail(v.card_id) for v in cands]
-    if any(th is None for th in thumbs):
+    if seen is None:
         return leaning
-    refs_ = [th for th in thumbs if th is not None]
-    raw, valid = frame_onto(image, warp, cands[0].homography, refs_[0].shape[:2], refs.spec)
+    raw, valid, agreement, covered = seen
     blurred = [cv2.GaussianBlur(th, (3, 3), 0).astype(np.float32) for th in refs_]
     stack = np.stack(blurred)
     spread = (stack.max(axis=0) - stack.min(axis=0)).sum(axis=2)
-    differ = (spread > DIFFER_LEVEL) & valid & ~hidden(raw, valid, refs_)
+    differ = (spread > DIFFER_LEVEL) & valid & ~covered
     if differ.sum() < DIFFER_MIN_PX:
         return leaning
     by_pixels = _closest_pixels(raw, differ, valid, blurred)
-    by_cells = _closest_cells(raw, differ, valid, refs_)
+    by_cells = _closest_cells(differ, agreement)
     pix_win, pix_second, pix_gap = by_pixels
     if by_cells is not None:
         win, _, gap, agrees = by_cells
@@ -112,11 +127,11 @@ def discriminate(
 
 def by_detail(
     refs: ReferenceFeatures, image: ImageRGB, warp: npt.NDArray[np.float64],
-    cands: Sequence[Verification],
+    cands: Sequence[Verification], hidden: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[int, int, float, float] | None:  # fmt: skip
     """(winner, second, correlation gap, the winner's correlation) of the candidates' grey detail
     images, the crop mapped onto the canvas by the best candidate's homography; None when a
-    candidate has no detail image. Printings are compared in pairs, each pair where its own two
+    candidate has no detail image. `hidden`: canvas pixels not compared (edge.recognize.reprints.hidden). Printings are compared in pairs, each pair where its own two
     details differ (`_pair_regions`: a third printing's other frame must not drown the one
     number in which two printings differ); the winner beats every other, the second is the one
     it beats by least, the gap that least margin (0 where a pair differs nowhere in the frame)."""
@@ -127,7 +142,8 @@ def by_detail(
         return None
     assert cands[0].homography is not None
     raw, valid = frame_onto(image, warp, cands[0].homography, (spec.height, spec.width), spec)
-    valid = valid & ~_hidden_on_canvas(refs, image, warp, cands)
+    if hidden is not None:
+        valid = valid & ~hidden
     grey = cv2.cvtColor(raw, cv2.COLOR_RGB2GRAY)
     view: Grey = np.asarray(cv2.GaussianBlur(grey, (0, 0), 1.0), np.uint8)
     smooth = [d[1] for d in details if d is not None]
@@ -305,34 +321,15 @@ def _closest_pixels(
     return win, second, (errors[second] - errors[win]) / max(errors[second], 1e-6)
 
 
-def _hidden_on_canvas(
-    refs: ReferenceFeatures, image: ImageRGB, warp: npt.NDArray[np.float64],
-    cands: Sequence[Verification],
-) -> npt.NDArray[np.bool_]:  # fmt: skip
-    """`hidden` judged on the candidates' thumbnails, at the canvas's size (none without them)."""
-    spec = refs.spec
-    thumbs = [refs.thumbnail(v.card_id) for v in cands]
-    if any(th is None for th in thumbs):
-        return np.zeros((spec.height, spec.width), bool)
-    refs_ = [th for th in thumbs if th is not None]
-    assert cands[0].homography is not None
-    raw, valid = frame_onto(image, warp, cands[0].homography, refs_[0].shape[:2], spec)
-    small = hidden(raw, valid, refs_).astype(np.uint8)
-    out = cv2.resize(small, (spec.width, spec.height), interpolation=cv2.INTER_NEAREST)
-    return np.asarray(out, bool)
-
-
-def hidden(
-    raw: ImageRGB, valid: npt.NDArray[np.bool_], refs_: Sequence[ImageRGB]
-) -> npt.NDArray[np.bool_]:
-    """The thumbnail pixels in cells of the colour grid where the crop agrees with none of the
-    printings (AGREE_NCC) though one is textured there: a hand, another card or a glare over
-    the card, whose pixels tell no printing from another (and would pick one by chance)."""
-    agreement = [cell_agreement(raw, valid, th) for th in refs_]
+def hidden(agreement: Sequence[Agreement], shape: tuple[int, int]) -> npt.NDArray[np.bool_]:
+    """The pixels (of a thumbnail of `shape`) in cells of the colour grid where the crop agrees
+    with none of the printings (AGREE_NCC, `agreement`: cell_agreement with each) though one is
+    textured there: a hand, another card or a glare over the card, whose pixels tell no printing
+    from another (and would pick one by chance)."""
     textured = np.any([a[2] for a in agreement], axis=0)
     seen = np.any([a[0] >= AGREE_NCC for a in agreement], axis=0)
     cells = (textured & ~seen).astype(np.uint8)
-    h, w = raw.shape[:2]
+    h, w = shape
     rows, cols = PHOTO_GRID
     out = np.zeros((h, w), bool)
     ch, cw = h // rows, w // cols
@@ -341,14 +338,12 @@ def hidden(
 
 
 def _closest_cells(
-    raw: ImageRGB, differ: npt.NDArray[np.bool_], valid: npt.NDArray[np.bool_],
-    refs_: Sequence[ImageRGB],
-) -> tuple[int, int, float, float] | None:  # fmt: skip
+    differ: npt.NDArray[np.bool_], agreement: Sequence[Agreement]
+) -> tuple[int, int, float, float] | None:
     """(winner, second, agreement gap, the winner's agreement) over the colour grid's cells where
-    the references differ, the crop covers them and one reference at least is textured there;
-    None without such cells."""
+    the references differ, the crop covers them and one reference at least is textured there
+    (`agreement`: cell_agreement of the crop with each reference); None without such cells."""
     share = grid_means(differ)[..., 0]
-    agreement = [cell_agreement(raw, valid, th) for th in refs_]
     use = (share >= DIFFER_CELL_SHARE) & agreement[0][1] & np.any([a[2] for a in agreement], 0)
     if not use.any():
         return None
