@@ -172,8 +172,13 @@ def test_a_taught_view_does_not_pull_another_card_into_it(
     other = photo(variant(scan("s02-029")), POSE_2, table_seed=1)
     # then it is not named as the taught card: its colours must agree with CARD's scan too
     assert not _named(rec, other, CARD)
-    # (checked on the taught crop's colours alone, it would be)
-    monkeypatch.setattr("edge.recognize.decide.TAUGHT_COLOUR_BOTH", False)
+    # (checked on the taught crop's colours alone, it would be; and so it would where the
+    # bundle's spread point, which asks no colours of the scans, asked none of a taught view)
+    with monkeypatch.context() as m:
+        m.setattr("edge.recognize.decide.TAUGHT_COLOUR_BOTH", False)
+        assert _named(rec, other, CARD)
+    assert rec.manifest.thresholds.verify_spread_photometric < 0
+    monkeypatch.setattr("edge.recognize.decide.TAUGHT_SPREAD_PHOTOMETRIC", -1.0)
     assert _named(rec, other, CARD)
 
 

@@ -1038,3 +1038,53 @@ def test_a_crop_gives_the_bundles_count_of_query_features_and_a_blurred_card_mor
     assert old.query_features <= SPEC.n_features < wide.query_features
     right = {n: max(v.inliers for v in e.results if v.card_id == ids[1]) for n, e in found.items()}
     assert right[2 * SPEC.n_features] > 1.2 * right[None] > 0
+
+
+def test_a_look_verifies_on_the_strongest_features_first_and_on_all_where_they_do_not_pass(
+    refs, cards
+) -> None:
+    # given a sharp frame of a card, and a stage extracting twice a reference's features
+    ids = list(cards)
+    scene = _scene(cards[ids[1]], TRUE_QUAD)
+    gray = cv2.cvtColor(scene, cv2.COLOR_RGB2GRAY)
+    stage = VerifyStage(refs, Thresholds(verify_query_features=2 * SPEC.n_features), threads=1)
+    try:
+        # when the embedder's best candidate is the card
+        right_first = [Candidate(i, 0.9 - 0.1 * n) for n, i in enumerate([ids[1], ids[0], ids[2]])]
+        first, _ = stage.gather(scene, gray, _box(TRUE_QUAD), right_first)
+        # then it is verified on the crop's strongest half (a reference's count)
+        assert first.results[0].card_id == ids[1] and stage.decision.confirmed(first)
+        assert first.query_features == SPEC.n_features
+        # and when the best candidate is another card, the whole shortlist is checked on all
+        wrong_first = [Candidate(i, 0.9 - 0.1 * n) for n, i in enumerate(ids[:3])]
+        full, _ = stage.gather(scene, gray, _box(TRUE_QUAD), wrong_first)
+        assert full.results[0].card_id == ids[1] and stage.decision.confirmed(full)
+        assert full.query_features > SPEC.n_features
+        assert {v.card_id for v in full.results} >= {ids[0], ids[1]}
+    finally:
+        stage.close()
+    # and calibration's exhaustive stage always looks with every feature
+    every = VerifyStage(
+        refs, Thresholds(verify_query_features=2 * SPEC.n_features), threads=1, exhaustive=True
+    )
+    try:
+        evidence, _ = every.gather(scene, gray, _box(TRUE_QUAD), right_first)
+        assert evidence.query_features > SPEC.n_features
+    finally:
+        every.close()
+
+
+def test_a_first_pass_with_a_rival_is_contested(refs) -> None:
+    # given a stage, and first-pass evidence whose best candidate passed
+    stage = VerifyStage(refs, Thresholds(verify_ambiguous=0.5), threads=1)
+    h = np.eye(3)
+    best = Verification("a", 60, 80, homography=h)
+    try:
+        # then a runner-up with half its inliers is its rival (the full pass decides them) ...
+        assert stage.decision.contested((best, Verification("b", 30, 40, homography=h)))
+        # ... and one with fewer, or without a homography, or nothing else, is not
+        assert not stage.decision.contested((best, Verification("b", 29, 40, homography=h)))
+        assert not stage.decision.contested((best, Verification("b", 40, 40)))
+        assert not stage.decision.contested((best,)) and not stage.decision.contested(())
+    finally:
+        stage.close()

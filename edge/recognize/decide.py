@@ -44,6 +44,11 @@ OFF_INLIERS = 1000  # an operating point asking this many inliers is unused (the
 # against a taught view takes the lower of its colour agreement with the taught crop and with
 # the bundle's scan (same homography: both live on the same card canvas).
 TAUGHT_COLOUR_BOTH = True
+# ... and the spread point, which may ask no colour agreement of the bundle's scans (light that
+# spoils colours), asks this much of a taught view: its features hold whatever lay on the card
+# when it was taught (a sleeve's print, other art in its window), so a card showing that would
+# match them all over; only the colours tie the view to its own card.
+TAUGHT_SPREAD_PHOTOMETRIC = 0.5
 
 
 def by_embedding(candidates: Sequence[Candidate], thresholds: Thresholds) -> Match:
@@ -97,16 +102,19 @@ class Decision:
     def passes(self, v: Verification | None) -> bool:
         """Enough inliers under a plausible homography, and the colours agree: any of the
         bundle's three operating points (fewer inliers and closer colours, many inliers, or
-        inliers spread over much of the card)."""
+        inliers spread over much of the card; for a taught view, see TAUGHT_SPREAD_PHOTOMETRIC)."""
         t = self.thresholds
         if v is None or v.homography is None:
             return False
+        spread_colours = t.verify_spread_photometric
+        if v.view:
+            spread_colours = max(spread_colours, TAUGHT_SPREAD_PHOTOMETRIC)
         return (
             (v.inliers >= t.verify_min_inliers and v.photometric >= t.verify_min_photometric)
             or (v.inliers >= t.verify_strong_inliers and v.photometric >= t.verify_strong_photometric)
             or (
                 v.inliers >= t.verify_spread_inliers and v.coverage >= t.verify_spread_cells
-                and v.photometric >= t.verify_spread_photometric
+                and v.photometric >= spread_colours
             )
         )  # fmt: skip
 
@@ -141,6 +149,14 @@ class Decision:
         """The card is its best candidate: one of the operating points holds."""
         best = evidence.results[0] if evidence.results else None
         return self.passes(best) or self.distinct(evidence)
+
+    def contested(self, results: Sequence[Verification]) -> bool:
+        """Another candidate than the best has inliers enough to be its rival (see _verified)."""
+        if not results:
+            return False
+        best = results[0].inliers
+        least = max(RIVAL_MIN, self.thresholds.verify_ambiguous * best)
+        return any(v.homography is not None and v.inliers >= least for v in results[1:])
 
     def strength(self, evidence: Evidence) -> tuple[bool, int]:
         best = evidence.results[0] if evidence.results else None

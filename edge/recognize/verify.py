@@ -295,13 +295,29 @@ def frame_onto(
     to_thumb = np.diag([th_w / spec.width, th_h / spec.height, 1.0])
     m = to_thumb @ np.linalg.inv(h) @ warp
     view = cast(ImageRGB, cv2.warpPerspective(image, m, (th_w, th_h), flags=cv2.INTER_AREA))
-    # Where each thumbnail pixel comes from in the frame: inside it, or off its edge.
-    src = cv2.perspectiveTransform(_pixel_grid(th_h, th_w), np.linalg.inv(m)).reshape(th_h, th_w, 2)
     fh, fw = image.shape[:2]
+    back = np.linalg.inv(m)
+    if _inside(back, th_h, th_w, fh, fw):
+        return view, np.ones((th_h, th_w), bool)
+    # Where each thumbnail pixel comes from in the frame: inside it, or off its edge.
+    src = cv2.perspectiveTransform(_pixel_grid(th_h, th_w), back).reshape(th_h, th_w, 2)
     valid = (
         (src[..., 0] >= 0) & (src[..., 0] <= fw - 1) & (src[..., 1] >= 0) & (src[..., 1] <= fh - 1)
     )
     return view, valid
+
+
+def _inside(back: Homography, h: int, w: int, fh: int, fw: int) -> bool:
+    """Whether every pixel centre of an h x w image maps through `back` inside an fh x fw frame:
+    its four corners do, on the same side of the horizon (the projective denominator, affine in
+    x and y, keeps its sign over the rectangle, so the map takes it onto the convex hull of the
+    corners' images, which the frame then holds)."""
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1]], np.float64)
+    p = corners @ back.T
+    if not (np.all(p[:, 2] > 1e-12) or np.all(p[:, 2] < -1e-12)):
+        return False
+    x, y = p[:, 0] / p[:, 2], p[:, 1] / p[:, 2]
+    return bool(np.all((x >= 0) & (x <= fw - 1) & (y >= 0) & (y <= fh - 1)))
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,8 +1,9 @@
 """The verification stage: shortlist -> verify -> decide, for every card of a frame.
 
 Per card: warp the detector's box (enlarged a little, so a tilted card's trapezoid stays inside)
-to the feature canvas, extract local features, verify the shortlist's candidates in order, and
-decide on the evidence (the rules: edge.recognize.decide):
+to the feature canvas, extract local features, verify the shortlist's candidates in order (the
+embedder's best on the strongest features first: FIRST_PASS), and decide on the evidence (the
+rules: edge.recognize.decide):
 
 - `verified`: the best candidate has >= verify_min_inliers inliers under a plausible homography
   and its colours agree with the reference (or, at the distinct operating point, fewer inliers
@@ -61,6 +62,14 @@ MIN_QUERY_FEATURES = 24  # fewer in a crop of verifiable size: blurred, glared o
 TWIN_SCORE_GAP = 0.05
 FALLBACK_SHORTLIST = 4  # candidates checked again at half resolution or turned 90 degrees
 AFTER_PASS = 2
+# A look first checks the embedder's best FIRST_PASS candidates on the crop's strongest features
+# only, as many as a reference holds (matching costs in proportion to them): most cards verify
+# there; where none of them passes, or another candidate is close enough to be compared with the
+# one that did (a reprint: told apart on the best evidence), the whole shortlist is checked on all
+# of them. Only the operating points on a candidate's own evidence confirm on the fewer features
+# (a wrong card reaches their inliers less easily with fewer); the distinct point waits for the
+# full pass.
+FIRST_PASS = 1
 CONTEXT = 1.6  # last look: this much of the box's surroundings, uniformly scaled (see context_quad)
 AMBIGUOUS_ASPECT = 0.8  # short/long box sides above this: also try the box turned 90 degrees
 MAX_PRINTINGS = 8  # other printings of a verified card's art checked beside the shortlist
@@ -265,7 +274,6 @@ class VerifyStage:
     ) -> tuple[Evidence, npt.NDArray[np.float64]]:  # fmt: skip
         """One look: warp, extract (at `scale` of the canvas), verify the shortlist in order;
         `widen`: then, if none verified, the local-feature shortlist's other candidates."""
-        t = self.thresholds
         spec = self.refs.spec
         warp = self._warp(corners)
         h, w = round(spec.height * scale), round(spec.width * scale)
@@ -279,12 +287,32 @@ class VerifyStage:
             query = replace(query, points=query.points / np.float32(scale))
         if len(query) < MIN_QUERY_FEATURES:
             return Evidence((), len(query), "too few features to verify (blur or glare)"), warp
+        strongest = spec.n_features  # as many as a reference holds
+        if not self.exhaustive and len(query) > strongest:
+            first = Features(query.points[:strongest], query.descriptors[:strongest])
+            found = self._in_order(image, warp, first, shortlist, views, give_up=FIRST_PASS)
+            if found is not None and not self.decision.contested(found):
+                return Evidence(found, len(first)), warp
+        found = self._in_order(image, warp, query, shortlist, views, widen=widen)
+        assert found is not None
+        return Evidence(found, len(query)), warp
+
+    def _in_order(
+        self, image: ImageRGB, warp: npt.NDArray[np.float64], query: Features,
+        shortlist: Sequence[Candidate], views: OverlaySnapshot | None, *, widen: bool = False,
+        give_up: int = 0,
+    ) -> tuple[Verification, ...] | None:  # fmt: skip
+        """The shortlist's candidates checked in order against `query` (see _attempt), passing
+        ones first, then by inliers; `give_up`: None when none of the first that many passes."""
+        t = self.thresholds
         results: list[Verification] = []
         passed: Candidate | None = None  # the first candidate that verified
         passed_at = 0
         more = self.more if widen else None
         lazy = widened(shortlist[: t.verify_shortlist], more, query, lambda: passed is None)
         for cand in lazy:
+            if passed is None and give_up and len(results) >= give_up:
+                return None
             if (
                 passed is not None
                 and not self.exhaustive
@@ -298,15 +326,15 @@ class VerifyStage:
             results.append(v)
             if passed is None and self.decision.passes(v):
                 passed, passed_at = cand, len(results) - 1
+        if passed is None and give_up:
+            return None
         if passed is not None:  # its art's other printings, shortlisted or not: reprints hide
             checked = {v.card_id for v in results}
             others = [c for c in self.decision.same_art(passed.card_id) if c not in checked]
             for card_id in others[:MAX_PRINTINGS]:
                 results.append(self._check(image, warp, query, card_id, views))
-        ranked = sorted(
-            rank(results), key=lambda v: not self.decision.passes(v)
-        )  # stable: inliers within
-        return Evidence(tuple(ranked), len(query)), warp
+        # stable: inliers within
+        return tuple(sorted(rank(results), key=lambda v: not self.decision.passes(v)))
 
     def _check(
         self, image: ImageRGB, warp: npt.NDArray[np.float64], query: Features, card_id: str,
@@ -342,14 +370,19 @@ class VerifyStage:
             return []
         gray = cast(npt.NDArray[np.uint8], cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
         jobs = [
-            self._pool.submit(self.gather, image, gray, c.box, s, views)
+            self._pool.submit(self._one, image, gray, c, s, views)
             for c, s in zip(cards, shortlists, strict=True)
         ]
-        decided = []
-        for card, shortlist, job in zip(cards, shortlists, jobs, strict=True):
-            evidence, warp = job.result()
-            decided.append(self.decision.decide(card, shortlist, evidence, warp, image))
-        return without_duplicates(decided)
+        return without_duplicates([job.result() for job in jobs])
+
+    def _one(
+        self, image: ImageRGB, gray: npt.NDArray[np.uint8], card: CardMatch,
+        shortlist: Sequence[Candidate], views: OverlaySnapshot | None,
+    ) -> CardMatch | None:  # fmt: skip
+        """One card's evidence and verdict, in a worker thread (the reprint comparison is as
+        heavy as a candidate's check: the cards of a frame are decided in parallel too)."""
+        evidence, warp = self.gather(image, gray, card.box, shortlist, views)
+        return self.decision.decide(card, shortlist, evidence, warp, image)
 
 
 def context_quad(corners: Corners, factor: float, spec: FeatureSpec) -> npt.NDArray[np.float32]:
