@@ -19,6 +19,7 @@ written before details existed has neither section and reads the same.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from collections.abc import Iterable, Sequence
@@ -37,6 +38,9 @@ from edge.types import ImageRGB
 MAGIC = b"CEFEAT01"
 COORD_SCALE = 16  # keypoint coordinates in 1/16 px; uint16 holds canvases up to 4095 px
 ALIGN = 64
+# Decoded colour thumbnails kept per file (27 KB each at 112 x 80): the colour check and the
+# reprint comparison ask for the same few cards' again and again, frame after frame.
+THUMBNAIL_CACHE = 1024
 
 
 def _aligned(n: int) -> int:
@@ -158,6 +162,7 @@ class ReferenceFeatures:
         self._details = _Blobs.read(path, header, "detail", n, "details")
         self.total = total
         self._scale = float(header["coord_scale"])
+        self._thumbnail = functools.lru_cache(maxsize=THUMBNAIL_CACHE)(self._decode_thumbnail)
 
     @staticmethod
     def _read_header(path: Path) -> dict[str, Any]:
@@ -192,10 +197,18 @@ class ReferenceFeatures:
         return Features(points=pts, descriptors=np.asarray(self._desc[a:b]))
 
     def thumbnail(self, card_id: str) -> ImageRGB | None:
-        """The card's colour thumbnail, or None (a file built without thumbnails)."""
+        """The card's colour thumbnail (read-only, shared: decoded once, THUMBNAIL_CACHE kept),
+        or None (a file built without thumbnails)."""
+        return self._thumbnail(card_id)
+
+    def _decode_thumbnail(self, card_id: str) -> ImageRGB | None:
         i = self._row.get(card_id)
         bgr = self._thumbs.decode(i, cv2.IMREAD_COLOR) if i is not None else None
-        return cast(ImageRGB, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)) if bgr is not None else None
+        if bgr is None:
+            return None
+        rgb = cast(ImageRGB, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        rgb.flags.writeable = False
+        return rgb
 
     def detail(self, card_id: str) -> npt.NDArray[np.uint8] | None:
         """The card's grey detail image at the canvas's resolution, or None (a card without
