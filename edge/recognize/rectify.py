@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge.recognize.features import FeatureSpec
 from edge.types import CardCrop, Corners, ImageRGB, OrientedBox
 
 logger = logging.getLogger(__name__)
@@ -132,3 +133,23 @@ def ambiguous_aspect(corners: npt.NDArray[np.float32], ratio: float = AMBIGUOUS_
 def turned_90(box: OrientedBox) -> OrientedBox:
     """The same box with its corner order started one corner later: the card turned 90 degrees."""
     return replace(box, corners=np.ascontiguousarray(np.roll(box.corners, -1, axis=0)))
+
+
+def context_quad(corners: Corners, factor: float, spec: FeatureSpec) -> npt.NDArray[np.float32]:
+    """A rectangle of the canvas's aspect about the box's centre and along its sides, `factor`
+    times the box's long side high: warping it to the canvas scales the frame uniformly, so a box
+    that covers only part of its card (or squashes it) still leaves the whole card undistorted."""
+    first, second = side_lengths(corners)
+    c = np.asarray(corners, np.float64)
+    if first > second:  # TL-TR is the long side: start one corner later so it is the short one
+        c = np.roll(c, -1, axis=0)
+    centre = c.mean(axis=0)
+    across = (c[1] - c[0]) + (c[2] - c[3])
+    down = (c[3] - c[0]) + (c[2] - c[1])
+    across /= max(float(np.linalg.norm(across)), 1e-9)
+    down /= max(float(np.linalg.norm(down)), 1e-9)
+    high = factor * max(first, second)
+    wide = high * spec.width / spec.height
+    a, d = across * wide / 2, down * high / 2
+    quad = np.stack([centre - a - d, centre + a - d, centre + a + d, centre - a + d])
+    return quad.astype(np.float32)

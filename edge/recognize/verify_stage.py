@@ -43,7 +43,13 @@ from edge.bundles.manifest import Thresholds
 from edge.recognize.decide import Decision, Evidence, without_duplicates
 from edge.recognize.feature_file import ReferenceFeatures
 from edge.recognize.features import Extractor, Features, FeatureSpec
-from edge.recognize.rectify import _crop_corners, ambiguous_aspect, polygon_iou, side_lengths
+from edge.recognize.rectify import (
+    _crop_corners,
+    ambiguous_aspect,
+    context_quad,
+    polygon_iou,
+    side_lengths,
+)
 from edge.recognize.shortlist import FeatureShortlist, widened
 from edge.recognize.taught import OverlaySnapshot
 from edge.recognize.verify import (
@@ -383,26 +389,6 @@ class VerifyStage:
         heavy as a candidate's check: the cards of a frame are decided in parallel too)."""
         evidence, warp = self.gather(image, gray, card.box, shortlist, views)
         return self.decision.decide(card, shortlist, evidence, warp, image)
-
-
-def context_quad(corners: Corners, factor: float, spec: FeatureSpec) -> npt.NDArray[np.float32]:
-    """A rectangle of the canvas's aspect about the box's centre and along its sides, `factor`
-    times the box's long side high: warping it to the canvas scales the frame uniformly, so a box
-    that covers only part of its card (or squashes it) still leaves the whole card undistorted."""
-    first, second = side_lengths(corners)
-    c = np.asarray(corners, np.float64)
-    if first > second:  # TL-TR is the long side: start one corner later so it is the short one
-        c = np.roll(c, -1, axis=0)
-    centre = c.mean(axis=0)
-    across = (c[1] - c[0]) + (c[2] - c[3])
-    down = (c[3] - c[0]) + (c[2] - c[1])
-    across /= max(float(np.linalg.norm(across)), 1e-9)
-    down /= max(float(np.linalg.norm(down)), 1e-9)
-    high = factor * max(first, second)
-    wide = high * spec.width / spec.height
-    a, d = across * wide / 2, down * high / 2
-    quad = np.stack([centre - a - d, centre + a - d, centre + a + d, centre - a + d])
-    return quad.astype(np.float32)
 
 
 def ambiguous(corners: Corners) -> bool:
