@@ -34,6 +34,7 @@ from edge.recognize.verify import (
     Verification,
     Verifier,
     distinct_cells,
+    frame_onto,
     implausible,
     photometric,
 )
@@ -1088,3 +1089,29 @@ def test_a_first_pass_with_a_rival_is_contested(refs) -> None:
         assert not stage.decision.contested((best,)) and not stage.decision.contested(())
     finally:
         stage.close()
+
+
+def test_frame_onto_says_where_the_reference_lands_inside_the_frame() -> None:
+    # given a 720 x 1280 frame and homographies that put a card wholly inside it, across an
+    # edge, or beyond the horizon
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (720, 1280, 3), np.uint8)
+    warp = np.eye(3)
+    h, w = 112, 80
+    ys, xs = np.mgrid[0:h, 0:w]
+    inside = edge = 0
+    for _ in range(300):
+        back = np.eye(3) + rng.normal(0, [[0.3, 0.3, 200], [0.3, 0.3, 200], [3e-4, 3e-4, 0.05]])
+        back[:2, 2] += rng.uniform([0, 0], [900, 500])
+        m = np.diag([w / SPEC.width, h / SPEC.height, 1.0]) @ np.linalg.inv(back)
+        # when the frame is mapped onto a reference of 112 x 80
+        _, valid = frame_onto(image, warp, back, (h, w), SPEC)
+        # then `valid` is exactly the pixels whose source lies inside the frame
+        src = np.stack([xs, ys, np.ones_like(xs)], -1).reshape(-1, 3) @ np.linalg.inv(m).T
+        x, y = src[:, 0] / src[:, 2], src[:, 1] / src[:, 2]
+        truth = ((x >= 0) & (x <= 1279) & (y >= 0) & (y <= 719)).reshape(h, w)
+        assert np.array_equal(valid, truth)
+        inside += bool(truth.all())
+        edge += bool(truth.any() and not truth.all())
+    # (both kinds were drawn: the whole card in view, and part of it beyond the edge)
+    assert inside > 30 and edge > 30

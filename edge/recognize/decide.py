@@ -150,13 +150,17 @@ class Decision:
         best = evidence.results[0] if evidence.results else None
         return self.passes(best) or self.distinct(evidence)
 
-    def contested(self, results: Sequence[Verification]) -> bool:
-        """Another candidate than the best has inliers enough to be its rival (see _verified)."""
+    def rivals(self, results: Sequence[Verification]) -> list[Verification]:
+        """The candidates after the best (results[0]) with inliers enough to be compared with it
+        pixel by pixel: RIVAL_MIN, and verify_ambiguous of the best's."""
         if not results:
-            return False
-        best = results[0].inliers
-        least = max(RIVAL_MIN, self.thresholds.verify_ambiguous * best)
-        return any(v.homography is not None and v.inliers >= least for v in results[1:])
+            return []
+        least = max(RIVAL_MIN, self.thresholds.verify_ambiguous * results[0].inliers)
+        return [v for v in results[1:] if v.homography is not None and v.inliers >= least]
+
+    def contested(self, results: Sequence[Verification]) -> bool:
+        """Another candidate than the best is its rival (`rivals`)."""
+        return bool(self.rivals(results))
 
     def strength(self, evidence: Evidence) -> tuple[bool, int]:
         best = evidence.results[0] if evidence.results else None
@@ -240,12 +244,8 @@ class Decision:
         self, card: CardMatch, shortlist: Sequence[Candidate], evidence: Evidence,
         warp: npt.NDArray[np.float64], image: ImageRGB | None,
     ) -> CardMatch:  # fmt: skip
-        t = self.thresholds
         best = evidence.results[0]
-        rivals = [
-            v for v in evidence.results[1:]
-            if v.homography is not None and v.inliers >= max(RIVAL_MIN, t.verify_ambiguous * best.inliers)
-        ]  # fmt: skip
+        rivals = self.rivals(evidence.results)
         ambiguous_with = ""
         if not self.passes(best) and image is not None:
             # Proven at the distinct point only: on so few inliers, a printing of the same art

@@ -131,10 +131,11 @@ def by_detail(
 ) -> tuple[int, int, float, float] | None:  # fmt: skip
     """(winner, second, correlation gap, the winner's correlation) of the candidates' grey detail
     images, the crop mapped onto the canvas by the best candidate's homography; None when a
-    candidate has no detail image. `hidden`: canvas pixels not compared (edge.recognize.reprints.hidden). Printings are compared in pairs, each pair where its own two
-    details differ (`_pair_regions`: a third printing's other frame must not drown the one
-    number in which two printings differ); the winner beats every other, the second is the one
-    it beats by least, the gap that least margin (0 where a pair differs nowhere in the frame)."""
+    candidate has no detail image. `hidden`: canvas pixels not compared (`hidden` below).
+    Printings are compared in pairs, each pair where its own two details differ
+    (`_pair_regions`: a third printing's other frame must not drown the one number in which two
+    printings differ); the winner beats every other, the second is the one it beats by least,
+    the gap that least margin (0 where a pair differs nowhere in the frame)."""
     memo = _memo(refs)
     details = [memo.detail(refs, v.card_id) for v in cands]
     spec = refs.spec
