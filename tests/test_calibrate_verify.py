@@ -1,13 +1,22 @@
 """The verification thresholds chosen from evidence: the two usual operating points, then the
-spread point (inliers over much of the card, colours loose) and the distinct point (few inliers,
-nothing else close) beside them."""
+spread point (inliers over much of the card, colours loose), the framed point (few inliers whose
+homography maps the card onto its box) and the distinct point (few inliers, nothing else close)
+beside them."""
 
 from __future__ import annotations
 
-from training.calibrate_verify import BUFFER_CELLS, OTHER, OWN, Evidence, choose_rule
+from training.calibrate_verify import (
+    BUFFER_CELLS,
+    BUFFER_IOU,
+    OTHER,
+    OWN,
+    Evidence,
+    Result,
+    choose_rule,
+)
 
 
-def box(kind: str, results: list[tuple[int, float, int] | tuple[int, float, int, int]]) -> Evidence:
+def box(kind: str, results: list[Result]) -> Evidence:
     return Evidence(kind, 0.9, results, small=False, score=0.9, margin=0.1, top1_right=True)
 
 
@@ -55,6 +64,26 @@ def test_inliers_spread_over_the_card_verify_where_light_spoils_the_colours() ->
     spread = [box("unknown", [(30, 0.4, OTHER, 14)]) for _ in range(100)]
     rule, n_right = choose_rule([*clear, *odd], spread)
     assert rule.spread_inliers == 1000 and n_right == 100
+
+
+def test_few_inliers_that_map_the_card_onto_its_box_verify_where_lookalikes_map_it_askew() -> None:
+    # given known cards seen clearly, known cards seen poorly (16 inliers, colours 0.85, the
+    # reference's outline on the box at IoU 0.85, a runner-up at 12), and unknown cards of the
+    # same style as strong by inliers, colours and runner-up whose matches map the card askew
+    # (IoU 0.45)
+    clear = [box("known", [(40, 0.95, OWN, 16, 0.9), (4, 0.2, OTHER, 2, 0.1)]) for _ in range(100)]
+    poor = [box("known", [(16, 0.85, OWN, 6, 0.85), (12, 0.8, OTHER, 4, 0.4)]) for _ in range(100)]
+    askew = [box("unknown", [(16, 0.85, OTHER, 6, 0.45), (12, 0.8, OTHER, 4, 0.4)])] * 100
+    # when the rule is chosen
+    rule, n_right = choose_rule([*clear, *poor], askew)
+    # then the framed point verifies the poorly seen cards and asks an overlap the lookalikes
+    # do not reach even loosened by the buffer
+    assert rule.framed_inliers <= 16 and rule.framed_photometric <= 0.85
+    assert 0.45 + BUFFER_IOU < rule.framed_iou <= 0.85 and n_right == 200
+    # and where the lookalikes also map the card onto their box, there is no framed point
+    framed = [box("unknown", [(16, 0.85, OTHER, 6, 0.85), (12, 0.8, OTHER, 4, 0.4)])] * 100
+    rule, n_right = choose_rule([*clear, *poor], framed)
+    assert rule.framed_inliers == 1000 and n_right == 100
 
 
 def test_background_confidence_counts_boxes_too_small_to_verify() -> None:

@@ -392,6 +392,31 @@ def test_the_spread_point_needs_inliers_over_enough_of_the_card(refs) -> None:
     stage.close()
 
 
+def test_the_framed_point_needs_the_reference_mapped_onto_the_detectors_box(refs, cards) -> None:
+    # given the tilted card, thresholds whose other points no candidate reaches and a framed
+    # point of 15 inliers whose outline overlaps the box 0.7
+    ids = list(cards)
+    scene = _scene(cards[ids[0]], TRUE_QUAD)
+    gray = cv2.cvtColor(scene, cv2.COLOR_RGB2GRAY)
+    t = Thresholds(verify_min_inliers=1000, verify_framed_inliers=15,
+                   verify_framed_photometric=0.4, verify_framed_iou=0.7)  # fmt: skip
+    stage = VerifyStage(refs, t, threads=1)
+    box = _box(TRUE_QUAD)
+    # when its evidence is gathered through the detector's box
+    evidence, warp = stage.gather(scene, gray, box, [Candidate(ids[0], 0.9)])
+    best = evidence.results[0]
+    # then the reference's outline lies on the box and the card passes at the framed point; the
+    # same homography measured against a box beside the card (a chance match maps the card
+    # elsewhere) overlaps it little and does not pass, nor does it with too few inliers
+    assert best.card_id == ids[0] and best.outline > 0.8 and stage.decision.passes(best)
+    elsewhere = box.corners + np.float32([260, 0])
+    off = stage.decision.measured(scene, warp, replace(best, outline=0.0), elsewhere)
+    assert off.outline < 0.3 and not stage.decision.passes(off)
+    assert not stage.decision.passes(replace(best, inliers=14))
+    assert not stage.decision.passes(replace(best, outline=0.0))
+    stage.close()
+
+
 def test_a_crop_without_features_is_not_verified(refs, cards) -> None:
     v = Verifier(refs).verify(
         Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)), next(iter(cards))

@@ -14,7 +14,11 @@ Recognizer (detector boxes, shortlist, the verification stage's evidence) and ch
   inliers spread over that many cells of the card, where colours may differ (light that the
   colour check does not survive); chosen under the same two precisions, loosened by the buffer
   and BUFFER_CELLS;
-- `verify_distinct_inliers` / `_photometric` / `_ratio`: then a fourth operating point beside
+- `verify_framed_inliers` / `_photometric` / `_iou`: then a point for fewer inliers than the
+  first, whose homography maps the reference's outline onto the detector's box (a chance match
+  on a template element or a name's letters maps the card askew or out of scale), chosen under
+  the same two precisions, loosened by the buffer and BUFFER_IOU;
+- `verify_distinct_inliers` / `_photometric` / `_ratio`: then a fifth operating point beside
   them, for fewer inliers than the first, where the candidate also has that many times the
   inliers of every other candidate of the box (nothing else in the catalogue maps onto the crop;
   same-art reprints and neighbouring cards count as others, as the device sees them), chosen
@@ -54,11 +58,15 @@ logger = logging.getLogger(__name__)
 BUFFER_INLIERS = 1.2  # the chosen pair stays clean when loosened by this factor of inliers ...
 BUFFER_PHOTO = 0.1  # ... and this much colour agreement (a margin for scenes unlike these)
 BUFFER_CELLS = 1  # ... and this many fewer cells holding inliers
+BUFFER_IOU = 0.05  # ... and this much less overlap of the mapped outline with the box
 MIN_INLIERS = 10
 MIN_DISTINCT_INLIERS = 9  # the distinct point's floor (a homography on fewer proves little)
 PRECISION = 0.997  # of the cards the rule passes on these scenes, right (the bar: 0.995) ...
 LOOSE_PRECISION = 0.99  # ... and when loosened by the buffer
 FALSE_CARDS_PER_SCENE = 0.03  # background boxes allowed through, per scene, on these scenes
+
+
+Result = tuple[int, float, int] | tuple[int, float, int, int] | tuple[int, float, int, int, float]
 
 
 @dataclass
@@ -67,8 +75,9 @@ class Evidence:
 
     kind: str  # "known" | "unknown" | "none" (matches no card)
     conf: float
-    # per candidate: inliers, photometric, OTHER/OWN/TWIN[, coverage: cells holding inliers]
-    results: list[tuple[int, float, int] | tuple[int, float, int, int]]
+    # per candidate: inliers, photometric, OTHER/OWN/TWIN[, coverage: cells holding inliers[,
+    # outline: the mapped reference's IoU with the box]]
+    results: list[Result]
     small: bool  # too small to verify
     score: float  # the embedding's top-1 score and margin, its top-1 right
     margin: float
@@ -87,6 +96,9 @@ class VerifyCalibration:
     verify_spread_inliers: int
     verify_spread_cells: int
     verify_spread_photometric: float
+    verify_framed_inliers: int
+    verify_framed_photometric: float
+    verify_framed_iou: float
     background_conf: float
     probable_score: float
     probable_margin: float
@@ -173,7 +185,7 @@ def collect(
                     results=[
                         (
                             v.inliers, v.photometric,
-                            _relation(twins, truth, v.card_id, present), v.coverage,
+                            _relation(twins, truth, v.card_id, present), v.coverage, v.outline,
                         )
                         for v in evidence.results
                     ],
@@ -198,11 +210,15 @@ class Rule(NamedTuple):
     spread_inliers: int = 1000
     spread_cells: int = 48
     spread_photometric: float = 1.0
+    framed_inliers: int = 1000
+    framed_photometric: float = 1.0
+    framed_iou: float = 1.0
 
 
 DISTINCT_RATIOS = (1.5, 2.0, 2.5, 3.0)
 SPREAD_CELLS = (6, 24)  # of the 48 cells of PHOTO_GRID the spread point may ask for
 SPREAD_PHOTOS = (-1.0, 0.0, 0.3, 0.5, 0.7)  # its colour agreement: none, or some
+FRAMED_IOUS = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)  # the framed point's outline overlap
 
 
 class _Table:
@@ -214,12 +230,15 @@ class _Table:
         self.pho = np.full((len(boxes), width), -2.0, np.float32)
         self.own = np.zeros((len(boxes), width), bool)
         self.twin = np.zeros((len(boxes), width), bool)
-        self.cov = np.zeros((len(boxes), width), np.int32)  # unrecorded: the spread point fails
+        # unrecorded: the spread and framed points fail
+        self.cov = np.zeros((len(boxes), width), np.int32)
+        self.outline = np.zeros((len(boxes), width), np.float32)
         for i, e in enumerate(boxes):
-            for j, (n, p, rel, *cov) in enumerate(e.results):
+            for j, (n, p, rel, *more) in enumerate(e.results):
                 self.inl[i, j], self.pho[i, j] = n, p
                 self.own[i, j], self.twin[i, j] = rel == OWN, rel == TWIN
-                self.cov[i, j] = cov[0] if cov else 0
+                self.cov[i, j] = more[0] if more else 0
+                self.outline[i, j] = more[1] if len(more) > 1 else 0.0
         # per candidate, the most inliers of any other candidate of its box (the device sees
         # every candidate, twins and neighbouring cards included)
         ranked = -np.sort(-np.pad(self.inl, ((0, 0), (0, 1)), constant_values=-1), axis=1)
@@ -238,6 +257,11 @@ class _Table:
         )
         ok |= (
             (inl >= r.spread_inliers) & (self.cov >= r.spread_cells) & (pho >= r.spread_photometric)
+        )
+        ok |= (
+            (inl >= r.framed_inliers)
+            & (pho >= r.framed_photometric)
+            & (self.outline >= r.framed_iou)
         )
         ok |= (
             (inl >= r.distinct_inliers)
@@ -308,6 +332,8 @@ def choose_rule(known: list[Evidence], unknown: list[Evidence]) -> tuple[Rule, i
             max(1.0, r.distinct_ratio / BUFFER_INLIERS),
             int(r.spread_inliers / BUFFER_INLIERS), max(r.spread_cells - BUFFER_CELLS, 1),
             r.spread_photometric - BUFFER_PHOTO,
+            int(r.framed_inliers / BUFFER_INLIERS), r.framed_photometric - BUFFER_PHOTO,
+            r.framed_iou - BUFFER_IOU,
         )  # fmt: skip
 
     def holds(rule: Rule, to_beat: int) -> bool:
@@ -323,7 +349,15 @@ def choose_rule(known: list[Evidence], unknown: list[Evidence]) -> tuple[Rule, i
                     rule = Rule(t_i, t_p, s_i, s_p)
                     if holds(rule, best[0]):
                         best = (precision(rule)[1], rule)
-    # Then the spread point beside it: inliers over much of the card, colours looser than the
+    # Then the framed point beside it: fewer inliers, mapping the reference onto the box.
+    base = best[1]
+    for f_i in range(MIN_INLIERS, base.min_inliers):
+        for f_p in photos:
+            for f_o in FRAMED_IOUS:
+                rule = base._replace(framed_inliers=f_i, framed_photometric=f_p, framed_iou=f_o)
+                if holds(rule, best[0]):
+                    best = (precision(rule)[1], rule)
+    # Then the spread point beside them: inliers over much of the card, colours looser than the
     # usual points ask (or none).
     base = best[1]
     for c_i in range(MIN_INLIERS, 61, 2):
@@ -427,7 +461,8 @@ def run(
             "verify_min_inliers", "verify_min_photometric", "verify_strong_inliers",
             "verify_strong_photometric", "verify_distinct_inliers", "verify_distinct_photometric",
             "verify_distinct_ratio", "verify_spread_inliers", "verify_spread_cells",
-            "verify_spread_photometric", "background_conf", "probable_score", "probable_margin",
+            "verify_spread_photometric", "verify_framed_inliers", "verify_framed_photometric",
+            "verify_framed_iou", "background_conf", "probable_score", "probable_margin",
         )
     }  # fmt: skip
     if backs is not None:

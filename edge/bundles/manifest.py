@@ -181,6 +181,24 @@ class Thresholds(_Strict):
     verify_spread_photometric: float = Field(
         1.0, ge=-1, le=1, description="Colour agreement the spread operating point needs."
     )
+    verify_framed_inliers: int = Field(
+        1000,
+        ge=4,
+        description="A geometric operating point: a candidate with at least this many inliers, "
+        "verify_framed_photometric colour agreement and a homography that maps the reference's "
+        "outline onto the detector's box (IoU >= verify_framed_iou) is verified: a chance match "
+        "on a shared template element maps the card askew.",
+    )
+    verify_framed_photometric: float = Field(
+        1.0, ge=-1, le=1, description="Colour agreement the framed operating point needs."
+    )
+    verify_framed_iou: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="IoU of the mapped reference outline with the detector's box that the "
+        "framed point needs.",
+    )
     verify_shortlist: int = Field(
         10, ge=1, le=100, description="Candidates per card checked by verification."
     )

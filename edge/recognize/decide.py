@@ -101,8 +101,10 @@ class Decision:
 
     def passes(self, v: Verification | None) -> bool:
         """Enough inliers under a plausible homography, and the colours agree: any of the
-        bundle's three operating points (fewer inliers and closer colours, many inliers, or
-        inliers spread over much of the card; for a taught view, see TAUGHT_SPREAD_PHOTOMETRIC)."""
+        bundle's four operating points on a candidate's own evidence (fewer inliers and closer
+        colours, many inliers, inliers spread over much of the card (for a taught view, see
+        TAUGHT_SPREAD_PHOTOMETRIC), or fewer inliers whose homography maps the reference onto
+        the detector's box)."""
         t = self.thresholds
         if v is None or v.homography is None:
             return False
@@ -115,6 +117,10 @@ class Decision:
             or (
                 v.inliers >= t.verify_spread_inliers and v.coverage >= t.verify_spread_cells
                 and v.photometric >= spread_colours
+            )
+            or (
+                v.inliers >= t.verify_framed_inliers and v.outline >= t.verify_framed_iou
+                and v.photometric >= t.verify_framed_photometric
             )
         )  # fmt: skip
 
@@ -185,6 +191,23 @@ class Decision:
                 )  # fmt: skip
             self._same_art[card_id] = got  # two threads may both compute it: the same answer
         return got
+
+    def measured(
+        self, image: ImageRGB, warp: npt.NDArray[np.float64], v: Verification, box: Corners,
+        views: OverlaySnapshot | None = None,
+    ) -> Verification:  # fmt: skip
+        """v with what its homography shows beyond its inliers: its outline's IoU with the
+        detector's `box` (frame px), and its colours (`coloured`) where it has the inliers of an
+        operating point that asks for them."""
+        if v.homography is None:
+            return v
+        v = replace(v, outline=polygon_iou(self.frame_corners(v, warp), box))
+        t = self.thresholds
+        least = min(
+            t.verify_min_inliers, t.verify_distinct_inliers, t.verify_spread_inliers,
+            t.verify_framed_inliers,
+        )  # fmt: skip
+        return self.coloured(image, warp, v, views) if v.inliers >= least else v
 
     def coloured(
         self, image: ImageRGB, warp: npt.NDArray[np.float64], v: Verification,

@@ -60,6 +60,10 @@ class Verification:
     # cells of PHOTO_GRID over the reference card holding inliers: how much of the card the
     # geometry spans (a false match clusters on a few shared template elements)
     coverage: int = 0
+    # IoU of the reference's outline, mapped into the frame through the homography, with the
+    # detector's box: a right match maps the card onto the card; a chance match on a shared
+    # template element or a name's letters maps it askew, shifted or out of scale (0: not measured)
+    outline: float = 0.0
 
 
 class FeatureSource(Protocol):

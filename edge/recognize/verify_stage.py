@@ -8,9 +8,10 @@ rules: edge.recognize.decide):
 - `verified`: the best candidate has >= verify_min_inliers inliers under a plausible homography
   and its colours agree with the reference (or, at the distinct operating point, fewer inliers
   but verify_distinct_ratio times those of every other candidate of the whole shortlist, so
-  that nothing else in the catalogue maps onto the crop; or, at the spread point, inliers
-  spread over much of the card, whatever its colours); the card is that candidate (not the embedder's
-  top-1), its polygon the reference's corners mapped back into the frame. Other candidates that
+  that nothing else in the catalogue maps onto the crop; at the spread point, inliers spread
+  over much of the card, whatever its colours; or, at the framed point, fewer inliers whose
+  homography maps the reference onto the detector's box); the card is that candidate (not the
+  embedder's top-1), its polygon the reference's corners mapped back into the frame. Others that
   also map onto the crop (same-art reprints) are compared pixel by pixel where their references
   differ; when that cannot tell them apart, the card is `unknown`, naming both;
 - `probable`: the crop is too small or too featureless to verify, and the embedding alone passes
@@ -164,14 +165,18 @@ class VerifyStage:
             # A second look is for the embedder's best few, not the whole shortlist again.
             whole = n == 0 or self.exhaustive
             candidates = shortlist if whole else shortlist[:FALLBACK_SHORTLIST]
-            evidence, warp = self._attempt(image, gray, corners, candidates, scale, views, n == 0)
+            evidence, warp = self._attempt(
+                image, gray, corners, candidates, scale, views, n == 0, box=box.corners
+            )
             if (
                 not whole
                 and self.decision.could_be_distinct(evidence)
                 and len(shortlist) > len(candidates)
             ):
                 # only the rest of the shortlist can tell whether nothing else maps onto the crop
-                evidence, warp = self._attempt(image, gray, corners, shortlist, scale, views)
+                evidence, warp = self._attempt(
+                    image, gray, corners, shortlist, scale, views, box=box.corners
+                )
                 whole = True
             evidence = replace(evidence, complete=whole and bool(evidence.results))
             looks.append((evidence, warp))
@@ -185,7 +190,7 @@ class VerifyStage:
         if found_at > 0 and self.decision.confirmed(
             best[0]
         ):  # a later look found it: look where it is
-            return self._refined(image, gray, best, shortlist, views)
+            return self._refined(image, gray, box.corners, best, shortlist, views)
         if not self.decision.confirmed(best[0]):
             rectified = self._rectified(image, gray, box.corners, best, shortlist, views)
             if rectified is not None and self.decision.strength(
@@ -239,11 +244,11 @@ class VerifyStage:
         candidates = list(shortlist)
         if top.card_id not in {c.card_id for c in candidates}:  # from the local-feature shortlist
             candidates.insert(0, Candidate(top.card_id, 0.0))
-        again, warp_again = self._attempt(image, gray, quad, candidates, 1.0, views)
+        again, warp_again = self._attempt(image, gray, quad, candidates, 1.0, views, box=corners)
         return replace(again, complete=bool(again.results)), warp_again
 
     def _refined(
-        self, image: ImageRGB, gray: npt.NDArray[np.uint8],
+        self, image: ImageRGB, gray: npt.NDArray[np.uint8], box: Corners,
         found: tuple[Evidence, npt.NDArray[np.float64]], shortlist: Sequence[Candidate],
         views: OverlaySnapshot | None,
     ) -> tuple[Evidence, npt.NDArray[np.float64]]:  # fmt: skip
@@ -257,7 +262,7 @@ class VerifyStage:
         if top.card_id not in {c.card_id for c in candidates}:  # from the local-feature shortlist
             candidates.append(Candidate(top.card_id, 0.0))
         again, warp_again = self._attempt(
-            image, gray, self.decision.frame_corners(top, warp), candidates, 1.0, views
+            image, gray, self.decision.frame_corners(top, warp), candidates, 1.0, views, box=box
         )
         if (
             again.results
@@ -276,10 +281,11 @@ class VerifyStage:
     def _attempt(
         self, image: ImageRGB, gray: npt.NDArray[np.uint8], corners: Corners,
         shortlist: Sequence[Candidate], scale: float, views: OverlaySnapshot | None = None,
-        widen: bool = False,
+        widen: bool = False, *, box: Corners,
     ) -> tuple[Evidence, npt.NDArray[np.float64]]:  # fmt: skip
-        """One look: warp, extract (at `scale` of the canvas), verify the shortlist in order;
-        `widen`: then, if none verified, the local-feature shortlist's other candidates."""
+        """One look: warp `corners`, extract (at `scale` of the canvas), verify the shortlist in
+        order; `widen`: then, if none verified, the local-feature shortlist's other candidates;
+        `box`: the detector's, which a right homography maps the reference onto."""
         spec = self.refs.spec
         warp = self._warp(corners)
         h, w = round(spec.height * scale), round(spec.width * scale)
@@ -296,17 +302,19 @@ class VerifyStage:
         strongest = spec.n_features  # as many as a reference holds
         if not self.exhaustive and len(query) > strongest:
             first = Features(query.points[:strongest], query.descriptors[:strongest])
-            found = self._in_order(image, warp, first, shortlist, views, give_up=FIRST_PASS)
+            found = self._in_order(
+                image, warp, first, shortlist, views, box=box, give_up=FIRST_PASS
+            )
             if found is not None and not self.decision.contested(found):
                 return Evidence(found, len(first)), warp
-        found = self._in_order(image, warp, query, shortlist, views, widen=widen)
+        found = self._in_order(image, warp, query, shortlist, views, box=box, widen=widen)
         assert found is not None
         return Evidence(found, len(query)), warp
 
     def _in_order(
         self, image: ImageRGB, warp: npt.NDArray[np.float64], query: Features,
-        shortlist: Sequence[Candidate], views: OverlaySnapshot | None, *, widen: bool = False,
-        give_up: int = 0,
+        shortlist: Sequence[Candidate], views: OverlaySnapshot | None, *, box: Corners,
+        widen: bool = False, give_up: int = 0,
     ) -> tuple[Verification, ...] | None:  # fmt: skip
         """The shortlist's candidates checked in order against `query` (see _attempt), passing
         ones first, then by inliers; `give_up`: None when none of the first that many passes."""
@@ -328,7 +336,7 @@ class VerifyStage:
                 )
             ):
                 break  # beyond doubt: only candidates as close as a reprint are still checked
-            v = self._check(image, warp, query, cand.card_id, views)
+            v = self._check(image, warp, query, cand.card_id, views, box)
             results.append(v)
             if passed is None and self.decision.passes(v):
                 passed, passed_at = cand, len(results) - 1
@@ -338,28 +346,22 @@ class VerifyStage:
             checked = {v.card_id for v in results}
             others = [c for c in self.decision.same_art(passed.card_id) if c not in checked]
             for card_id in others[:MAX_PRINTINGS]:
-                results.append(self._check(image, warp, query, card_id, views))
+                results.append(self._check(image, warp, query, card_id, views, box))
         # stable: inliers within
         return tuple(sorted(rank(results), key=lambda v: not self.decision.passes(v)))
 
     def _check(
         self, image: ImageRGB, warp: npt.NDArray[np.float64], query: Features, card_id: str,
-        views: OverlaySnapshot | None,
+        views: OverlaySnapshot | None, box: Corners,
     ) -> Verification:  # fmt: skip
         """The strongest evidence for `card_id`: its scan's, or one of its taught views'."""
-        t = self.thresholds
-        best = self.verifier.verify(query, card_id)
-        # the colour check's due
-        coloured = min(t.verify_min_inliers, t.verify_distinct_inliers, t.verify_spread_inliers)
-        if best.homography is not None and best.inliers >= coloured:
-            best = self.decision.coloured(image, warp, best)
+        best = self.decision.measured(image, warp, self.verifier.verify(query, card_id), box)
         for view in views.views_of(card_id) if views is not None else ():
             assert views is not None
             v = replace(
                 views.verifier.verify(query, view.view_id), card_id=card_id, view=view.view_id
             )
-            if v.homography is not None and v.inliers >= coloured:
-                v = self.decision.coloured(image, warp, v, views)
+            v = self.decision.measured(image, warp, v, box, views)
             if (self.decision.passes(v), v.inliers) > (self.decision.passes(best), best.inliers):
                 best = v
         return best

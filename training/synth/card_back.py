@@ -18,7 +18,9 @@ from edge.types import ImageRGB
 from training.synth.arrays import u8
 from training.synth.card_render import card_size
 
-TRAIN_BACK_DESIGNS = (0, 1, 2, 3, 4, 5)
+# Six designs trained the first long detector run, and a design it never saw was found 0.68 of
+# the time: a back is learnt from many designs, not a few.
+TRAIN_BACK_DESIGNS = tuple(range(48))
 TEST_BACK_DESIGNS = (101,)
 BACK_ID = "back"  # the ground-truth card_id of a face-down card
 

@@ -139,7 +139,7 @@ DETECTOR_SCENES = replace(
     photo_families=TRAIN_PHOTO_FAMILIES,
     background_image_prob=0.45,
     clutter=(0, 4),
-    back_prob=0.1,
+    back_prob=0.2,
 )
 # Its held-out counterpart: TEST_SCENES' light and geometry, the held-out photo family ("mate"),
 # other clutter draws and a back design never trained on (the world supplies it).
