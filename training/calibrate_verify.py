@@ -454,17 +454,11 @@ def run(
         manifest = rec.manifest
     finally:
         rec.close()
-    update: dict[str, Any] = {
-        k: v for k, v in asdict(cal).items()
-        if k
-        in (
-            "verify_min_inliers", "verify_min_photometric", "verify_strong_inliers",
-            "verify_strong_photometric", "verify_distinct_inliers", "verify_distinct_photometric",
-            "verify_distinct_ratio", "verify_spread_inliers", "verify_spread_cells",
-            "verify_spread_photometric", "verify_framed_inliers", "verify_framed_photometric",
-            "verify_framed_iou", "background_conf", "probable_score", "probable_margin",
-        )
+    # the rule's operating points (each a manifest verify_* threshold) and the three beside them
+    written = {f"verify_{k}" for k in Rule._fields} | {
+        "background_conf", "probable_score", "probable_margin",
     }  # fmt: skip
+    update: dict[str, Any] = {k: v for k, v in asdict(cal).items() if k in written}
     if backs is not None:
         update["back_conf"] = backs.back_conf
     thresholds = manifest.thresholds.model_copy(update=update)
