@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge.bundles.manifest import Thresholds
-from edge.bundles.reference_features import thumbnail_jpeg
+from edge.bundles.reference_features import thumbnail_image
 from edge.config import RuntimeSettings
 from edge.recognize.feature_file import ReferenceFeatures, write_reference_features
 from edge.recognize.features import Features, FeatureSpec, reference_features
@@ -121,7 +121,7 @@ def cards() -> dict[str, np.ndarray]:
 def refs(cards: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("feat") / "features.bin"
     items = reference_features(cards.items(), SPEC)
-    write_reference_features(path, SPEC, items, {c: thumbnail_jpeg(im) for c, im in cards.items()})
+    write_reference_features(path, SPEC, items, {c: thumbnail_image(im) for c, im in cards.items()})
     return ReferenceFeatures(path)
 
 

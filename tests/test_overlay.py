@@ -9,7 +9,9 @@ import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from edge.config import RuntimeSettings, Settings
 from edge.feedback import UnknownCardError
 from edge.live.runtime import Runtime
 from edge.overlay.store import OverlayStore, OverlayViewNotFoundError, TeachNoFeaturesError
+from edge.recognize.decide import TAUGHT_SPREAD_PHOTOMETRIC, Decision
 from edge.recognize.features import Features
 from edge.recognize.recognizer import Recognizer
 from edge.recognize.taught import (
@@ -27,6 +30,7 @@ from edge.recognize.taught import (
     index_only,
     merge_taught,
 )
+from edge.recognize.verify import Verification
 from edge.types import Candidate
 from tests.overlay_photos import (
     CARD,
@@ -167,19 +171,53 @@ def test_a_taught_view_does_not_pull_another_card_into_it(
     _, store = served
     _teach_pose_1(rec, store, variant(scan(CARD)), CARD)
     # when another card, not in view when taught, shows the same new art
-    # (a card whose variant the taught crop's colours alone would pull in: of the demo's self-test
-    # cards, s02-029 is one; the second assertion below checks that it still is)
     other = photo(variant(scan("s02-029")), POSE_2, table_seed=1)
-    # then it is not named as the taught card: its colours must agree with CARD's scan too
+    # then it is not named as the taught card
     assert not _named(rec, other, CARD)
-    # (checked on the taught crop's colours alone, it would be; and so it would where the
-    # bundle's spread point, which asks no colours of the scans, asked none of a taught view)
+
+    # and the taught view's evidence for it is judged by CARD's scan's colours too: they agree
+    # far less than the taught crop's alone, which hold the same new art
+    def taught_colours() -> float:
+        seen: list[Verification] = []
+        measured = Decision.measured
+
+        def spy(self: Decision, *args: Any, **kwargs: Any) -> Verification:
+            v = measured(self, *args, **kwargs)
+            if v.view and v.card_id == CARD and v.inliers:
+                seen.append(v)
+            return v
+
+        with monkeypatch.context() as m:
+            m.setattr(Decision, "measured", spy)
+            rec.identify(other)
+        assert seen, "the taught view was not verified against the other card"
+        return max(v.photometric for v in seen)
+
+    both = taught_colours()
     with monkeypatch.context() as m:
         m.setattr("edge.recognize.decide.TAUGHT_COLOUR_BOTH", False)
-        assert _named(rec, other, CARD)
-    assert rec.manifest.thresholds.verify_spread_photometric < 0
-    monkeypatch.setattr("edge.recognize.decide.TAUGHT_SPREAD_PHOTOMETRIC", -1.0)
-    assert _named(rec, other, CARD)
+        crop_only = taught_colours()
+    assert both < crop_only - 0.2, (both, crop_only)
+    assert both < rec.manifest.thresholds.verify_min_photometric
+
+
+def test_a_taught_view_keeps_a_colour_floor_at_the_spread_point(rec: Recognizer) -> None:
+    # given a bundle whose spread point asks no colours of its scans (light that spoils them)
+    assert rec.verify_stage is not None
+    decision = rec.verify_stage.decision
+    t = decision.thresholds.model_copy(update={"verify_spread_photometric": -1.0})
+    judge = Decision(decision.refs, t, decision.verifier, decision.printings)
+    # when evidence with inliers spread over the card but colours that disagree is judged
+    spread = Verification(
+        CARD, inliers=t.verify_spread_inliers, matches=2 * t.verify_spread_inliers,
+        homography=np.eye(3), photometric=0.2, coverage=t.verify_spread_cells,
+    )  # fmt: skip
+    assert spread.inliers < t.verify_min_inliers or spread.photometric < t.verify_min_photometric
+    # then it passes against the card's scan, and not against a taught view: a view's features
+    # hold whatever lay on the card when it was taught, only its colours tie it to its card
+    assert judge.passes(spread)
+    assert not judge.passes(replace(spread, view="v1"))
+    assert spread.photometric < TAUGHT_SPREAD_PHOTOMETRIC
 
 
 def test_teaching_a_card_not_in_the_catalogue_is_refused(

@@ -17,12 +17,11 @@ import pytest
 
 from edge.bundles.errors import BundleModelError
 from edge.bundles.manifest import Thresholds
-from edge.bundles.reference_features import catalogue_scans, detail_jpeg, thumbnail_jpeg
+from edge.bundles.reference_features import catalogue_scans, detail_image, thumbnail_image
 from edge.errors import BadImageError
 from edge.recognize.decide import Evidence, without_duplicates
 from edge.recognize.feature_file import ReferenceFeatures, write_reference_features
 from edge.recognize.features import (
-    SOFT_SHARE,
     Extractor,
     Features,
     FeatureSpec,
@@ -40,6 +39,7 @@ from edge.recognize.verify import (
 )
 from edge.recognize.verify_stage import VerifyStage
 from edge.types import Candidate, CardMatch, Match, OrientedBox
+from tests.card_renders import rendered_cards
 
 SPEC = FeatureSpec(n_features=400)
 
@@ -47,11 +47,7 @@ SPEC = FeatureSpec(n_features=400)
 @pytest.fixture(scope="module")
 def cards() -> dict[str, np.ndarray]:
     """Eight distinct cards of one procedural catalogue (shared frame and text layout), RGB."""
-    from training.synth.card_render import render_card
-    from training.synth.catalogue import procedural_catalogue
-
-    records = procedural_catalogue(8, 3, reprint_rate=0.0, near_duplicate_rate=0.0)
-    return {r.card_id: render_card(r, 448) for r in records}
+    return rendered_cards(8, 3)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +56,7 @@ def refs(
 ) -> ReferenceFeatures:
     path = tmp_path_factory.mktemp("feat") / "features.bin"
     items = reference_features(cards.items(), SPEC)
-    write_reference_features(path, SPEC, items, {c: thumbnail_jpeg(im) for c, im in cards.items()})
+    write_reference_features(path, SPEC, items, {c: thumbnail_image(im) for c, im in cards.items()})
     return ReferenceFeatures(path)
 
 
@@ -148,7 +144,7 @@ def test_reference_file_round_trips_points_descriptors_and_thumbnails(refs, card
     assert refs.spec == SPEC and card_id in refs and refs.get("nope") is None
     assert got.points.dtype == np.float32 and got.descriptors.dtype == np.uint8
     fresh = ex.extract(ex.gray(card))
-    assert len(got) <= round((1 + SOFT_SHARE) * len(fresh))  # sharp and softened features
+    assert len(fresh) > 100 and len(got) <= SPEC.n_features
     thumb = refs.thumbnail(card_id)
     assert thumb is not None and thumb.shape == (112, 80, 3)
     assert refs.details == 0 and refs.detail(card_id) is None  # written without detail images
@@ -165,30 +161,6 @@ class _InMemory:
 
     def get(self, card_id: str) -> Features | None:
         return self.feats.get(card_id)
-
-
-def test_references_also_carry_the_features_of_a_card_seen_small(cards, monkeypatch) -> None:
-    # given the cards' scans, and one card as the camera sees it at a third of the canvas's
-    # height: area-downscaled, then warped back up to the canvas (soft, no fine corners)
-    import edge.recognize.features as features
-
-    ex = Extractor(SPEC)
-    card_id, card = next(iter(cards.items()))
-    h, w = SPEC.height, SPEC.width
-    small = cv2.resize(ex.gray(card), (w // 3, h // 3), interpolation=cv2.INTER_AREA)
-    view = ex.extract(np.ascontiguousarray(cv2.resize(small, (w, h))))
-    # when the references are built as bundles build them, and with the sharp features alone
-    both = dict(reference_features(cards.items(), SPEC))
-    monkeypatch.setattr(features, "SOFT_SHARE", 0.0)
-    sharp = dict(reference_features(cards.items(), SPEC))
-    # then the bundle's hold the sharp ones first and softened ones after, and the small view
-    # finds clearly more inliers among them
-    got, alone = both[card_id], sharp[card_id]
-    assert len(alone) < len(got) <= len(alone) + round(SOFT_SHARE * SPEC.n_features)
-    assert np.array_equal(got.descriptors[: len(alone)], alone.descriptors)
-    with_soft = Verifier(_InMemory(SPEC, both)).verify(view, card_id).inliers
-    without = Verifier(_InMemory(SPEC, sharp)).verify(view, card_id).inliers
-    assert with_soft >= 1.2 * without, (with_soft, without)  # 75 against 57 when written
 
 
 def test_a_truncated_or_foreign_feature_file_is_a_typed_error(refs, tmp_path: Path) -> None:
@@ -280,7 +252,7 @@ def test_a_verified_cards_other_printings_are_checked_beside_the_shortlist(
     catalogue = {**cards, "twin": twin}
     path = tmp_path / "features.bin"
     write_reference_features(path, SPEC, reference_features(catalogue.items(), SPEC),
-                             {c: thumbnail_jpeg(im) for c, im in catalogue.items()})  # fmt: skip
+                             {c: thumbnail_image(im) for c, im in catalogue.items()})  # fmt: skip
     stage = VerifyStage(ReferenceFeatures(path), Thresholds(verify_min_inliers=15), threads=1)
     stage.decision.printings = {ids[0]: ("twin", ids[3])}
     scene = _scene(cards[ids[0]], TRUE_QUAD)
@@ -321,7 +293,7 @@ def test_the_distinct_point_verifies_a_card_nothing_else_maps_onto(refs, cards, 
                    verify_distinct_ratio=2.0)  # fmt: skip
     with_twin = {**cards, "twin": cards[ids[0]]}
     path = tmp_path / "features.bin"
-    thumbs = {c: thumbnail_jpeg(im) for c, im in with_twin.items()}
+    thumbs = {c: thumbnail_image(im) for c, im in with_twin.items()}
     write_reference_features(path, SPEC, reference_features(with_twin.items(), SPEC), thumbs)
     alone = VerifyStage(refs, t, threads=1)
     crowded = VerifyStage(ReferenceFeatures(path), t, threads=1)
@@ -515,10 +487,10 @@ def test_a_steeply_tilted_card_is_verified_through_its_own_trapezoid(
 ) -> None:
     import edge.recognize.verify_stage as verify_stage
 
-    # given a card seen at a steep tilt (its far edge a third of its near edge), behind the
+    # given a card seen at a steep tilt (its far edge a fifth of its near edge), behind the
     # detector's rotated rectangle, which squashes its far half and stretches its near half
     ids = list(cards)
-    quad = np.array([[600, 300], [700, 300], [800, 600], [500, 600]], np.float32)
+    quad = np.array([[620, 300], [680, 300], [800, 600], [500, 600]], np.float32)
     scene = _scene(cards[ids[0]], quad)
     shortlist = [Candidate(c, 0.9 - 0.01 * i) for i, c in enumerate(ids[:4])]
     thresholds = Thresholds(verify_min_inliers=35, verify_min_photometric=0.4)
@@ -531,12 +503,12 @@ def test_a_steeply_tilted_card_is_verified_through_its_own_trapezoid(
         )
         for value in (10**6, rectify_min)
     )
-    # then only the rectified look finds enough inliers (about 20 against 50 here), and the
-    # polygon is the true trapezoid
+    # then only the rectified look finds enough inliers (42 here when written), and the polygon
+    # is the true trapezoid
     assert without is None or without.match.confidence != "verified"
     assert verdict is not None and verdict.match.confidence == "verified"
-    assert verdict.match.card_id == ids[0] and verdict.match.inliers >= 40
-    assert np.linalg.norm(verdict.box.corners - quad, axis=1).max() < 6.0
+    assert verdict.match.card_id == ids[0] and verdict.match.inliers >= 38
+    assert np.linalg.norm(verdict.box.corners - quad, axis=1).max() < 8.0
 
 
 def test_an_unknown_card_is_unknown_with_a_reason_and_background_is_dropped(refs, cards) -> None:
@@ -589,7 +561,7 @@ def test_same_art_reprints_are_told_apart_where_their_references_differ(
     path = tmp_path / "features.bin"
     items = reference_features(printings.items(), SPEC)
     write_reference_features(
-        path, SPEC, items, {c: thumbnail_jpeg(im) for c, im in printings.items()}
+        path, SPEC, items, {c: thumbnail_image(im) for c, im in printings.items()}
     )
     refs = ReferenceFeatures(path)
     stage = VerifyStage(
@@ -600,7 +572,7 @@ def test_same_art_reprints_are_told_apart_where_their_references_differ(
     verdict = _decide(stage, _scene(other, TRUE_QUAD), _box(TRUE_QUAD), shortlist)
     # and when the two printings are the very same picture
     write_reference_features(path.with_name("same.bin"), SPEC, reference_features({"x": base, "y": base}.items(), SPEC),
-                             {"x": thumbnail_jpeg(base), "y": thumbnail_jpeg(base)})  # fmt: skip
+                             {"x": thumbnail_image(base), "y": thumbnail_image(base)})  # fmt: skip
     same = VerifyStage(ReferenceFeatures(path.with_name("same.bin")), stage.thresholds, threads=1)
     tie = _decide(
         same, _scene(base, TRUE_QUAD), _box(TRUE_QUAD), [Candidate("x", 0.9), Candidate("y", 0.9)]
@@ -626,7 +598,7 @@ def test_reprints_differing_in_their_text_are_told_apart_under_a_lamps_fall_off(
     printings = {"print-a": base, "print-b": other}
     path = tmp_path / "features.bin"
     write_reference_features(path, SPEC, reference_features(printings.items(), SPEC),
-                             {c: thumbnail_jpeg(im) for c, im in printings.items()})  # fmt: skip
+                             {c: thumbnail_image(im) for c, im in printings.items()})  # fmt: skip
     stage = VerifyStage(
         ReferenceFeatures(path), Thresholds(verify_min_inliers=15, verify_min_photometric=0.2),
         threads=1,
@@ -675,8 +647,8 @@ def test_printings_differing_only_in_small_print_are_told_apart_by_their_detail_
     base = next(iter(cards.values()))
     printings = {"print-a": _small_print(base, "012/204"), "print-b": _small_print(base, "087/191")}
     items = reference_features(printings.items(), SPEC)
-    thumbs = {c: thumbnail_jpeg(im) for c, im in printings.items()}
-    details = {c: detail_jpeg(im, SPEC) for c, im in printings.items()}
+    thumbs = {c: thumbnail_image(im) for c, im in printings.items()}
+    details = {c: detail_image(im, SPEC) for c, im in printings.items()}
     write_reference_features(tmp_path / "thumbs.bin", SPEC, items, thumbs)
     write_reference_features(tmp_path / "details.bin", SPEC, items, thumbs, details)
     with_details = ReferenceFeatures(tmp_path / "details.bin")
@@ -710,8 +682,8 @@ def test_printings_differing_only_in_small_print_are_told_apart_by_their_detail_
 def _with_details(printings: dict[str, np.ndarray], path: Path) -> ReferenceFeatures:
     """A reference file of `printings` with thumbnails and detail images, as bundles write it."""
     items = reference_features(printings.items(), SPEC)
-    thumbs = {k: thumbnail_jpeg(im) for k, im in printings.items()}
-    details = {k: detail_jpeg(im, SPEC) for k, im in printings.items()}
+    thumbs = {k: thumbnail_image(im) for k, im in printings.items()}
+    details = {k: detail_image(im, SPEC) for k, im in printings.items()}
     write_reference_features(path, SPEC, items, thumbs, details)
     return ReferenceFeatures(path)
 
@@ -867,7 +839,10 @@ def test_a_card_cut_by_the_frames_edge_proves_no_printing_of_an_art_with_reprint
     cut = replace(inside, homography=np.array([[0.9, 0, -30], [0, 0.9, 0], [0, 0, 1.0]]))
     card = CardMatch(box=_box(TRUE_QUAD), match=Match("print-a", 0.9, 0.1, True), top_k=())
     image = np.zeros((720, 1280, 3), np.uint8)
-    stage = VerifyStage(refs, Thresholds(), threads=1)
+    # (its 40 inliers beyond the strong point: a printing of its art would have found inliers too)
+    stage = VerifyStage(
+        refs, Thresholds(verify_strong_inliers=30, verify_strong_photometric=0.5), threads=1
+    )
 
     def verdict(v: Verification, printings: tuple[str, ...], frame: np.ndarray = image) -> Match:
         stage.decision._same_art = {"print-a": printings}
@@ -895,6 +870,38 @@ def test_a_card_cut_by_the_frames_edge_proves_no_printing_of_an_art_with_reprint
     assert filled.known and filled.card_id == "print-a"
     assert not sliding.known and sliding.runner_up == "print-b" and "same art" in sliding.reason
     assert alone.known and alone.card_id == "print-a"
+
+
+def test_a_card_short_of_the_strong_point_is_compared_with_every_printing_of_its_art(
+    refs,
+) -> None:
+    # given a card verified on 40 inliers wholly in view, whose art has another printing that
+    # found no inliers (on so few, its RANSAC may fail by chance), in a frame that shows nothing
+    # to tell the two by
+    v = Verification("print-a", 40, 60, np.diag([0.9, 0.9, 1.0]), photometric=0.95,
+                     card_colour=0.93)  # fmt: skip
+    card = CardMatch(box=_box(TRUE_QUAD), match=Match("print-a", 0.9, 0.1, True), top_k=())
+    image = np.zeros((720, 1280, 3), np.uint8)
+    verdicts = []
+    for strong in (60, 30):
+        stage = VerifyStage(
+            refs, Thresholds(verify_strong_inliers=strong, verify_strong_photometric=0.5),
+            threads=1,
+        )  # fmt: skip
+        try:
+            stage.decision._same_art = {"print-a": ("print-b",)}
+            verdicts.append(
+                stage.decision._verified(
+                    card, [Candidate("print-a", 0.9)], Evidence((v,), 200), np.eye(3), image
+                ).match
+            )
+        finally:
+            stage.close()
+    short, beyond = verdicts
+    # then short of the strong point the other printing is compared, and with nothing to tell
+    # them by neither is named; beyond it the card is named
+    assert not short.known and short.runner_up == "print-b" and "same art" in short.reason
+    assert beyond.known and beyond.card_id == "print-a"
 
 
 def _printing_verdicts(
@@ -977,7 +984,22 @@ def test_the_cards_with_printings_are_those_whose_name_another_card_shares(tmp_p
     # then only the two of one name carry detail images (an unnamed card is no one's reprint)
     from edge.bundles.reference_features import cards_with_printings
 
-    assert cards_with_printings(tmp_path) == {"pika-1", "pika-2"}
+    assert cards_with_printings(tmp_path) == {"pika-1": ("pika-2",), "pika-2": ("pika-1",)}
+
+
+def test_detail_images_are_kept_for_the_printings_of_one_art(cards) -> None:
+    # given two printings of one art (another collector number) and a card of their name with
+    # other art
+    from edge.bundles.reference_features import same_art
+
+    base, other = list(cards.values())[:2]
+    scans = {"p-1": _small_print(base, "012/204"), "p-2": _small_print(base, "087/191"),
+             "p-3": other}  # fmt: skip
+    names = {"p-1": ("p-2", "p-3"), "p-2": ("p-1", "p-3"), "p-3": ("p-1", "p-2")}
+    # when the printings that share their art are found from the reference features
+    got = same_art(reference_features(scans.items(), SPEC), names, SPEC)
+    # then the two of one art are, and the other is not
+    assert got == {"p-1", "p-2"}
 
 
 def test_catalogue_scans_refuse_missing_corrupt_and_duplicate_cards(cards, tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -19,16 +20,26 @@ from edge.bundles.files import refresh_hashes, write_manifest
 from edge.bundles.manifest import Manifest, VerificationSpec
 from edge.errors import BadImageError
 from edge.recognize.feature_file import write_reference_features
-from edge.recognize.features import FeatureSpec, reference_features
+from edge.recognize.features import Features, FeatureSpec, reference_features
 from edge.recognize.index import same_name
+from edge.recognize.verify import MIN_MATCHES, Verifier
 from edge.types import ImageRGB
 
 logger = logging.getLogger(__name__)
 
 FEATURES_FILE = "features.bin"
 PROGRESS_EVERY = 500
-THUMB_H, THUMB_W = 112, 80  # colour check and reprint discrimination; ~4 KB a card as JPEG
-DETAIL_QUALITY = 80  # grey detail images at the canvas size for cards with printings, ~12 KB
+# Thumbnails and detail images are WebP: on the demo's scans it has the error of JPEG in
+# two thirds of the bytes or less (thumbnails 3.0 KB against 4.8 at q92; details 7.2 KB against
+# 12.3 at q80; at q70 they lost a collector number printed faintly, tests/test_verify.py).
+THUMB_H, THUMB_W = 112, 80  # colour check and reprint discrimination
+THUMB_QUALITY = 90
+DETAIL_QUALITY = 80  # grey detail images at the canvas size for printings of one art
+# A printing whose scan's features verify against another of its name's with inliers of at least
+# this share of a reference's features shares its art (verification cannot tell them apart; their
+# detail images can). Scan against scan on the demo's catalogue, 200 features a card: same-art
+# pairs 19 inliers or more, other arts of one name 17 at most; 300 features: 32 and 35.
+SAME_ART_SHARE = 0.06
 
 
 def catalogue_scans(folder: Path) -> Iterator[tuple[str, ImageRGB]]:
@@ -73,9 +84,9 @@ def add_verification(
         for n, (card_id, scan) in enumerate(catalogue_scans(catalogue), 1):
             if scan.shape[0] < spec.height:
                 small.append(card_id)
-            thumbs[card_id] = thumbnail_jpeg(scan)
+            thumbs[card_id] = thumbnail_image(scan)
             if card_id in printed:
-                details[card_id] = detail_jpeg(scan, spec)
+                details[card_id] = detail_image(scan, spec)
             if n % PROGRESS_EVERY == 0:
                 logger.info("reference features: %d scans read", n)
             yield card_id, scan
@@ -93,6 +104,8 @@ def add_verification(
             "symbol) cannot tell same-art printings apart; scans %d px tall or more keep it",
             len(small), len(items), spec.height, small[0], spec.height,
         )  # fmt: skip
+    shared_art = same_art(items, printed, spec)
+    details = {c: d for c, d in details.items() if c in shared_art}
     header = write_reference_features(bundle_dir / FEATURES_FILE, spec, items, thumbs, details)
     verification = VerificationSpec(
         file=FEATURES_FILE, sha256="", method=spec.method, n_features=spec.n_features,
@@ -103,34 +116,68 @@ def add_verification(
     )
     write_manifest(bundle_dir, manifest)
     logger.info(
-        "reference features: %d cards (%d with printings), %d keypoints, %.1f MB",
+        "reference features: %d cards (%d printings of a shared art), %d keypoints, %.1f MB",
         len(items), len(details), header["total"],
         (bundle_dir / FEATURES_FILE).stat().st_size / 1e6,
     )  # fmt: skip
     return manifest
 
 
-def thumbnail_jpeg(scan: ImageRGB) -> bytes:
-    """The scan at THUMB_H x THUMB_W as JPEG bytes (what reprint discrimination compares)."""
+def thumbnail_image(scan: ImageRGB) -> bytes:
+    """The scan at THUMB_H x THUMB_W as WebP bytes (what the colour check and reprint
+    discrimination compare)."""
     small = cv2.resize(scan, (THUMB_W, THUMB_H), interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(
-        ".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92]
+        ".webp", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_WEBP_QUALITY, THUMB_QUALITY]
     )
     if not ok:
         raise BadImageError("could not encode a thumbnail")
     return buf.tobytes()
 
 
-def cards_with_printings(folder: Path) -> set[str]:
-    """The catalogue's cards that share their name with another card (`edge.recognize.index.same_name`,
-    as the device groups them): their reprints are among those."""
+def cards_with_printings(folder: Path) -> dict[str, tuple[str, ...]]:
+    """The catalogue's cards that share their name with another card, each with those others
+    (`edge.recognize.index.same_name`, as the device groups them): reprints are among them."""
     with (folder / "cards.csv").open(newline="", encoding="utf-8-sig") as f:
         rows = [((r.get("card_id") or "").strip(), r.get("name")) for r in csv.DictReader(f)]
-    return set(same_name(rows))
+    return same_name(rows)
 
 
-def detail_jpeg(scan: ImageRGB, spec: FeatureSpec) -> bytes:
-    """The scan in grey at the feature canvas's size as JPEG bytes: the small print reprints
+def same_art(
+    items: Sequence[tuple[str, Features]], printings: Mapping[str, Sequence[str]],
+    spec: FeatureSpec,
+) -> set[str]:  # fmt: skip
+    """The cards whose scan's features verify against another printing of their name (inliers
+    at least SAME_ART_SHARE of `spec.n_features`): the printings one crop can verify as both,
+    which only their detail images tell apart. The other arts of a name differ in what
+    verification sees, and need no detail image."""
+    feats = dict(items)
+    verifier = Verifier(_InMemory(spec, feats))
+    need = max(MIN_MATCHES, round(SAME_ART_SHARE * spec.n_features))
+    out: set[str] = set()
+    for a, others in printings.items():
+        fa = feats.get(a)
+        for b in others:
+            if fa is None or b <= a or (a in out and b in out):
+                continue
+            if verifier.verify(fa, b).inliers >= need:
+                out |= {a, b}
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _InMemory:
+    """Reference features in a dict, as the verifier reads them (edge.recognize.verify)."""
+
+    spec: FeatureSpec
+    feats: Mapping[str, Features]
+
+    def get(self, card_id: str) -> Features | None:
+        return self.feats.get(card_id)
+
+
+def detail_image(scan: ImageRGB, spec: FeatureSpec) -> bytes:
+    """The scan in grey at the feature canvas's size as WebP bytes: the small print reprints
     are told apart by (edge.recognize.reprints.by_detail)."""
     big = scan.shape[0] > spec.height
     grey = cv2.cvtColor(
@@ -140,7 +187,7 @@ def detail_jpeg(scan: ImageRGB, spec: FeatureSpec) -> bytes:
         ),
         cv2.COLOR_RGB2GRAY,
     )  # fmt: skip
-    ok, buf = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, DETAIL_QUALITY])
+    ok, buf = cv2.imencode(".webp", grey, [cv2.IMWRITE_WEBP_QUALITY, DETAIL_QUALITY])
     if not ok:
         raise BadImageError("could not encode a detail image")
     return buf.tobytes()

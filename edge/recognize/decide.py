@@ -267,12 +267,12 @@ class Decision:
         self, card: CardMatch, shortlist: Sequence[Candidate], evidence: Evidence,
         warp: npt.NDArray[np.float64], image: ImageRGB | None,
     ) -> CardMatch:  # fmt: skip
-        best = evidence.results[0]
+        best, t = evidence.results[0], self.thresholds
         rivals = self.rivals(evidence.results)
         ambiguous_with = ""
-        if not self.passes(best) and image is not None:
-            # Proven at the distinct point only: on so few inliers, a printing of the same art
-            # may have found none by chance (its RANSAC failed), so every printing is compared.
+        # Short of the strong point, a printing of the same art may have found no inliers by
+        # chance (its RANSAC failed): every printing is compared.
+        if image is not None and (best.inliers < t.verify_strong_inliers or not self.passes(best)):
             held = {v.card_id for v in rivals}
             found = {v.card_id: v for v in evidence.results}
             for c in self.same_art(best.card_id):

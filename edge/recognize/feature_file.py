@@ -5,8 +5,8 @@ memory-mapped file, so a catalogue of 17,600 cards costs page cache, not residen
 
     magic (8 bytes) | header length (uint32 LE) | header (JSON) | pad to 64
     offsets int64[cards + 1] | keypoints uint16[total, 2] | descriptors uint8[total, desc_bytes]
-    | thumb offsets int64[cards + 1] | thumbnails (JPEG bytes)
-    | detail offsets int64[cards + 1] | details (JPEG bytes)
+    | thumb offsets int64[cards + 1] | thumbnails (image bytes)
+    | detail offsets int64[cards + 1] | details (image bytes)
 
 Keypoints are stored in 1/`COORD_SCALE` pixel steps of the canvas; card i owns rows
 offsets[i]:offsets[i+1]. Each section starts on a 64-byte boundary. A small colour thumbnail per
@@ -63,8 +63,8 @@ def write_reference_features(
     thumbnails: dict[str, bytes] | None = None,
     details: dict[str, bytes] | None = None,
 ) -> dict[str, Any]:
-    """Write every card's features (and its thumbnail and detail image, JPEG bytes, where it has
-    them) to `path`; returns the header (counts, spec, sections)."""
+    """Write every card's features (and its thumbnail and detail image, encoded image bytes,
+    where it has them) to `path`; returns the header (counts, spec, sections)."""
     if spec.method == "sift":
         raise ValueError("the reference file stores binary (ORB) descriptors only")
     ids: list[str] = []
@@ -247,7 +247,8 @@ class ReferenceFeatures:
 
 @dataclass(frozen=True, slots=True)
 class _Blobs:
-    """One blob section of the reference file (thumbnails or details): JPEG bytes per card."""
+    """One blob section of the reference file (thumbnails or details): encoded image bytes per
+    card (WebP; JPEG in files written before it: cv2.imdecode reads either)."""
 
     offsets: npt.NDArray[np.int64] | None
     data: npt.NDArray[np.uint8]

@@ -9,8 +9,11 @@ The bundle's file of them is edge.recognize.feature_file.
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -28,14 +31,15 @@ SHARED_MAX = 2  # a feature found on this many sampled cards is template
 SHARED_SAMPLE = 24  # other cards each card is compared with
 # References are extracted twice: as scanned, and softened as the camera sees a card at
 # SOFT_SCALE of the canvas (a crop upsampled to the canvas has no fine corners; a sharp scan's
-# features barely match it). SOFT_SHARE x n_features softened ones are kept beside the sharp ones.
+# features barely match it). Both go into the pool a reference's features are chosen from.
 SOFT_SCALE = 0.5
-SOFT_SHARE = 0.3
 SOFT_SAME_PX = 3.0  # a softened feature this close to a sharp one with a near-identical descriptor
 # Features a bundle built now extracts from each crop (Thresholds.verify_query_features): twice
 # a reference's, so that a crop that lost detail (blur, tilt, foil, washed-out light) still holds
 # enough of its scan's; on the demo's held-out scenes 500 -> 1000 named 3-5 % more cards.
 QUERY_FEATURES = 1000
+POOL_FEATURES = 1000  # extracted per reference (sharp, and again softened) to choose from
+THREADS = min(4, os.cpu_count() or 1)  # references pooled at once
 Method = Literal["orb", "sift"]  # AKAZE left opencv-python's main modules in OpenCV 5
 
 Points = npt.NDArray[np.float32]  # N x 2, canvas px (x, y)
@@ -47,7 +51,7 @@ class FeatureSpec:
     """How features are extracted: the method, how many, and the canvas the card is warped to."""
 
     method: Method = "orb"
-    n_features: int = 500
+    n_features: int = 200  # per reference; edge.recognize.repeatable chooses them
     height: int = 336  # portrait 63:88, so width / height = 0.716
     width: int = 240
 
@@ -109,23 +113,61 @@ class Extractor:
 def reference_features(
     images: Iterable[tuple[str, ImageRGB]], spec: FeatureSpec, *, seed: int = 0
 ) -> list[tuple[str, Features]]:
-    """Every catalogue scan's distinctive features, as the device's verification expects them:
-    twice `n_features` extracted on the canvas, the catalogue's shared ones removed."""
-    wide = Extractor(replace(spec, n_features=2 * spec.n_features))
-    ids: list[str] = []
-    raw: list[Features] = []
-    soft: list[Features] = []
-    for card_id, image in images:
-        ids.append(card_id)
+    """Every catalogue scan's features as the device's verification expects them: a pool of
+    POOL_FEATURES extracted on the canvas and again on it softened (`softened`), the features
+    the catalogue shares removed (`distinctive`), and of the rest the `n_features` that simulated
+    camera views find again most often (edge.recognize.repeatable)."""
+    from edge.recognize.repeatable import most_repeated, repeat_counts
+
+    n_pool = max(POOL_FEATURES, 2 * spec.n_features)
+    wide = Extractor(replace(spec, n_features=n_pool))
+    query = Extractor(replace(spec, n_features=QUERY_FEATURES))
+
+    def pooled(item: tuple[str, ImageRGB]) -> tuple[str, Features, npt.NDArray[np.int32]]:
+        card_id, image = item
         gray = wide.gray(image)
-        raw.append(wide.extract(gray))
-        if SOFT_SHARE:
-            soft.append(wide.extract(softened(gray)))
-    sharp = distinctive(raw, spec.n_features, seed=seed)
-    if not SOFT_SHARE:
-        return list(zip(ids, sharp, strict=True))
-    coarse = distinctive(soft, round(SOFT_SHARE * spec.n_features), seed=seed)
-    return [(i, merged(a, b)) for i, a, b in zip(ids, sharp, coarse, strict=True)]
+        pool = merged(wide.extract(gray), wide.extract(softened(gray)))
+        return card_id, pool, repeat_counts(gray, pool, query, seed=_card_seed(seed, card_id))
+
+    ids: list[str] = []
+    pools: list[Features] = []
+    hits: list[npt.NDArray[np.int32]] = []
+    with ThreadPoolExecutor(max_workers=THREADS) as ex:  # OpenCV releases the GIL
+        for batch in _batched(images, 8 * THREADS):
+            for card_id, pool, h in ex.map(pooled, batch):
+                ids.append(card_id)
+                pools.append(pool)
+                hits.append(h)
+    rows = distinctive_rows(pools, seed=seed)
+    return [
+        (
+            card_id,
+            most_repeated(
+                Features(p.points[r], p.descriptors[r]),
+                h[r],
+                spec.n_features,
+                (spec.height, spec.width),
+            ),
+        )
+        for card_id, p, h, r in zip(ids, pools, hits, rows, strict=True)
+    ]
+
+
+def _card_seed(seed: int, card_id: str) -> list[int]:
+    """A card's own seed for its simulated views: the same scan gets the same views in any
+    catalogue, whatever cards are beside it."""
+    return [seed, zlib.crc32(card_id.encode("utf-8"))]
+
+
+def _batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def softened(gray: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
@@ -161,24 +203,35 @@ def descriptor_bytes(spec: FeatureSpec) -> int:
 def distinctive(
     raw: Sequence[Features], keep: int, *, sample: int = SHARED_SAMPLE, seed: int = 0
 ) -> list[Features]:
-    """Each card's features minus those its catalogue shares (frame, text boxes, symbols).
+    """Each card's features minus those its catalogue shares (`distinctive_rows`), at most
+    `keep`, strongest first."""
+    return [
+        Features(f.points[rows[:keep]], f.descriptors[rows[:keep]])
+        for f, rows in zip(raw, distinctive_rows(raw, sample=sample, seed=seed), strict=True)
+    ]
+
+
+def distinctive_rows(
+    raw: Sequence[Features], *, sample: int = SHARED_SAMPLE, seed: int = 0
+) -> list[npt.NDArray[np.int64]]:
+    """For each card, the rows of its features that its catalogue does not share (frame, text
+    boxes, symbols), in their order.
 
     Cards of one catalogue share a template, and an unknown card of the same style matches the
     template's features under one homography as well as the right card does. A reference keypoint
     is template when a near-identical descriptor sits at nearly the same canvas position in two or
-    more of `sample` other cards; what is left is the card's own art and text, strongest first.
+    more of `sample` other cards; what is left is the card's own art and text.
     """
     rng = np.random.default_rng(seed)
-    out: list[Features] = []
+    out: list[npt.NDArray[np.int64]] = []
     for i, f in enumerate(raw):
         if i and i % 2000 == 0:
             logger.info("distinctive features: %d of %d cards", i, len(raw))
         if len(f) == 0:
-            out.append(f)
+            out.append(np.zeros(0, np.int64))
             continue
         others = [j for j in rng.permutation(len(raw))[: sample + 1].tolist() if j != i][:sample]
-        idx = np.flatnonzero(~shared(f, [raw[j] for j in others]))[:keep]  # strongest first
-        out.append(Features(f.points[idx], f.descriptors[idx]))
+        out.append(np.flatnonzero(~shared(f, [raw[j] for j in others])).astype(np.int64))
     return out
 
 

@@ -18,9 +18,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge.recognize.align import refined
 from edge.recognize.feature_file import ReferenceFeatures
 from edge.recognize.verify import (
     PHOTO_GRID,
+    Homography,
     Verification,
     cell_agreement,
     frame_onto,
@@ -79,13 +81,17 @@ def discriminate(
     no thumbnails or do not differ."""
     if cands[0].homography is None:
         return None
+    h = cands[0].homography
+    first = _memo(refs).detail(refs, cands[0].card_id)
+    if first is not None:  # the small print wants the pixels aligned, not the keypoints
+        h = refined(image, warp, h, first[0], refs.spec)
     thumbs = [refs.thumbnail(v.card_id) for v in cands]
     refs_ = [th for th in thumbs if th is not None]
     seen: tuple[ImageRGB, npt.NDArray[np.bool_], list[Agreement], npt.NDArray[np.bool_]] | None
     seen = None  # the crop on the thumbnails, each one's agreement with it, and what is hidden
     on_canvas: npt.NDArray[np.bool_] | None = None
     if len(refs_) == len(thumbs):
-        raw, valid = frame_onto(image, warp, cands[0].homography, refs_[0].shape[:2], refs.spec)
+        raw, valid = frame_onto(image, warp, h, refs_[0].shape[:2], refs.spec)
         agreement = [cell_agreement(raw, valid, th) for th in refs_]
         covered = hidden(agreement, raw.shape[:2])
         seen = raw, valid, agreement, covered
@@ -94,7 +100,7 @@ def discriminate(
             covered.astype(np.uint8), (spec.width, spec.height), interpolation=cv2.INTER_NEAREST
         )
         on_canvas = np.asarray(grown, bool)
-    small_print = by_detail(refs, image, warp, cands, on_canvas)
+    small_print = by_detail(refs, image, warp, cands, on_canvas, h)
     lean: Lean | None = None
     leaning: tuple[Verification, str, Lean | None] | None = None  # names both where the
     if small_print is not None and small_print[3] >= DETAIL_AGREE:  # thumbnails cannot tell
@@ -128,10 +134,12 @@ def discriminate(
 def by_detail(
     refs: ReferenceFeatures, image: ImageRGB, warp: npt.NDArray[np.float64],
     cands: Sequence[Verification], hidden: npt.NDArray[np.bool_] | None = None,
+    h: Homography | None = None,
 ) -> tuple[int, int, float, float] | None:  # fmt: skip
     """(winner, second, correlation gap, the winner's correlation) of the candidates' grey detail
-    images, the crop mapped onto the canvas by the best candidate's homography; None when a
-    candidate has no detail image. `hidden`: canvas pixels not compared (`hidden` below).
+    images, the crop mapped onto the canvas by `h` (the best candidate's homography by default);
+    None when a candidate has no detail image. `hidden`: canvas pixels not compared (`hidden`
+    below).
     Printings are compared in pairs, each pair where its own two details differ
     (`_pair_regions`: a third printing's other frame must not drown the one number in which two
     printings differ); the winner beats every other, the second is the one it beats by least,
@@ -141,8 +149,9 @@ def by_detail(
     spec = refs.spec
     if any(d is None or d[0].shape != (spec.height, spec.width) for d in details):
         return None
-    assert cands[0].homography is not None
-    raw, valid = frame_onto(image, warp, cands[0].homography, (spec.height, spec.width), spec)
+    h = cands[0].homography if h is None else h
+    assert h is not None
+    raw, valid = frame_onto(image, warp, h, (spec.height, spec.width), spec)
     if hidden is not None:
         valid = valid & ~hidden
     grey = cv2.cvtColor(raw, cv2.COLOR_RGB2GRAY)
@@ -150,7 +159,7 @@ def by_detail(
     smooth = [d[1] for d in details if d is not None]
     # how large the card lies in the frame: faint print on a card seen small is noise
     canvas = np.array([[0, 0], [spec.width, 0], [spec.width, spec.height], [0, spec.height]])
-    quad = project(np.linalg.inv(warp) @ cands[0].homography, canvas).astype(np.float32)
+    quad = project(np.linalg.inv(warp) @ h, canvas).astype(np.float32)
     area = abs(float(cv2.contourArea(quad)))
     faint = math.sqrt(area / (spec.width * spec.height)) >= FAINT_MIN_SCALE
     n = len(cands)

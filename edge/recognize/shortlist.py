@@ -2,7 +2,7 @@
 
 The embedder's shortlist is what loses cards at catalogue scale (issue 17: recall@10 0.73 at
 17,592 cards). This is the classic large-scale instance-retrieval index over the bundle's own
-reference features: every card's strongest `per_card` ORB descriptors are hashed into `tables`
+reference features: every card's first `per_card` ORB descriptors (the most repeated) are hashed into `tables`
 LSH tables (each key is `bits` sampled descriptor bits), one sorted bucket array per table
 (CSR: bucket starts + card ids). A crop's descriptors vote for the cards in their buckets, each
 vote weighted by the bucket's idf, log(cards / cards in the bucket); the top-k cards by votes are
@@ -31,7 +31,7 @@ from edge.types import Candidate
 
 logger = logging.getLogger(__name__)
 
-PER_CARD = 300  # strongest reference features per card that go into the index
+PER_CARD = 300  # a card's first (most repeated) reference features that go into the index
 TABLES = 6
 BITS = 18  # key bits per table: 2**18 buckets
 SHORTLIST = 10  # candidates the index adds to a card's verification
@@ -133,8 +133,8 @@ class FeatureShortlist:
 
     @classmethod
     def from_references(cls, refs: ReferenceFeatures, per_card: int = PER_CARD) -> FeatureShortlist:
-        """The index over a bundle's reference file: each card's `per_card` strongest features
-        (the file keeps them strongest first)."""
+        """The index over a bundle's reference file: each card's first `per_card` features
+        (the file keeps them most repeated first: edge.recognize.repeatable)."""
         t0 = time.perf_counter()
         descs: list[U8] = []
         owner: list[npt.NDArray[np.int64]] = []

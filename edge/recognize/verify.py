@@ -118,32 +118,38 @@ class Verifier:
     def _matches(
         self, query: Features, ref: Features
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Reference and crop points of the tentative matches (ratio test, one per ref point).
-
-        The two nearest reference descriptors of every crop descriptor by one cv2.batchDistance
-        (numpy arrays, no per-match Python objects); of the crop points that pass Lowe's ratio
-        test onto the same reference point, the closest keeps it."""
-        empty = np.zeros((0, 2), np.float32)
-        if len(ref) < 2:
-            return empty, empty
-        sift = self.spec.method == "sift"
-        dist, nearest = cv2.batchDistance(
-            query.descriptors, ref.descriptors, cv2.CV_32F if sift else cv2.CV_32S,
-            normType=cv2.NORM_L2 if sift else cv2.NORM_HAMMING, K=2,
-        )  # fmt: skip
-        dist = dist.astype(np.float32)
-        keep = np.flatnonzero(dist[:, 0] < RATIO * dist[:, 1])
-        if not len(keep):
-            return empty, empty
-        order = keep[np.argsort(dist[keep, 0], kind="stable")]  # best first ...
-        train = nearest[order, 0]
-        _, first = np.unique(train, return_index=True)  # ... so the first per ref point is best
-        q_idx, ref_idx = order[first], train[first]
+        """Reference and crop points of the tentative matches (`tentative_matches`)."""
+        ref_idx, q_idx = tentative_matches(query, ref, sift=self.spec.method == "sift")
         return ref.points[ref_idx], query.points[q_idx]
 
     def corners(self, h: Homography) -> npt.NDArray[np.float64]:
         """The reference canvas's corners (TL, TR, BR, BL of the upright card) in crop px."""
         return project(h, self._canvas)
+
+
+def tentative_matches(
+    query: Features, ref: Features, *, sift: bool = False
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Row indices (reference, crop) of the tentative matches: ratio test, one per ref point.
+
+    The two nearest reference descriptors of every crop descriptor by one cv2.batchDistance
+    (numpy arrays, no per-match Python objects); of the crop points that pass Lowe's ratio
+    test onto the same reference point, the closest keeps it."""
+    none = np.zeros(0, np.int64)
+    if len(ref) < 2 or len(query) == 0:
+        return none, none
+    dist, nearest = cv2.batchDistance(
+        query.descriptors, ref.descriptors, cv2.CV_32F if sift else cv2.CV_32S,
+        normType=cv2.NORM_L2 if sift else cv2.NORM_HAMMING, K=2,
+    )  # fmt: skip
+    dist = dist.astype(np.float32)
+    keep = np.flatnonzero(dist[:, 0] < RATIO * dist[:, 1])
+    if not len(keep):
+        return none, none
+    order = keep[np.argsort(dist[keep, 0], kind="stable")]  # best first ...
+    train = nearest[order, 0]
+    _, first = np.unique(train, return_index=True)  # ... so the first per ref point is best
+    return train[first].astype(np.int64), order[first].astype(np.int64)
 
 
 def project(h: Homography, pts: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
