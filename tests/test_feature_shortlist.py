@@ -12,7 +12,8 @@ from edge.bundles.manifest import Thresholds
 from edge.bundles.reference_features import thumbnail_image
 from edge.config import RuntimeSettings
 from edge.recognize.feature_file import ReferenceFeatures, write_reference_features
-from edge.recognize.features import Features, FeatureSpec, reference_features
+from edge.recognize.features import Features, FeatureSpec
+from edge.recognize.repeatable import reference_features
 from edge.recognize.shortlist import FeatureShortlist, merged, widened
 from edge.recognize.verify_stage import VerifyStage
 from edge.types import Candidate, CardMatch, Match, OrientedBox

@@ -177,26 +177,23 @@ def test_a_taught_view_does_not_pull_another_card_into_it(
 
     # and the taught view's evidence for it is judged by CARD's scan's colours too: they agree
     # far less than the taught crop's alone, which hold the same new art
-    def taught_colours() -> float:
-        seen: list[Verification] = []
-        measured = Decision.measured
+    looks: list[tuple[Decision, Any, Any, Verification, Any]] = []
+    measured = Decision.measured
 
-        def spy(self: Decision, *args: Any, **kwargs: Any) -> Verification:
-            v = measured(self, *args, **kwargs)
-            if v.view and v.card_id == CARD and v.inliers:
-                seen.append(v)
-            return v
+    def spy(self: Decision, image: Any, warp: Any, v: Verification, box: Any, views: Any = None):
+        if v.view and v.card_id == CARD and v.homography is not None:
+            looks.append((self, image, warp, v, views))
+        return measured(self, image, warp, v, box, views)
 
-        with monkeypatch.context() as m:
-            m.setattr(Decision, "measured", spy)
-            rec.identify(other)
-        assert seen, "the taught view was not verified against the other card"
-        return max(v.photometric for v in seen)
-
-    both = taught_colours()
+    with monkeypatch.context() as m:
+        m.setattr(Decision, "measured", spy)
+        rec.identify(other)
+    assert looks, "the taught view was not verified against the other card"
+    decision, image, warp, v, views = max(looks, key=lambda look: look[3].inliers)
+    both = decision.coloured(image, warp, v, views).photometric
     with monkeypatch.context() as m:
         m.setattr("edge.recognize.decide.TAUGHT_COLOUR_BOTH", False)
-        crop_only = taught_colours()
+        crop_only = decision.coloured(image, warp, v, views).photometric
     assert both < crop_only - 0.2, (both, crop_only)
     assert both < rec.manifest.thresholds.verify_min_photometric
 

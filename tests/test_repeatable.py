@@ -17,13 +17,13 @@ from edge.recognize.features import (
     Features,
     FeatureSpec,
     distinctive,
-    reference_features,
 )
 from edge.recognize.repeatable import (
     COVER_GRID,
     COVER_SHARE,
     camera_view,
     most_repeated,
+    reference_features,
     repeat_counts,
 )
 from edge.recognize.verify import Verifier

@@ -26,8 +26,8 @@ from edge.recognize.features import (
     Features,
     FeatureSpec,
     distinctive,
-    reference_features,
 )
+from edge.recognize.repeatable import reference_features
 from edge.recognize.verify import (
     TEMPLATE_MIN_SHARE,
     Verification,
@@ -750,7 +750,7 @@ def test_two_printings_are_told_apart_by_their_number_beside_a_third_with_other_
     got = by_detail(refs, scene, warp, cands)
     # then b wins clearly: a and b are compared where they differ, not where c differs from both
     assert got is not None
-    win, _, gap, agree = got
+    win, gap, agree = got.win, got.gap, got.agree
     assert cands[win].card_id == "print-b" and gap >= DETAIL_CLEAR and agree > 0.5, got
 
 

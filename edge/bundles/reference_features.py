@@ -20,8 +20,9 @@ from edge.bundles.files import refresh_hashes, write_manifest
 from edge.bundles.manifest import Manifest, VerificationSpec
 from edge.errors import BadImageError
 from edge.recognize.feature_file import write_reference_features
-from edge.recognize.features import Features, FeatureSpec, reference_features
+from edge.recognize.features import Features, FeatureSpec
 from edge.recognize.index import same_name
+from edge.recognize.repeatable import reference_features
 from edge.recognize.verify import MIN_MATCHES, Verifier
 from edge.types import ImageRGB
 

@@ -9,12 +9,9 @@ The bundle's file of them is edge.recognize.feature_file.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import zlib
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import cv2
@@ -38,8 +35,6 @@ SOFT_SAME_PX = 3.0  # a softened feature this close to a sharp one with a near-i
 # a reference's, so that a crop that lost detail (blur, tilt, foil, washed-out light) still holds
 # enough of its scan's; on the demo's held-out scenes 500 -> 1000 named 3-5 % more cards.
 QUERY_FEATURES = 1000
-POOL_FEATURES = 1000  # extracted per reference (sharp, and again softened) to choose from
-THREADS = min(4, os.cpu_count() or 1)  # references pooled at once
 Method = Literal["orb", "sift"]  # AKAZE left opencv-python's main modules in OpenCV 5
 
 Points = npt.NDArray[np.float32]  # N x 2, canvas px (x, y)
@@ -108,66 +103,6 @@ class Extractor:
         kps, desc = [kps[i] for i in keep], desc[keep]
         pts = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)
         return Features(points=pts, descriptors=np.ascontiguousarray(desc))
-
-
-def reference_features(
-    images: Iterable[tuple[str, ImageRGB]], spec: FeatureSpec, *, seed: int = 0
-) -> list[tuple[str, Features]]:
-    """Every catalogue scan's features as the device's verification expects them: a pool of
-    POOL_FEATURES extracted on the canvas and again on it softened (`softened`), the features
-    the catalogue shares removed (`distinctive`), and of the rest the `n_features` that simulated
-    camera views find again most often (edge.recognize.repeatable)."""
-    from edge.recognize.repeatable import most_repeated, repeat_counts
-
-    n_pool = max(POOL_FEATURES, 2 * spec.n_features)
-    wide = Extractor(replace(spec, n_features=n_pool))
-    query = Extractor(replace(spec, n_features=QUERY_FEATURES))
-
-    def pooled(item: tuple[str, ImageRGB]) -> tuple[str, Features, npt.NDArray[np.int32]]:
-        card_id, image = item
-        gray = wide.gray(image)
-        pool = merged(wide.extract(gray), wide.extract(softened(gray)))
-        return card_id, pool, repeat_counts(gray, pool, query, seed=_card_seed(seed, card_id))
-
-    ids: list[str] = []
-    pools: list[Features] = []
-    hits: list[npt.NDArray[np.int32]] = []
-    with ThreadPoolExecutor(max_workers=THREADS) as ex:  # OpenCV releases the GIL
-        for batch in _batched(images, 8 * THREADS):
-            for card_id, pool, h in ex.map(pooled, batch):
-                ids.append(card_id)
-                pools.append(pool)
-                hits.append(h)
-    rows = distinctive_rows(pools, seed=seed)
-    return [
-        (
-            card_id,
-            most_repeated(
-                Features(p.points[r], p.descriptors[r]),
-                h[r],
-                spec.n_features,
-                (spec.height, spec.width),
-            ),
-        )
-        for card_id, p, h, r in zip(ids, pools, hits, rows, strict=True)
-    ]
-
-
-def _card_seed(seed: int, card_id: str) -> list[int]:
-    """A card's own seed for its simulated views: the same scan gets the same views in any
-    catalogue, whatever cards are beside it."""
-    return [seed, zlib.crc32(card_id.encode("utf-8"))]
-
-
-def _batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def softened(gray: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:

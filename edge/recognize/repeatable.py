@@ -17,15 +17,28 @@ visual-localisation maps and instance-retrieval databases are compressed.)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import cast
+import os
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any, cast
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.recognize.features import Extractor, Features, FeatureSpec
+from edge.recognize.features import (
+    QUERY_FEATURES,
+    Extractor,
+    Features,
+    FeatureSpec,
+    distinctive_rows,
+    merged,
+    softened,
+)
 from edge.recognize.verify import tentative_matches
+from edge.types import ImageRGB
 
 VIEWS = 8
 VIEW_SHORT_PX = (60.0, 260.0)  # the card's short side in the view, log-uniform
@@ -37,6 +50,8 @@ GAIN, BIAS, GAMMA = (0.6, 1.3), (-30.0, 30.0), (0.7, 1.4)
 JPEG = (55, 95)
 HIT_PX = 4.0  # canvas px: the verifier's RANSAC threshold (edge.recognize.verify.REPROJ_PX)
 SEED = 23
+POOL_FEATURES = 1000  # extracted per reference (sharp, and again softened) to choose from
+THREADS = min(4, os.cpu_count() or 1)  # references pooled at once
 COVER_GRID = (4, 3)  # rows, columns of the canvas whose cells are given features first
 COVER_SHARE = 0.3  # of a reference's features
 
@@ -154,3 +169,61 @@ def _degraded(view: npt.NDArray[np.uint8], rng: np.random.Generator) -> npt.NDAr
     ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, q])
     back = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if ok else None
     return cast(npt.NDArray[np.uint8], back) if back is not None else out
+
+
+def reference_features(
+    images: Iterable[tuple[str, ImageRGB]], spec: FeatureSpec, *, seed: int = 0
+) -> list[tuple[str, Features]]:
+    """Every catalogue scan's features as the device's verification expects them: a pool of
+    POOL_FEATURES extracted on the canvas and again on it softened (`softened`), the features
+    the catalogue shares removed (`distinctive`), and of the rest the `n_features` that simulated
+    camera views find again most often (edge.recognize.repeatable)."""
+    n_pool = max(POOL_FEATURES, 2 * spec.n_features)
+    wide = Extractor(replace(spec, n_features=n_pool))
+    query = Extractor(replace(spec, n_features=QUERY_FEATURES))
+
+    def pooled(item: tuple[str, ImageRGB]) -> tuple[str, Features, npt.NDArray[np.int32]]:
+        card_id, image = item
+        gray = wide.gray(image)
+        pool = merged(wide.extract(gray), wide.extract(softened(gray)))
+        return card_id, pool, repeat_counts(gray, pool, query, seed=_card_seed(seed, card_id))
+
+    ids: list[str] = []
+    pools: list[Features] = []
+    hits: list[npt.NDArray[np.int32]] = []
+    with ThreadPoolExecutor(max_workers=THREADS) as ex:  # OpenCV releases the GIL
+        for batch in _batched(images, 8 * THREADS):
+            for card_id, pool, h in ex.map(pooled, batch):
+                ids.append(card_id)
+                pools.append(pool)
+                hits.append(h)
+    rows = distinctive_rows(pools, seed=seed)
+    return [
+        (
+            card_id,
+            most_repeated(
+                Features(p.points[r], p.descriptors[r]),
+                h[r],
+                spec.n_features,
+                (spec.height, spec.width),
+            ),
+        )
+        for card_id, p, h, r in zip(ids, pools, hits, rows, strict=True)
+    ]
+
+
+def _card_seed(seed: int, card_id: str) -> list[int]:
+    """A card's own seed for its simulated views: the same scan gets the same views in any
+    catalogue, whatever cards are beside it."""
+    return [seed, zlib.crc32(card_id.encode("utf-8"))]
+
+
+def _batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -12,7 +12,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -20,13 +20,18 @@ import numpy.typing as npt
 
 from edge.recognize.align import refined
 from edge.recognize.feature_file import ReferenceFeatures
+from edge.recognize.reprint_pixels import (
+    AGREE_NCC,
+    Agreement,
+    closest_cells,
+    closest_pixels,
+    hidden,
+)
 from edge.recognize.verify import (
-    PHOTO_GRID,
     Homography,
     Verification,
     cell_agreement,
     frame_onto,
-    grid_means,
     project,
 )
 from edge.types import ImageRGB
@@ -34,9 +39,7 @@ from edge.types import ImageRGB
 DIFFER_LEVEL = 60.0  # summed RGB difference at which two references differ at a pixel
 DIFFER_MIN_PX = 64  # fewer differing thumbnail pixels (of 8,960): too few to tell the printings by
 CLEAR_GAP = 0.2  # relative error gap beyond which the pixels decide a reprint without a runner-up
-DIFFER_CELL_SHARE = 0.1  # a colour-grid cell with this share of differing pixels is compared ...
-CLEAR_NCC = 0.03  # ... and an agreement gap there beyond which a reprint is decided, ...
-AGREE_NCC = 0.3  # ... when the winner agrees this well at least (else neither is seen there)
+CLEAR_NCC = 0.03  # an agreement gap in the compared colour cells beyond which a reprint is decided
 COLOUR_DOUBT = 0.03  # a rival's whole-card colours this much closer: the pick is in doubt
 # The small print, on the references' grey detail images at the canvas's resolution:
 Grey = npt.NDArray[np.uint8]
@@ -57,8 +60,6 @@ FAINT_MAX_H = 12  # ... and at most this tall: a line of print (a finish over th
 FAINT_MIN_SCALE = 0.75  # frame px per canvas px below which faint print is too small to be seen
 
 
-# cell_agreement's per-cell correlation, covered and textured masks, with one reference
-Agreement = tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]
 Lean = tuple[str, str, float]  # the small print favours the first printing over the second by
 
 
@@ -103,8 +104,8 @@ def discriminate(
     small_print = by_detail(refs, image, warp, cands, on_canvas, h)
     lean: Lean | None = None
     leaning: tuple[Verification, str, Lean | None] | None = None  # names both where the
-    if small_print is not None and small_print[3] >= DETAIL_AGREE:  # thumbnails cannot tell
-        win, second, gap, _ = small_print
+    if small_print is not None and small_print.agree >= DETAIL_AGREE:  # thumbnails can't tell
+        win, second, gap = small_print.win, small_print.second, small_print.gap
         if gap >= DETAIL_CLEAR:
             return cands[win], "", None
         if gap > 0:
@@ -119,25 +120,53 @@ def discriminate(
     differ = (spread > DIFFER_LEVEL) & valid & ~covered
     if differ.sum() < DIFFER_MIN_PX:
         return leaning
-    by_pixels = _closest_pixels(raw, differ, valid, blurred)
-    by_cells = _closest_cells(differ, agreement)
+    by_pixels = closest_pixels(raw, differ, valid, blurred)
+    by_cells = closest_cells(differ, agreement)
     pix_win, pix_second, pix_gap = by_pixels
     if by_cells is not None:
         win, _, gap, agrees = by_cells
         if gap >= CLEAR_NCC and agrees >= AGREE_NCC:
             against = pix_win != win and pix_gap >= CLEAR_GAP
-            return cands[win], (cands[pix_win].card_id if against else ""), lean
-    runner = "" if pix_gap >= CLEAR_GAP else cands[pix_second].card_id
-    return cands[pix_win], runner, lean
+            return _settled(cands, win, pix_win if against else None, small_print, lean)
+    return _settled(cands, pix_win, None if pix_gap >= CLEAR_GAP else pix_second, small_print, lean)
+
+
+class SmallPrint(NamedTuple):
+    win: int
+    second: int
+    gap: float
+    agree: float
+    gaps: npt.NDArray[np.float64]  # gaps[i, j]: i's correlation minus j's where i and j differ
+    agrees: npt.NDArray[np.float64]  # agrees[i, j]: i's correlation there
+
+
+def _settled(
+    cands: Sequence[Verification], win: int, runner: int | None, small: SmallPrint | None,
+    lean: Lean | None,
+) -> tuple[Verification, str, Lean | None]:  # fmt: skip
+    """The thumbnails' pick, its pair with the runner-up settled by the small print where it saw
+    them (a third printing the colours rule out, a border of another colour, must not hold back
+    the pair's own verdict): the pair's clear winner named alone, else its lean for the pair."""
+    if runner is None:
+        return cands[win], "", lean
+    if (
+        small is not None
+        and max(small.agrees[win, runner], small.agrees[runner, win]) >= DETAIL_AGREE
+    ):
+        g = float(small.gaps[win, runner])
+        if abs(g) >= DETAIL_CLEAR:
+            return cands[win if g > 0 else runner], "", None
+        lean = (cands[win].card_id, cands[runner].card_id, g) if g else lean
+    return cands[win], cands[runner].card_id, lean
 
 
 def by_detail(
     refs: ReferenceFeatures, image: ImageRGB, warp: npt.NDArray[np.float64],
     cands: Sequence[Verification], hidden: npt.NDArray[np.bool_] | None = None,
     h: Homography | None = None,
-) -> tuple[int, int, float, float] | None:  # fmt: skip
-    """(winner, second, correlation gap, the winner's correlation) of the candidates' grey detail
-    images, the crop mapped onto the canvas by `h` (the best candidate's homography by default);
+) -> SmallPrint | None:  # fmt: skip
+    """(winner, second, correlation gap, the winner's correlation, and every pair's gaps and
+    correlations) of the candidates' grey detail images, the crop mapped onto the canvas by `h` (the best candidate's homography by default);
     None when a candidate has no detail image. `hidden`: canvas pixels not compared (`hidden`
     below).
     Printings are compared in pairs, each pair where its own two details differ
@@ -176,7 +205,7 @@ def by_detail(
     margins = np.where(others, gap, np.inf).min(axis=1)  # each one's least margin over the rest
     win = int(np.argmax(margins))
     second = int(np.argmin(np.where(others[win], gap[win], np.inf)))
-    return win, second, float(gap[win, second]), float(agree[win, second])
+    return SmallPrint(win, second, float(gap[win, second]), float(agree[win, second]), gap, agree)
 
 
 class _Memo:
@@ -312,55 +341,6 @@ def _correlation(around: Grey, patch: Grey, patch_spread: float, spread: float) 
     if patch_spread < DETAIL_FLAT:
         return float(np.clip((3 * DETAIL_FLAT - spread) / (2 * DETAIL_FLAT), 0.0, 1.0))
     return float(cv2.matchTemplate(around, patch, cv2.TM_CCOEFF_NORMED).max())
-
-
-def _closest_pixels(
-    raw: ImageRGB, differ: npt.NDArray[np.bool_], valid: npt.NDArray[np.bool_],
-    blurred: Sequence[npt.NDArray[np.float32]],
-) -> tuple[int, int, float]:  # fmt: skip
-    """(winner, second, relative error gap): the view's colours matched to the first reference's
-    where the references agree, then the mean error on the differing pixels."""
-    view = cv2.GaussianBlur(raw, (3, 3), 0).astype(np.float32)
-    same = ~differ & valid
-    mu_v, sd_v = view[same].mean(axis=0), view[same].std(axis=0) + 1.0
-    mu_r, sd_r = blurred[0][same].mean(axis=0), blurred[0][same].std(axis=0) + 1.0
-    view = (view - mu_v) / sd_v * sd_r + mu_r
-    errors = [float(np.abs(view[differ] - r[differ]).mean()) for r in blurred]
-    order = np.argsort(errors)
-    win, second = int(order[0]), int(order[1])
-    return win, second, (errors[second] - errors[win]) / max(errors[second], 1e-6)
-
-
-def hidden(agreement: Sequence[Agreement], shape: tuple[int, int]) -> npt.NDArray[np.bool_]:
-    """The pixels (of a thumbnail of `shape`) in cells of the colour grid where the crop agrees
-    with none of the printings (AGREE_NCC, `agreement`: cell_agreement with each) though one is
-    textured there: a hand, another card or a glare over the card, whose pixels tell no printing
-    from another (and would pick one by chance)."""
-    textured = np.any([a[2] for a in agreement], axis=0)
-    seen = np.any([a[0] >= AGREE_NCC for a in agreement], axis=0)
-    cells = (textured & ~seen).astype(np.uint8)
-    h, w = shape
-    rows, cols = PHOTO_GRID
-    out = np.zeros((h, w), bool)
-    ch, cw = h // rows, w // cols
-    out[: rows * ch, : cols * cw] = np.kron(cells, np.ones((ch, cw), np.uint8)).astype(bool)
-    return out
-
-
-def _closest_cells(
-    differ: npt.NDArray[np.bool_], agreement: Sequence[Agreement]
-) -> tuple[int, int, float, float] | None:
-    """(winner, second, agreement gap, the winner's agreement) over the colour grid's cells where
-    the references differ, the crop covers them and one reference at least is textured there
-    (`agreement`: cell_agreement of the crop with each reference); None without such cells."""
-    share = grid_means(differ)[..., 0]
-    use = (share >= DIFFER_CELL_SHARE) & agreement[0][1] & np.any([a[2] for a in agreement], 0)
-    if not use.any():
-        return None
-    scores = [float(np.median(a[0][use])) for a in agreement]
-    order = np.argsort(scores)[::-1]
-    win, second = int(order[0]), int(order[1])
-    return win, second, scores[win] - scores[second], scores[win]
 
 
 def outweighs(a: Verification, b: Verification) -> bool:
