@@ -367,7 +367,7 @@ def test_status_says_the_served_bundle_verifies_by_geometry(demo: ServeProcess) 
     assert v["enabled"] is True and v["method"] == "orb"
     assert v["cards"] == status["card_count"] and v["keypoints"] > 0 and v["min_inliers"] >= 4
     # ... extracting more features from each crop than a reference keeps (the demo's setting)
-    assert v["query_features"] == 2 * v["n_features"]
+    assert v["query_features"] >= 2 * v["n_features"]
 
 
 def test_the_live_scene_gives_each_card_its_confidence_tier(demo: ServeProcess) -> None:
