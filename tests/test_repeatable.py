@@ -26,7 +26,7 @@ from edge.recognize.repeatable import (
     reference_features,
     repeat_counts,
 )
-from edge.recognize.verify import Verifier
+from edge.recognize.verify import FeaturesInMemory, Verifier
 from tests.card_renders import rendered_cards
 
 SPEC = FeatureSpec(n_features=150)
@@ -125,20 +125,10 @@ def test_references_chosen_by_repeats_verify_small_tilted_crops_better(cards) ->
         for _ in range(3):
             view, _ = camera_view(canvas, rng)
             q = query.extract(view)
-            a = Verifier(_Refs(chosen)).verify(q, card_id).inliers
-            b = Verifier(_Refs(strongest)).verify(q, card_id).inliers
+            a = Verifier(FeaturesInMemory(SPEC, chosen)).verify(q, card_id).inliers
+            b = Verifier(FeaturesInMemory(SPEC, strongest)).verify(q, card_id).inliers
             wins.append((a, b))
     got = np.array(wins)
     # then the chosen features find more inliers, summed over the crops
     assert all(len(f) <= SPEC.n_features for f in chosen.values())
     assert got[:, 0].sum() > 1.2 * got[:, 1].sum(), got.sum(axis=0)
-
-
-class _Refs:
-    spec = SPEC
-
-    def __init__(self, feats: dict[str, Features]) -> None:
-        self.feats = feats
-
-    def get(self, card_id: str) -> Features | None:
-        return self.feats.get(card_id)

@@ -153,16 +153,6 @@ def test_reference_file_round_trips_points_descriptors_and_thumbnails(refs, card
         refs.check_cards([*sorted(cards), "extra-card"])
 
 
-class _InMemory:
-    """A FeatureSource over features in a dict."""
-
-    def __init__(self, spec: FeatureSpec, feats: dict[str, Features]) -> None:
-        self.spec, self.feats = spec, feats
-
-    def get(self, card_id: str) -> Features | None:
-        return self.feats.get(card_id)
-
-
 def test_a_truncated_or_foreign_feature_file_is_a_typed_error(refs, tmp_path: Path) -> None:
     # given a truncated copy and a file that is not a feature file
     data = refs.path.read_bytes()

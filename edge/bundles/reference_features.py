@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -23,7 +22,7 @@ from edge.recognize.feature_file import write_reference_features
 from edge.recognize.features import Features, FeatureSpec
 from edge.recognize.index import same_name
 from edge.recognize.repeatable import reference_features
-from edge.recognize.verify import MIN_MATCHES, Verifier
+from edge.recognize.verify import MIN_MATCHES, FeaturesInMemory, Verifier
 from edge.types import ImageRGB
 
 logger = logging.getLogger(__name__)
@@ -153,7 +152,7 @@ def same_art(
     which only their detail images tell apart. The other arts of a name differ in what
     verification sees, and need no detail image."""
     feats = dict(items)
-    verifier = Verifier(_InMemory(spec, feats))
+    verifier = Verifier(FeaturesInMemory(spec, feats))
     need = max(MIN_MATCHES, round(SAME_ART_SHARE * spec.n_features))
     out: set[str] = set()
     for a, others in printings.items():
@@ -164,17 +163,6 @@ def same_art(
             if verifier.verify(fa, b).inliers >= need:
                 out |= {a, b}
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class _InMemory:
-    """Reference features in a dict, as the verifier reads them (edge.recognize.verify)."""
-
-    spec: FeatureSpec
-    feats: Mapping[str, Features]
-
-    def get(self, card_id: str) -> Features | None:
-        return self.feats.get(card_id)
 
 
 def detail_image(scan: ImageRGB, spec: FeatureSpec) -> bytes:

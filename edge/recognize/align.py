@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.recognize.features import FeatureSpec
-from edge.recognize.verify import Homography, frame_onto, project
+from edge.recognize.verify import Homography, canvas_quad, frame_onto, project
 from edge.types import ImageRGB
 
 ITERATIONS = 40
@@ -54,9 +54,7 @@ def refined(
     w = np.asarray(found, np.float64)
     if not np.isfinite(w).all() or cc < MIN_CORRELATION:
         return h
-    canvas = np.array(
-        [[0, 0], [spec.width, 0], [spec.width, spec.height], [0, spec.height]], np.float64
-    )
+    canvas = canvas_quad(spec)
     moved = np.linalg.norm(project(w, canvas) - canvas, axis=1).max()
     if moved > MAX_SHIFT * min(spec.width, spec.height):
         return h

@@ -8,10 +8,11 @@ fit its feature file in 250 MB) should therefore keep the ones that match.
 Each reference is rendered as the device sees it, `VIEWS` times, with a seeded random
 draw: shrunk to a card `VIEW_SHORT_PX` wide, tilted, its corners found a little wrong, blurred,
 noisy, under other light, JPEG-compressed, then warped back onto the canvas as
-`edge.recognize.rectify` warps a crop. The view's features are matched to the reference's by the
-verifier's own test (`edge.recognize.verify.tentative_matches`), and a reference keypoint scores one for every view where
-its match lands within `HIT_PX` of where the view's known geometry puts it. The most repeated
-keypoints are kept, strongest first among equals. (Repeatability under synthetic views is how
+`edge.recognize.rectify` warps a crop. The view's features are matched to the reference's by
+the verifier's own test (`edge.recognize.verify.tentative_matches`), and a reference keypoint
+scores one for every view where its match lands within `HIT_PX` of where the view's known
+geometry puts it. The most repeated keypoints are kept, spread over the card
+(`most_repeated`), strongest first among equals. (Repeatability under synthetic views is how
 visual-localisation maps and instance-retrieval databases are compressed.)
 """
 
@@ -37,7 +38,7 @@ from edge.recognize.features import (
     merged,
     softened,
 )
-from edge.recognize.verify import tentative_matches
+from edge.recognize.verify import Homography, tentative_matches
 from edge.types import ImageRGB
 
 VIEWS = 8
@@ -54,8 +55,6 @@ POOL_FEATURES = 1000  # extracted per reference (sharp, and again softened) to c
 THREADS = min(4, os.cpu_count() or 1)  # references pooled at once
 COVER_GRID = (4, 3)  # rows, columns of the canvas whose cells are given features first
 COVER_SHARE = 0.3  # of a reference's features
-
-Homography = npt.NDArray[np.float64]
 
 
 def repeat_counts(
@@ -85,11 +84,10 @@ def repeat_counts(
 
 
 def most_repeated(
-    pool: Features, hits: npt.NDArray[np.int32], keep: int,
-    canvas: tuple[int, int] | None = None,
-) -> Features:  # fmt: skip
-    """`keep` of pool's features (on a `canvas` of (height, width) px; the default FeatureSpec's
-    when None), the most repeated first; among equals pool's own order (strongest first). The reference file keeps that order (the
+    pool: Features, hits: npt.NDArray[np.int32], keep: int, canvas: tuple[int, int]
+) -> Features:
+    """`keep` of pool's features (on a `canvas` of (height, width) px), the most repeated first;
+    among equals pool's own order (strongest first). The reference file keeps that order (the
     local-feature shortlist indexes a card's first features).
 
     Repeats alone crowd a card's features into its art, where the broad shapes are, and leave
@@ -101,7 +99,7 @@ def most_repeated(
     if keep >= len(pool):
         return Features(pool.points[order], pool.descriptors[order])
     rows, cols = COVER_GRID
-    h, w = canvas or (FeatureSpec().height, FeatureSpec().width)
+    h, w = canvas
     cell = np.clip(
         (pool.points[order, 1] * rows / h).astype(np.int64), 0, rows - 1
     ) * cols + np.clip((pool.points[order, 0] * cols / w).astype(np.int64), 0, cols - 1)
@@ -176,8 +174,8 @@ def reference_features(
 ) -> list[tuple[str, Features]]:
     """Every catalogue scan's features as the device's verification expects them: a pool of
     POOL_FEATURES extracted on the canvas and again on it softened (`softened`), the features
-    the catalogue shares removed (`distinctive`), and of the rest the `n_features` that simulated
-    camera views find again most often (edge.recognize.repeatable)."""
+    the catalogue shares removed (`distinctive_rows`), and of the rest the `n_features` that
+    simulated camera views find again most often (`repeat_counts`, `most_repeated`)."""
     n_pool = max(POOL_FEATURES, 2 * spec.n_features)
     wide = Extractor(replace(spec, n_features=n_pool))
     query = Extractor(replace(spec, n_features=QUERY_FEATURES))

@@ -30,6 +30,7 @@ from edge.recognize.reprint_pixels import (
 from edge.recognize.verify import (
     Homography,
     Verification,
+    canvas_quad,
     cell_agreement,
     frame_onto,
     project,
@@ -166,9 +167,9 @@ def by_detail(
     h: Homography | None = None,
 ) -> SmallPrint | None:  # fmt: skip
     """(winner, second, correlation gap, the winner's correlation, and every pair's gaps and
-    correlations) of the candidates' grey detail images, the crop mapped onto the canvas by `h` (the best candidate's homography by default);
-    None when a candidate has no detail image. `hidden`: canvas pixels not compared (`hidden`
-    below).
+    correlations) of the candidates' grey detail images, the crop mapped onto the canvas by `h`
+    (the best candidate's homography by default); None when a candidate has no detail image.
+    `hidden`: canvas pixels not compared (`hidden` below).
     Printings are compared in pairs, each pair where its own two details differ
     (`_pair_regions`: a third printing's other frame must not drown the one number in which two
     printings differ); the winner beats every other, the second is the one it beats by least,
@@ -187,8 +188,7 @@ def by_detail(
     view: Grey = np.asarray(cv2.GaussianBlur(grey, (0, 0), 1.0), np.uint8)
     smooth = [d[1] for d in details if d is not None]
     # how large the card lies in the frame: faint print on a card seen small is noise
-    canvas = np.array([[0, 0], [spec.width, 0], [spec.width, spec.height], [0, spec.height]])
-    quad = project(np.linalg.inv(warp) @ h, canvas).astype(np.float32)
+    quad = project(np.linalg.inv(warp) @ h, canvas_quad(spec)).astype(np.float32)
     area = abs(float(cv2.contourArea(quad)))
     faint = math.sqrt(area / (spec.width * spec.height)) >= FAINT_MIN_SCALE
     n = len(cands)

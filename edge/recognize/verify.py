@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -72,6 +72,23 @@ class FeatureSource(Protocol):
     @property
     def spec(self) -> FeatureSpec: ...
     def get(self, card_id: str, /) -> Features | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturesInMemory:
+    """A FeatureSource over reference features in a dict (a bundle being built, a test)."""
+
+    spec: FeatureSpec
+    feats: Mapping[str, Features]
+
+    def get(self, card_id: str) -> Features | None:
+        return self.feats.get(card_id)
+
+
+def canvas_quad(spec: FeatureSpec) -> npt.NDArray[np.float64]:
+    """The feature canvas's outline (TL, TR, BR, BL), in canvas px."""
+    w, h = spec.width, spec.height
+    return np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
 
 
 class Verifier:
